@@ -1,0 +1,19 @@
+"""SemanticInterpolationLib: through-plane upsampling of anisotropic MRI with the ASI autoencoder.
+
+Plain Python (torch, numpy, SimpleITK); imports neither Qt nor Slicer, so it runs in Slicer's
+Python console, in batch jobs, on the command line and on a cluster.
+"""
+
+from ._version import __version__
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .engine import ASIEngine, output_slice_count, upsample_array, validate_factor
+from .errors import (CheckpointError, DeviceError, InputError, OperationCancelled,
+                     SemanticInterpolationError)
+from .model import ASIAutoencoder, AutoencoderConfig
+from .normalization import IntensityNormalization
+
+__all__ = [
+    "__version__", "ASIAutoencoder", "AutoencoderConfig", "ASIEngine", "Checkpoint", "CheckpointError",
+    "DeviceError", "InputError", "IntensityNormalization", "OperationCancelled", "SemanticInterpolationError",
+    "load_checkpoint", "output_slice_count", "save_checkpoint", "upsample_array", "validate_factor",
+]

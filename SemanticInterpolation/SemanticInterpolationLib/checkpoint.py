@@ -1,0 +1,188 @@
+"""Checkpoint files: autoencoder weights plus the metadata needed to use them correctly.
+
+A checkpoint is a ``torch.save`` archive of plain data only::
+
+    {"format": "SemanticInterpolation-checkpoint", "format_version": 1,
+     "architecture": {...AutoencoderConfig...},
+     "state_dict": {name: tensor},
+     "metadata": {"intensity_normalization": {...}, "in_plane_spacing_mm": [sx, sy] | None,
+                  "training": {...}, "project_version": "x.y.z", "created": ISO-8601, ...},
+     "extra_state": {...}}              # optional, e.g. optimiser state for resuming training
+
+It is read with ``torch.load(weights_only=True)``, which refuses any pickled object other than
+tensors and plain containers, so loading a file never runs code from it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ._version import __version__
+from .errors import CheckpointError
+from .fileio import atomic_output
+from .model import ASIAutoencoder, AutoencoderConfig
+from .normalization import IntensityNormalization
+
+CHECKPOINT_FORMAT = "SemanticInterpolation-checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model (in eval mode, on the CPU) and its metadata."""
+
+    model: ASIAutoencoder
+    normalization: IntensityNormalization = field(default_factory=IntensityNormalization)
+    in_plane_spacing_mm: tuple[float, float] | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    project_version: str = __version__
+    created: str = ""
+    path: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    extra_state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> AutoencoderConfig:
+        return self.model.config
+
+    def summary(self) -> str:
+        """One line for logs: architecture, training data spacing and origin of the file."""
+        spacing = ("x".join(f"{s:g}" for s in self.in_plane_spacing_mm) + " mm") if self.in_plane_spacing_mm else "unknown"
+        source = self.path or "in memory"
+        return (f"{self.config.name} (latent {self.config.latent_channels} ch, "
+                f"{len(self.config.encoder_channels)} blocks), trained in-plane spacing {spacing}, "
+                f"written by version {self.project_version or 'unknown'} [{source}]")
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: ASIAutoencoder,
+    *,
+    normalization: IntensityNormalization | None = None,
+    in_plane_spacing_mm: tuple[float, float] | None = None,
+    training: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    extra_state: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` and its metadata to ``path`` atomically (write, then rename).
+
+    An existing file at ``path`` stays intact until the new one is complete.
+    Returns the absolute path written.
+    """
+    normalization = normalization or IntensityNormalization()
+    meta: dict[str, Any] = {
+        "intensity_normalization": normalization.to_dict(),
+        "in_plane_spacing_mm": [float(s) for s in in_plane_spacing_mm] if in_plane_spacing_mm else None,
+        "training": dict(training or {}),
+        "project_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    meta.update(dict(metadata or {}))
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "architecture": model.config.to_dict(),
+        "state_dict": {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()},
+        "metadata": meta,
+        "extra_state": dict(extra_state or {}),
+    }
+    with atomic_output(path) as temporary:
+        torch.save(payload, temporary)
+    return Path(path).expanduser().absolute()
+
+
+def _read_payload(path: Path) -> dict[str, Any]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"refused to load {str(path)!r}: it contains pickled Python objects other than tensors and plain "
+            "data, which could run code. SemanticInterpolation never executes code from a checkpoint; use a "
+            "checkpoint written by SemanticInterpolation (save_checkpoint or the train command)"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r}: the file is corrupt or not a PyTorch checkpoint "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). Download or train it again"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        hint = ""
+        if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+            hint = " (it looks like a bare state_dict of some network, without the architecture and metadata)"
+        raise CheckpointError(
+            f"{str(path)!r} is not a SemanticInterpolation checkpoint{hint}; give a file written by "
+            "SemanticInterpolation's train command or save_checkpoint()"
+        )
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has format version {version!r}; this SemanticInterpolation "
+            f"({__version__}) reads up to version {CHECKPOINT_FORMAT_VERSION}: update SemanticInterpolation"
+        )
+    return payload
+
+
+def checkpoint_from_payload(payload: Mapping[str, Any], path: str | None = None) -> Checkpoint:
+    """Build a :class:`Checkpoint` from the dictionary stored in a checkpoint file."""
+    where = repr(path) if path else "checkpoint"
+    config = AutoencoderConfig.from_dict(payload.get("architecture"))
+    state_dict = payload.get("state_dict")
+    if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{where} has no valid 'state_dict' of tensors: the file is corrupt")
+    model = ASIAutoencoder(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong_shape = sorted(k for k in set(expected) & set(state_dict) if tuple(expected[k].shape) != tuple(state_dict[k].shape))
+    if missing or unexpected or wrong_shape:
+        details = []
+        if missing:
+            details.append(f"missing {len(missing)} tensors (e.g. {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unknown tensors (e.g. {unexpected[0]})")
+        if wrong_shape:
+            k = wrong_shape[0]
+            details.append(f"{len(wrong_shape)} tensors of other shapes (e.g. {k}: file {tuple(state_dict[k].shape)}, "
+                           f"network {tuple(expected[k].shape)})")
+        raise CheckpointError(
+            f"{where} holds weights of another architecture than its configuration ({config.name}) describes: "
+            + "; ".join(details) + ". Use a checkpoint made for this network"
+        )
+    for name, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{where} is corrupt: tensor {name} contains NaN or infinite values")
+    model.load_state_dict(dict(state_dict), strict=True)
+    model.eval()
+    meta = dict(payload.get("metadata") or {})
+    spacing = meta.get("in_plane_spacing_mm")
+    return Checkpoint(
+        model=model,
+        normalization=IntensityNormalization.from_dict(meta.get("intensity_normalization", {"method": "percentile", "lower_percentile": 1.0, "upper_percentile": 99.0})),
+        in_plane_spacing_mm=tuple(float(s) for s in spacing) if spacing else None,
+        training=dict(meta.get("training") or {}),
+        project_version=str(meta.get("project_version", "")),
+        created=str(meta.get("created", "")),
+        path=path,
+        metadata=meta,
+        extra_state=dict(payload.get("extra_state") or {}),
+    )
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Load a checkpoint safely. The model is returned on the CPU in eval mode.
+
+    Raises :class:`CheckpointError` (missing, corrupt, unsafe pickle, foreign file, other
+    architecture, newer format).
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint {str(file)!r} does not exist or is not a file")
+    return checkpoint_from_payload(_read_payload(file), path=str(file.absolute()))

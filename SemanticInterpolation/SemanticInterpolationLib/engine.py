@@ -1,0 +1,310 @@
+"""ASI through-plane upsampling of numpy volumes (numpy in, numpy out).
+
+Axis order: the engine works on any 3-D array and takes the slice axis as a *numpy* axis
+index. For arrays from SimpleITK (``GetArrayFromImage``) and from MRML
+(``slicer.util.arrayFromVolume``) the order is ``[k, j, i]``, so ITK/IJK axis ``a`` is numpy
+axis ``2 - a``.
+
+For ``n`` acquired slices and factor ``K`` the result has ``(n - 1) * K + 1`` slices along the
+axis. Output slice ``s * K`` is acquired slice ``s`` (bit-exact by default), and output slice
+``s * K + i`` (``i = 1 .. K-1``) is decoded from ``(1 - i/K) z_s + (i/K) z_{s+1}`` where
+``z`` are the latent maps (journal eq. 1 and 2): the first new slice is the one closest to
+slice ``s``.
+
+Every acquired slice is encoded exactly once. Slices are streamed in chunks of
+``batch_size``, so memory is bounded by the batch size (plus the output array), not by the
+number of slices.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .checkpoint import Checkpoint
+from .devices import autocast, describe_device, resolve_device, resolve_precision
+from .errors import InputError, OperationCancelled
+from .model import ASIAutoencoder
+from .normalization import IntensityNormalization, IntensityRange
+
+logger = logging.getLogger("SemanticInterpolation")
+
+#: ``progress(done, total)``: work units (slices encoded + slices decoded) done so far.
+ProgressCallback = Callable[[int, int], None]
+#: ``should_cancel()`` returns True to stop; the operation raises :class:`OperationCancelled`.
+CancelCallback = Callable[[], bool]
+
+MAX_FACTOR = 32
+MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
+
+
+def validate_factor(factor: int) -> int:
+    """Return ``factor`` as int when it is an integer in [2, 32], else raise :class:`InputError`."""
+    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)):
+        if isinstance(factor, float) and factor.is_integer():
+            factor = int(factor)
+        else:
+            raise InputError(f"upsampling factor must be a whole number, got {factor!r}")
+    factor = int(factor)
+    if factor < 2:
+        raise InputError(f"upsampling factor must be at least 2 (got {factor}): K=2 halves the slice spacing")
+    if factor > MAX_FACTOR:
+        raise InputError(
+            f"upsampling factor {factor} is unreasonably large (maximum {MAX_FACTOR}): the slices synthesized "
+            "between two acquired slices would be almost all invented; use a smaller factor"
+        )
+    return factor
+
+
+def validate_volume(volume: np.ndarray, axis: int) -> int:
+    """Check that ``volume`` can be upsampled along numpy ``axis``; return the axis (0..2)."""
+    if not isinstance(volume, np.ndarray):
+        raise InputError(f"volume must be a numpy array, got {type(volume).__name__}")
+    if volume.ndim != 3:
+        raise InputError(
+            f"volume must be 3-D (got {volume.ndim}-D, shape {volume.shape}): give one scalar 3-D volume; "
+            "split 4-D series into 3-D frames and vector/RGB images into single components first"
+        )
+    if volume.dtype.kind not in "iuf":
+        raise InputError(f"volume must hold real numbers (integer or float), got dtype {volume.dtype}")
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -3 <= int(axis) <= 2:
+        raise InputError(f"slice axis must be 0, 1 or 2, got {axis!r}")
+    axis = int(axis) % 3
+    if volume.shape[axis] < 2:
+        raise InputError(
+            f"need at least 2 slices along the slice axis to interpolate between them; axis {axis} has "
+            f"{volume.shape[axis]} (shape {volume.shape}). Choose another axis or a volume with more slices"
+        )
+    if min(volume.shape) < 1:
+        raise InputError(f"volume is empty (shape {volume.shape})")
+    if volume.dtype.kind == "f" and not np.isfinite(volume).all():
+        bad = int(np.size(volume) - np.count_nonzero(np.isfinite(volume)))
+        raise InputError(
+            f"volume contains {bad} NaN or infinite voxel(s): replace them (e.g. with 0 or the background value) first"
+        )
+    return axis
+
+
+def output_slice_count(n_slices: int, factor: int) -> int:
+    """Number of slices after upsampling ``n_slices`` by ``factor``: ``(n - 1) * K + 1``."""
+    return (n_slices - 1) * factor + 1
+
+
+def convert_to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Cast float values to ``dtype``: integers are rounded and clipped to the type's range."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype, copy=False)
+
+
+@dataclass(frozen=True)
+class _DecodeJob:
+    first: int  # index of the first latent in the current chunk
+    second: int  # index of the second latent in the current chunk
+    alpha: float  # mixing weight of the second latent
+    output_index: int  # slice index in the output volume
+
+
+class ASIEngine:
+    """Holds a model on a device and upsamples volumes with it.
+
+    Create one engine and call :meth:`upsample` for many volumes (e.g. the frames of a cine
+    sequence) to load the model only once.
+
+    ``device``: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
+    ``precision``: ``"auto"`` (float16 autocast on CUDA, float32 elsewhere) or a dtype name.
+    ``batch_size``: slices per encoder/decoder call; bounds memory.
+    ``memory_format``: ``"auto"``, ``"contiguous"`` or ``"channels_last"`` for the network tensors.
+    """
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint | ASIAutoencoder,
+        device: str | torch.device = "auto",
+        *,
+        precision: str = "auto",
+        batch_size: int = 8,
+        memory_format: str = "auto",
+        normalization: IntensityNormalization | None = None,
+    ) -> None:
+        if isinstance(checkpoint, Checkpoint):
+            model, default_normalization = checkpoint.model, checkpoint.normalization
+        elif isinstance(checkpoint, ASIAutoencoder):
+            model, default_normalization = checkpoint, IntensityNormalization()
+        else:
+            raise TypeError(f"checkpoint must be a Checkpoint or ASIAutoencoder, got {type(checkpoint).__name__}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise InputError(f"batch size must be a positive whole number, got {batch_size!r}")
+        if memory_format not in MEMORY_FORMATS:
+            raise InputError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {memory_format!r}")
+        self.device = resolve_device(device)
+        self.compute_dtype = resolve_precision(self.device, precision)
+        self.batch_size = int(batch_size)
+        self.normalization = normalization or default_normalization
+        if memory_format == "auto":
+            memory_format = "channels_last" if self.device.type == "cuda" else "contiguous"
+        self.memory_format = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+        # never move the caller's model: work on a copy when it has to go to another device
+        on_device = next(model.parameters()).device == self.device
+        self.model = (model if on_device else copy.deepcopy(model).to(self.device)).eval()
+        self.model = self.model.to(memory_format=self.memory_format)
+        self.size_multiple = self.model.config.size_multiple
+
+    def describe(self) -> str:
+        """Device and settings, for logs."""
+        fmt = "channels_last" if self.memory_format == torch.channels_last else "contiguous"
+        return (f"device {describe_device(self.device)}, precision {str(self.compute_dtype).replace('torch.', '')}, "
+                f"batch size {self.batch_size}, memory format {fmt}")
+
+    # ------------------------------------------------------------------ helpers
+    def _to_network(self, slices: np.ndarray, intensity_range: IntensityRange) -> torch.Tensor:
+        """[b, H, W] raw slices -> [b, 1, Hp, Wp] normalised, edge-padded tensor on the device."""
+        unit = self.normalization.to_unit_range(slices, intensity_range)
+        pad_h = (-unit.shape[1]) % self.size_multiple
+        pad_w = (-unit.shape[2]) % self.size_multiple
+        if pad_h or pad_w:
+            unit = np.pad(unit, ((0, 0), (0, pad_h), (0, pad_w)), mode="edge")
+        tensor = torch.from_numpy(np.ascontiguousarray(unit)).unsqueeze(1)
+        return tensor.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
+    def _encode(self, batch: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.compute_dtype):
+            return self.model.encode(batch).float()
+
+    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+        with autocast(self.device, self.compute_dtype):
+            decoded = self.model.decode(latents.contiguous(memory_format=self.memory_format))
+        return decoded[:, 0].float().cpu().numpy()
+
+    @staticmethod
+    def _chunks(n_slices: int, chunk: int) -> Iterator[tuple[int, int]]:
+        """Inclusive (start, end) slice ranges; consecutive ranges share one slice."""
+        start = 0
+        while start < n_slices - 1:
+            end = min(start + chunk, n_slices - 1)
+            yield start, end
+            start = end
+
+    # ------------------------------------------------------------------ public
+    def upsample(
+        self,
+        volume: np.ndarray,
+        factor: int,
+        *,
+        axis: int = 0,
+        keep_acquired: bool = True,
+        output_dtype: np.dtype | type | str | None = None,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCallback | None = None,
+    ) -> np.ndarray:
+        """Upsample ``volume`` by ``factor`` along numpy axis ``axis``.
+
+        ``volume``: 3-D array of any real dtype, not modified. Returns a new array with
+        ``(n - 1) * factor + 1`` slices along ``axis`` and the input's other sizes, of
+        ``output_dtype`` (default: the input's dtype; integers are rounded and clipped).
+        With ``keep_acquired`` (default) the acquired slices are copied bit-exactly;
+        otherwise they are replaced by the autoencoder's reconstructions.
+        """
+        factor = validate_factor(factor)
+        axis = validate_volume(volume, axis)
+        out_dtype = np.dtype(output_dtype) if output_dtype is not None else volume.dtype
+        if out_dtype.kind not in "iuf":
+            raise InputError(f"output dtype must be an integer or float type, got {out_dtype}")
+
+        started = time.perf_counter()
+        slices = np.moveaxis(volume, axis, 0)  # view [n, H, W]
+        n_slices, height, width = slices.shape
+        out_shape = list(volume.shape)
+        out_shape[axis] = output_slice_count(n_slices, factor)
+        output = np.empty(out_shape, dtype=out_dtype)
+        out_slices = np.moveaxis(output, axis, 0)  # view into output
+
+        intensity_range = self.normalization.fit(volume)
+        alphas = [i / factor for i in range(1, factor)]
+        jobs_total = (n_slices - 1) * (factor - 1) + (0 if keep_acquired else n_slices)
+        total = n_slices + jobs_total
+        done = 0
+
+        def report(units: int) -> None:
+            nonlocal done
+            done += units
+            if progress is not None:
+                progress(done, total)
+
+        def check_cancel() -> None:
+            if should_cancel is not None and should_cancel():
+                raise OperationCancelled("upsampling was cancelled")
+
+        if keep_acquired:
+            for s in range(n_slices):
+                out_slices[s * factor] = slices[s]  # exact copy (cast only if output dtype differs)
+
+        logger.info("ASI upsampling %s volume of shape %s along axis %d by %d (%s)",
+                    volume.dtype, volume.shape, axis, factor, self.describe())
+        if progress is not None:
+            progress(0, total)
+
+        previous_latent: torch.Tensor | None = None
+        with torch.inference_mode():
+            for start, end in self._chunks(n_slices, self.batch_size):
+                check_cancel()
+                first_new = start if previous_latent is None else start + 1
+                new_latents = self._encode(self._to_network(slices[first_new:end + 1], intensity_range))
+                latents = new_latents if previous_latent is None else torch.cat([previous_latent, new_latents])
+                report(end + 1 - first_new)
+
+                jobs = [
+                    _DecodeJob(p, p + 1, alpha, (start + p) * factor + i)
+                    for p in range(end - start)
+                    for i, alpha in enumerate(alphas, start=1)
+                ]
+                if not keep_acquired:
+                    jobs += [_DecodeJob(q, q, 0.0, (start + q) * factor) for q in range(first_new - start, end - start + 1)]
+
+                for b in range(0, len(jobs), self.batch_size):
+                    check_cancel()
+                    batch = jobs[b:b + self.batch_size]
+                    first = torch.tensor([j.first for j in batch], device=self.device)
+                    second = torch.tensor([j.second for j in batch], device=self.device)
+                    alpha = torch.tensor([j.alpha for j in batch], device=self.device, dtype=latents.dtype)
+                    mixed = ASIAutoencoder.mix(latents.index_select(0, first), latents.index_select(0, second), alpha)
+                    decoded = self._decode(mixed)[:, :height, :width]
+                    values = self.normalization.to_input_units(decoded, intensity_range)
+                    converted = convert_to_dtype(values, out_dtype)
+                    for job, image in zip(batch, converted):
+                        out_slices[job.output_index] = image
+                    report(len(batch))
+                previous_latent = latents[-1:].clone()
+                del latents, new_latents
+
+        logger.info("ASI upsampling done: %d slices synthesized in %.2f s",
+                    jobs_total, time.perf_counter() - started)
+        return output
+
+
+def upsample_array(
+    volume: np.ndarray,
+    factor: int,
+    checkpoint: Checkpoint | ASIAutoencoder,
+    *,
+    axis: int = 0,
+    keep_acquired: bool = True,
+    output_dtype: np.dtype | type | str | None = None,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    batch_size: int = 8,
+    progress: ProgressCallback | None = None,
+    should_cancel: CancelCallback | None = None,
+) -> np.ndarray:
+    """One-call form of :meth:`ASIEngine.upsample` (see there for the arguments)."""
+    engine = ASIEngine(checkpoint, device, precision=precision, batch_size=batch_size)
+    return engine.upsample(volume, factor, axis=axis, keep_acquired=keep_acquired, output_dtype=output_dtype,
+                           progress=progress, should_cancel=should_cancel)
