@@ -5,7 +5,7 @@ Python console, in batch jobs, on the command line and on a cluster.
 """
 
 from ._version import __version__
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, find_default_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .engine import ASIEngine, output_slice_count, upsample_array, validate_factor
 from .errors import (CheckpointError, DeviceError, InputError, OperationCancelled,
                      SemanticInterpolationError)
@@ -15,5 +15,5 @@ from .normalization import IntensityNormalization
 __all__ = [
     "__version__", "ASIAutoencoder", "AutoencoderConfig", "ASIEngine", "Checkpoint", "CheckpointError",
     "DeviceError", "InputError", "IntensityNormalization", "OperationCancelled", "SemanticInterpolationError",
-    "load_checkpoint", "output_slice_count", "save_checkpoint", "upsample_array", "validate_factor",
+    "find_default_checkpoint", "load_checkpoint", "resolve_checkpoint", "output_slice_count", "save_checkpoint", "upsample_array", "validate_factor",
 ]

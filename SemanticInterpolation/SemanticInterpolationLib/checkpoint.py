@@ -186,3 +186,51 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not file.is_file():
         raise CheckpointError(f"checkpoint {str(file)!r} does not exist or is not a file")
     return checkpoint_from_payload(_read_payload(file), path=str(file.absolute()))
+
+
+DEFAULT_CHECKPOINT_NAME = "asi-default.pt"
+DEFAULT_CHECKPOINT_ENV = "SEMANTIC_INTERPOLATION_DEFAULT_CHECKPOINT"
+
+
+def default_checkpoint_candidates() -> list[Path]:
+    """Where the bundled default model is looked for, in order.
+
+    1. the file named by the environment variable ``SEMANTIC_INTERPOLATION_DEFAULT_CHECKPOINT``;
+    2. ``<module folder>/Resources/Models/asi-default.pt`` (the Slicer module's resources);
+    3. ``<repository>/Resources/Models/asi-default.pt`` (a source checkout or editable install).
+    """
+    candidates = []
+    env = os.environ.get(DEFAULT_CHECKPOINT_ENV)
+    if env:
+        candidates.append(Path(env).expanduser())
+    package_dir = Path(__file__).resolve().parent
+    candidates.append(package_dir.parent / "Resources" / "Models" / DEFAULT_CHECKPOINT_NAME)
+    candidates.append(package_dir.parent.parent / "Resources" / "Models" / DEFAULT_CHECKPOINT_NAME)
+    return candidates
+
+
+def find_default_checkpoint() -> Path | None:
+    """Path of the bundled default checkpoint, or None when none is installed."""
+    for candidate in default_checkpoint_candidates():
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve_checkpoint(checkpoint: "str | os.PathLike | Checkpoint | None") -> Checkpoint:
+    """A loaded :class:`Checkpoint` from a path, an already loaded one, or None (the default model).
+
+    Raises :class:`CheckpointError` with what to do when None is given and no default is installed.
+    """
+    if isinstance(checkpoint, Checkpoint):
+        return checkpoint
+    if checkpoint is None or str(checkpoint) == "":
+        default = find_default_checkpoint()
+        if default is None:
+            raise CheckpointError(
+                "the ASI method needs a checkpoint: no default model is installed yet. Give one with "
+                "--checkpoint PATH (Python: checkpoint=PATH), train one with 'semantic-interpolation train', "
+                f"or set {DEFAULT_CHECKPOINT_ENV}; the methods linear, bspline and lanczos need none"
+            )
+        checkpoint = default
+    return load_checkpoint(checkpoint)
