@@ -186,12 +186,14 @@ class ASIEngine:
 
     @staticmethod
     def _chunks(n_slices: int, chunk: int) -> Iterator[tuple[int, int]]:
-        """Inclusive (start, end) slice ranges; consecutive ranges share one slice."""
-        start = 0
-        while start < n_slices - 1:
-            end = min(start + chunk, n_slices - 1)
+        """Inclusive (start, end) slice ranges; consecutive ranges share one slice, so each range
+        brings ``chunk`` slices not encoded before (the first one at least two)."""
+        start, end = 0, min(max(chunk - 1, 1), n_slices - 1)
+        while True:
             yield start, end
-            start = end
+            if end >= n_slices - 1:
+                return
+            start, end = end, min(end + chunk, n_slices - 1)
 
     # ------------------------------------------------------------------ public
     def upsample(
@@ -257,7 +259,10 @@ class ASIEngine:
             for start, end in self._chunks(n_slices, self.batch_size):
                 check_cancel()
                 first_new = start if previous_latent is None else start + 1
-                new_latents = self._encode(self._to_network(slices[first_new:end + 1], intensity_range))
+                new_latents = torch.cat([
+                    self._encode(self._to_network(slices[b:min(b + self.batch_size, end + 1)], intensity_range))
+                    for b in range(first_new, end + 1, self.batch_size)
+                ])
                 latents = new_latents if previous_latent is None else torch.cat([previous_latent, new_latents])
                 report(end + 1 - first_new)
 

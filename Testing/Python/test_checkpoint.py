@@ -1,0 +1,140 @@
+"""Checkpoint files: round trip, metadata, and every unsafe or broken file refused clearly."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from SemanticInterpolationLib import (ASIAutoencoder, AutoencoderConfig, CheckpointError, IntensityNormalization,
+                                      __version__, load_checkpoint, save_checkpoint)
+from SemanticInterpolationLib.checkpoint import CHECKPOINT_FORMAT, resolve_checkpoint
+
+
+def test_round_trip_keeps_weights_and_metadata(tmp_path: Path, random_model: ASIAutoencoder) -> None:
+    path = save_checkpoint(tmp_path / "m.pt", random_model, normalization=IntensityNormalization(0.5, 99.5),
+                           in_plane_spacing_mm=(0.78, 0.78), training={"epochs": 3, "synthesis_loss": "ssim"})
+    loaded = load_checkpoint(path)
+    assert not loaded.model.training, "loaded models are in eval mode"
+    for name, tensor in random_model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], tensor), name
+    assert loaded.config == random_model.config
+    assert loaded.normalization == IntensityNormalization(0.5, 99.5)
+    assert loaded.in_plane_spacing_mm == (0.78, 0.78)
+    assert loaded.training == {"epochs": 3, "synthesis_loss": "ssim"}
+    assert loaded.project_version == __version__
+    assert "asi-journal" in loaded.summary()
+
+
+def test_spie_architecture_round_trip(tmp_path: Path) -> None:
+    model = ASIAutoencoder(AutoencoderConfig.spie())
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "spie.pt", model))
+    assert loaded.config.latent_channels == 16 and len(loaded.config.encoder_channels) == 4
+
+
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code from the checkpoint ran"))
+
+
+def test_crafted_pickle_is_refused_and_does_not_run(tmp_path: Path, random_model: ASIAutoencoder) -> None:
+    marker = tmp_path / "pwned.txt"
+    payload = {"format": CHECKPOINT_FORMAT, "format_version": 1, "architecture": random_model.config.to_dict(),
+               "state_dict": random_model.state_dict(), "metadata": {"x": _RunsCodeWhenUnpickled(marker)}}
+    path = tmp_path / "crafted.pt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="refused.*could run code"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+    raw = tmp_path / "raw_pickle.pt"  # a plain pickle (not even a torch zip)
+    raw.write_bytes(pickle.dumps(_RunsCodeWhenUnpickled(marker)))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(raw)
+    assert not marker.exists()
+
+
+def test_corrupt_files_are_clear_errors(tmp_path: Path, random_checkpoint: Path) -> None:
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(random_checkpoint.read_bytes()[:5000])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(os.urandom(4096))
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    for path in (truncated, garbage, empty):
+        with pytest.raises(CheckpointError, match="corrupt|cannot read|refused"):
+            load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_nan_weights_are_reported_as_corrupt(tmp_path: Path, random_model: ASIAutoencoder) -> None:
+    with torch.no_grad():
+        random_model.decoder[0].weight[0, 0, 0, 0] = float("nan")
+    path = save_checkpoint(tmp_path / "nan.pt", random_model)
+    with pytest.raises(CheckpointError, match="NaN"):
+        load_checkpoint(path)
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
+    spie_weights = ASIAutoencoder(AutoencoderConfig.spie()).state_dict()
+    payload = {"format": CHECKPOINT_FORMAT, "format_version": 1, "architecture": AutoencoderConfig().to_dict(),
+               "state_dict": spie_weights, "metadata": {}}
+    path = tmp_path / "mismatch.pt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="another architecture"):
+        load_checkpoint(path)
+
+
+def test_foreign_and_future_files_are_refused(tmp_path: Path, random_model: ASIAutoencoder) -> None:
+    bare = tmp_path / "bare_state_dict.pt"
+    torch.save(random_model.state_dict(), bare)
+    with pytest.raises(CheckpointError, match="not a SemanticInterpolation checkpoint.*bare state_dict"):
+        load_checkpoint(bare)
+    future = tmp_path / "future.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "format_version": 99}, future)
+    with pytest.raises(CheckpointError, match="update SemanticInterpolation"):
+        load_checkpoint(future)
+    unknown = tmp_path / "unknown_field.pt"
+    arch = dict(random_model.config.to_dict(), attention_heads=4)
+    torch.save({"format": CHECKPOINT_FORMAT, "format_version": 1, "architecture": arch,
+                "state_dict": random_model.state_dict()}, unknown)
+    with pytest.raises(CheckpointError, match="unknown fields"):
+        load_checkpoint(unknown)
+
+
+def test_failed_save_keeps_the_existing_file(tmp_path: Path, random_checkpoint: Path, random_model: ASIAutoencoder,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    before = random_checkpoint.read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(random_checkpoint, random_model)
+    assert random_checkpoint.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [random_checkpoint.name], "no temporary file is left"
+
+
+def test_missing_default_checkpoint_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    import SemanticInterpolationLib.checkpoint as checkpoint_module
+
+    monkeypatch.setattr(checkpoint_module, "find_default_checkpoint", lambda: None)
+    with pytest.raises(CheckpointError, match="needs a checkpoint.*--checkpoint"):
+        resolve_checkpoint(None)
+
+
+def test_default_checkpoint_from_environment(tmp_path: Path, random_checkpoint: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEMANTIC_INTERPOLATION_DEFAULT_CHECKPOINT", str(random_checkpoint))
+    assert resolve_checkpoint(None).path == str(random_checkpoint.absolute())
