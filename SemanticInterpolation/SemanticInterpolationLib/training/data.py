@@ -1,0 +1,323 @@
+"""Training data: slice triplets of anisotropic volumes (journal paper sections III-D and IV).
+
+Each training volume is read, normalised into [0, 1] exactly as the engine normalises volumes it
+upsamples (:class:`~SemanticInterpolationLib.normalization.IntensityNormalization` fitted on the
+whole volume), and cut into 2-D slices along its slice axis (the axis with the largest spacing,
+:func:`~SemanticInterpolationLib.geometry.choose_slice_axis`, unless given). A training example
+is a *triplet* ``(x[n-s], x[n], x[n+s])`` of slices of one volume, ``s`` being the triplet stride
+(1 = consecutive acquired slices, the paper's setting). The network encodes the two outer slices,
+reconstructs them and synthesises the middle one from the mix of their latents.
+
+Augmentation (section IV): a random square patch (the same location in the three slices), a random
+90-degree rotation, a random flip, and a random intensity change (gamma, contrast and brightness),
+all applied identically to the three slices of a triplet. The random numbers of item ``i`` in
+epoch ``e`` come from ``numpy.random.default_rng([seed, e, i])``: the data do not depend on the
+number of data-loader workers, on the process (rank) that draws them, or on resuming.
+
+Volumes of different sizes and spacings mix in one run: the triplet index runs over all volumes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+
+from ..errors import InputError
+from ..geometry import choose_slice_axis, numpy_axis, parse_axis
+from ..normalization import IntensityNormalization
+
+#: smallest patch accepted: the SSIM window is 11x11 and the latent map must not vanish
+MIN_PATCH_SIZE = 16
+
+
+def read_volume_image(path: str | os.PathLike):
+    """Read an image file or a DICOM folder as a ``SimpleITK.Image``.
+
+    Uses the project's :func:`SemanticInterpolationLib.imageio.read_image` when it is available,
+    otherwise SimpleITK directly. Errors are :class:`InputError` with the path in the message.
+    """
+    try:  # the lead's reader (files and DICOM folders, clear errors); fall back until it exists
+        from ..imageio import read_image  # type: ignore[attr-defined]
+    except ImportError:
+        read_image = None
+    if read_image is not None:
+        return read_image(path)
+    import SimpleITK as sitk
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"training volume {str(p)!r} does not exist")
+    try:
+        if p.is_dir():
+            reader = sitk.ImageSeriesReader()
+            series = reader.GetGDCMSeriesIDs(str(p))
+            if not series:
+                raise InputError(f"folder {str(p)!r} holds no DICOM series")
+            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(p), series[0]))
+            return reader.Execute()
+        return sitk.ReadImage(str(p))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise InputError(f"cannot read training volume {str(p)!r}: {first[-1] if first else exc}") from exc
+
+
+VolumeSource = Union[str, os.PathLike, "TrainingVolume", Any]
+
+
+@dataclass
+class TrainingVolume:
+    """One volume ready for training: normalised slices stacked along the first axis.
+
+    ``slices``: float32 ``[n, H, W]`` in [0, 1]; ``in_plane_spacing_mm``: spacing of the H and W
+    axes of the slices (mm); ``slice_axis``: the ITK index axis the slices were cut along.
+    """
+
+    name: str
+    slices: np.ndarray
+    in_plane_spacing_mm: tuple[float, float]
+    slice_axis: int
+    slice_spacing_mm: float = float("nan")
+    original_size: tuple[int, int, int] = (0, 0, 0)
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.slices.shape[0])
+
+    @property
+    def slice_shape(self) -> tuple[int, int]:
+        return int(self.slices.shape[1]), int(self.slices.shape[2])
+
+    def describe(self) -> str:
+        h, w = self.slice_shape
+        sp = "x".join(f"{s:g}" for s in self.in_plane_spacing_mm)
+        return f"{self.name}: {self.n_slices} slices of {h}x{w} ({sp} mm) along ITK axis {self.slice_axis}"
+
+    # ----------------------------------------------------------------- constructors
+    @classmethod
+    def from_array(cls, array: np.ndarray, spacing: Sequence[float], *, name: str = "array",
+                   axis: int | str | None = "auto",
+                   normalization: IntensityNormalization | None = None) -> "TrainingVolume":
+        """From a ``[k, j, i]`` numpy array (SimpleITK / ``slicer.util.arrayFromVolume`` order)
+        and its spacing in ITK order ``(si, sj, sk)``. ``axis``: ITK slice axis or ``"auto"``."""
+        array = np.asarray(array)
+        if array.ndim != 3:
+            raise InputError(f"{name}: training volumes must be 3-D scalar volumes, got shape {array.shape}")
+        if array.dtype.kind not in "iuf":
+            raise InputError(f"{name}: voxel type {array.dtype} is not a real number type")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise InputError(f"{name}: the volume contains NaN or infinite values; replace them first")
+        spacing = [float(s) for s in spacing]
+        if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
+            raise InputError(f"{name}: spacing must be three positive numbers, got {spacing}")
+        sizes_itk = (array.shape[2], array.shape[1], array.shape[0])
+        slice_axis = parse_axis(axis, spacing, sizes_itk)
+        norm = normalization or IntensityNormalization()
+        unit = norm.to_unit_range(array, norm.fit(array))
+        slices = np.ascontiguousarray(np.moveaxis(unit, numpy_axis(slice_axis), 0), dtype=np.float32)
+        # in-plane numpy axes of the [n, H, W] stack, in order, map to ITK axes (descending)
+        in_plane_itk = [a for a in (2, 1, 0) if a != slice_axis]
+        in_plane = (spacing[in_plane_itk[0]], spacing[in_plane_itk[1]])
+        return cls(name=name, slices=slices, in_plane_spacing_mm=in_plane, slice_axis=slice_axis,
+                   slice_spacing_mm=spacing[slice_axis], original_size=tuple(int(s) for s in sizes_itk))
+
+    @classmethod
+    def from_image(cls, image, *, name: str = "image", axis: int | str | None = "auto",
+                   normalization: IntensityNormalization | None = None) -> "TrainingVolume":
+        """From a ``SimpleITK.Image`` (3-D, scalar)."""
+        import SimpleITK as sitk
+
+        if image.GetDimension() != 3:
+            raise InputError(f"{name}: training volumes must be 3-D, got a {image.GetDimension()}-D image; "
+                             "split 4-D series into 3-D frames first")
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise InputError(f"{name}: training volumes must be scalar (one value per voxel), got "
+                             f"{image.GetNumberOfComponentsPerPixel()} components; extract one component first")
+        return cls.from_array(sitk.GetArrayViewFromImage(image), image.GetSpacing(), name=name, axis=axis,
+                              normalization=normalization)
+
+    @classmethod
+    def load(cls, source: VolumeSource, *, axis: int | str | None = "auto",
+             normalization: IntensityNormalization | None = None) -> "TrainingVolume":
+        """From a path (file or DICOM folder), a ``SimpleITK.Image`` or a ready ``TrainingVolume``."""
+        if isinstance(source, TrainingVolume):
+            return source
+        if isinstance(source, (str, os.PathLike)):
+            image = read_volume_image(source)
+            return cls.from_image(image, name=str(source), axis=axis, normalization=normalization)
+        if hasattr(source, "GetSpacing") and hasattr(source, "GetDimension"):
+            return cls.from_image(source, axis=axis, normalization=normalization)
+        raise InputError(f"cannot use {type(source).__name__} as a training volume: give a file path, a DICOM "
+                         "folder, a SimpleITK.Image or TrainingVolume.from_array(array, spacing)")
+
+    # ----------------------------------------------------------------- checks
+    def check_usable(self, *, patch_size: int | None, triplet_stride: int = 1, role: str = "training") -> None:
+        """Raise :class:`InputError` when no triplet (or no patch of ``patch_size``) fits."""
+        needed = 2 * triplet_stride + 1
+        if self.n_slices < needed:
+            raise InputError(
+                f"{role} volume {self.name!r} has {self.n_slices} slice(s) along its slice axis (ITK axis "
+                f"{self.slice_axis}, size {tuple(self.original_size)}); a training triplet needs at least {needed} "
+                f"(slices n-{triplet_stride}, n, n+{triplet_stride}). Use a volume with more slices"
+                + (" or a smaller triplet stride" if triplet_stride > 1 else ""))
+        if patch_size is not None:
+            h, w = self.slice_shape
+            if patch_size > min(h, w):
+                raise InputError(
+                    f"patch size {patch_size} is larger than the slices of {role} volume {self.name!r} "
+                    f"({h}x{w} pixels): choose a patch size of at most {min(h, w) - min(h, w) % 4} "
+                    "(a multiple of 4)")
+
+
+def validate_patch_size(patch_size: int, size_multiple: int = 4) -> int:
+    """``patch_size`` as int when it is a multiple of ``size_multiple`` and >= 16."""
+    if isinstance(patch_size, bool) or not isinstance(patch_size, (int, np.integer)):
+        raise InputError(f"patch size must be a whole number, got {patch_size!r}")
+    patch_size = int(patch_size)
+    if patch_size % size_multiple:
+        lower = patch_size - patch_size % size_multiple
+        raise InputError(
+            f"patch size {patch_size} is not divisible by {size_multiple}: the autoencoder pools "
+            f"{int(math.log2(size_multiple))} times by 2; use e.g. {max(lower, MIN_PATCH_SIZE)} or "
+            f"{lower + size_multiple}")
+    if patch_size < MIN_PATCH_SIZE:
+        raise InputError(f"patch size {patch_size} is too small: use at least {MIN_PATCH_SIZE} "
+                         "(64 or 128 in the paper)")
+    return patch_size
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random changes applied to each triplet (all three slices alike)."""
+
+    rotate: bool = True  # random multiple of 90 degrees
+    flip: bool = True  # random horizontal flip
+    gamma_range: tuple[float, float] = (0.7, 1.4)  # x ** gamma, gamma log-uniform in this range
+    contrast_range: tuple[float, float] = (0.9, 1.1)  # multiplied around 0.5
+    brightness_range: tuple[float, float] = (-0.05, 0.05)  # added
+    intensity_probability: float = 0.8  # share of triplets whose intensities are changed
+
+    @classmethod
+    def none(cls) -> "Augmentation":
+        return cls(rotate=False, flip=False, intensity_probability=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rotate": self.rotate, "flip": self.flip, "gamma_range": list(self.gamma_range),
+                "contrast_range": list(self.contrast_range), "brightness_range": list(self.brightness_range),
+                "intensity_probability": self.intensity_probability}
+
+
+class TripletDataset(Dataset):
+    """All triplets ``(x[n-s], x[n], x[n+s])`` of all volumes, as random augmented patches.
+
+    Item ``i`` is a float32 tensor ``[3, P, P]`` (previous, middle, next slice).
+    Call :meth:`set_epoch` at the start of each epoch for new random patches.
+    """
+
+    def __init__(self, volumes: Sequence[TrainingVolume], patch_size: int, *, triplet_stride: int = 1,
+                 augmentation: Augmentation | None = None, seed: int = 0) -> None:
+        if not volumes:
+            raise InputError("give at least one training volume")
+        self.volumes = list(volumes)
+        self.patch_size = int(patch_size)
+        self.triplet_stride = int(triplet_stride)
+        if self.triplet_stride < 1:
+            raise InputError(f"triplet stride must be at least 1, got {triplet_stride}")
+        self.augmentation = augmentation if augmentation is not None else Augmentation()
+        self.seed = int(seed)
+        self.epoch = 0
+        for v in self.volumes:
+            v.check_usable(patch_size=self.patch_size, triplet_stride=self.triplet_stride)
+        s = self.triplet_stride
+        self.index: list[tuple[int, int]] = [
+            (vi, n) for vi, v in enumerate(self.volumes) for n in range(s, v.n_slices - s)
+        ]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, item: int) -> torch.Tensor:
+        vi, n = self.index[item]
+        volume = self.volumes[vi]
+        s, p = self.triplet_stride, self.patch_size
+        rng = np.random.default_rng([self.seed, self.epoch, int(item)])
+        h, w = volume.slice_shape
+        top = int(rng.integers(0, h - p + 1))
+        left = int(rng.integers(0, w - p + 1))
+        patch = volume.slices[[n - s, n, n + s], top:top + p, left:left + p].astype(np.float32, copy=True)
+        aug = self.augmentation
+        k = int(rng.integers(0, 4))
+        flip = bool(rng.integers(0, 2))
+        change = bool(rng.random() < aug.intensity_probability)
+        gamma = math.exp(rng.uniform(math.log(aug.gamma_range[0]), math.log(aug.gamma_range[1])))
+        contrast = float(rng.uniform(*aug.contrast_range))
+        brightness = float(rng.uniform(*aug.brightness_range))
+        if aug.rotate and k:
+            patch = np.rot90(patch, k, axes=(1, 2))
+        if aug.flip and flip:
+            patch = patch[:, :, ::-1]
+        if change:
+            patch = np.power(np.clip(patch, 0.0, 1.0), gamma)
+            patch = (patch - 0.5) * contrast + 0.5 + brightness
+            patch = np.clip(patch, 0.0, 1.0)
+        return torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))
+
+
+class TripletSampler(DistributedSampler):
+    """A :class:`DistributedSampler` whose epoch may be shorter or longer than the data set.
+
+    ``samples_per_epoch`` (over all processes; default ``len(dataset)``) indices are drawn from
+    successive random permutations seeded by ``(seed, epoch)``; process ``rank`` takes every
+    ``num_replicas``-th. With one process it is simply a seeded shuffle, so a single-process run
+    and a distributed run see the same triplets per epoch in total.
+    """
+
+    def __init__(self, dataset: Dataset, *, num_replicas: int = 1, rank: int = 0, seed: int = 0,
+                 samples_per_epoch: int | None = None) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        total = int(samples_per_epoch) if samples_per_epoch else len(dataset)  # type: ignore[arg-type]
+        self.num_samples = int(math.ceil(total / num_replicas))
+        self.total_size = self.num_samples * num_replicas
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1_000_003 + self.epoch)
+        n = len(self.dataset)  # type: ignore[arg-type]
+        indices: list[int] = []
+        while len(indices) < self.total_size:
+            indices += torch.randperm(n, generator=g).tolist()
+        indices = indices[:self.total_size]
+        return iter(indices[self.rank:self.total_size:self.num_replicas])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def pad_to_multiple(slices: np.ndarray, multiple: int) -> np.ndarray:
+    """Edge-pad ``[n, H, W]`` so H and W are multiples of ``multiple`` (as the engine does)."""
+    pad_h = (-slices.shape[1]) % multiple
+    pad_w = (-slices.shape[2]) % multiple
+    if pad_h or pad_w:
+        slices = np.pad(slices, ((0, 0), (0, pad_h), (0, pad_w)), mode="edge")
+    return slices
+
+
+def validation_triplets(volume: TrainingVolume, *, triplet_stride: int = 1,
+                        max_triplets: int | None = 16) -> list[int]:
+    """Middle-slice indices of the validation triplets of ``volume``: evenly spread, at most
+    ``max_triplets`` (None: all)."""
+    s = triplet_stride
+    middles = list(range(s, volume.n_slices - s))
+    if max_triplets is not None and len(middles) > max_triplets:
+        picks = np.linspace(0, len(middles) - 1, max_triplets).round().astype(int)
+        middles = [middles[i] for i in sorted(set(picks.tolist()))]
+    return middles
