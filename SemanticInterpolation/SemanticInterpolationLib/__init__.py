@@ -17,3 +17,12 @@ __all__ = [
     "DeviceError", "InputError", "IntensityNormalization", "OperationCancelled", "SemanticInterpolationError",
     "find_default_checkpoint", "load_checkpoint", "resolve_checkpoint", "output_slice_count", "save_checkpoint", "upsample_array", "validate_factor",
 ]
+
+
+def __getattr__(name: str):
+    """Lazy exports: ``SemanticInterpolationLogic`` imports VTK/MRML, so only when asked for."""
+    if name == "SemanticInterpolationLogic":
+        from .mrml import SemanticInterpolationLogic
+
+        return SemanticInterpolationLogic
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,481 @@
+"""SemanticInterpolationLogic on real MRML nodes (needs the ``slicer-core`` package, no Slicer app).
+
+Volumes are tiny (at most 24 voxels a side) and the model is a freshly initialised ASI
+autoencoder, so these tests check geometry, bookkeeping and error handling, not image quality.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip(
+    "slicer", reason="slicer-core is not installed (pip install slicer-core): the MRML logic tests need it")
+if not hasattr(slicer, "vtkMRMLScene"):
+    pytest.skip("the 'slicer' package here has no MRML classes (install slicer-core)", allow_module_level=True)
+vtk = pytest.importorskip("vtk")
+torch = pytest.importorskip("torch")
+
+from SemanticInterpolationLib import (ASIAutoencoder, CheckpointError, InputError,  # noqa: E402
+                                      OperationCancelled, SemanticInterpolationLogic, save_checkpoint)
+from SemanticInterpolationLib import mrml  # noqa: E402
+
+
+# --------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def checkpointPath(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "m.pt", ASIAutoencoder())
+
+
+@pytest.fixture()
+def scene():
+    newScene = slicer.vtkMRMLScene()
+    previous = getattr(slicer, "mrmlScene", None)
+    slicer.mrmlScene = newScene  # as in Slicer; the logic itself must use the input node's scene
+    yield newScene
+    newScene.Clear(True)
+    slicer.mrmlScene = previous
+
+
+@pytest.fixture(scope="module")
+def logic():
+    return SemanticInterpolationLogic(batchSize=4)
+
+
+def ijkToRAS(spacing=(1.0, 1.2, 4.0), origin=(10.0, -20.0, 30.0), rotation=None) -> np.ndarray:
+    """4x4 IJK-to-RAS (mm): columns are the i, j, k axis directions scaled by the spacing."""
+    matrix = np.eye(4)
+    directions = np.eye(3) if rotation is None else np.asarray(rotation, dtype=float)
+    matrix[:3, :3] = directions * np.asarray(spacing, dtype=float)[np.newaxis, :]
+    matrix[:3, 3] = origin
+    return matrix
+
+
+def rotationMatrix(ax=0.3, ay=-0.2, az=0.5) -> np.ndarray:
+    cx, sx, cy, sy, cz, sz = math.cos(ax), math.sin(ax), math.cos(ay), math.sin(ay), math.cos(az), math.sin(az)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def makeVoxels(shapeKJI=(6, 20, 16), dtype=np.int16, seed=1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    k, j, i = np.meshgrid(*[np.linspace(0, 1, n) for n in shapeKJI], indexing="ij")
+    values = 400 + 300 * np.sin(3 * k + 2 * j) * np.cos(4 * i) + rng.normal(0, 20, shapeKJI)
+    return values.astype(dtype)
+
+
+def addVolume(scene, voxels, matrix=None, name="MR", className="vtkMRMLScalarVolumeNode"):
+    node = scene.AddNewNodeByClass(className, name)
+    node.SetIJKToRASMatrix(mrml.arrayToMatrix(ijkToRAS() if matrix is None else matrix))
+    node.SetAndObserveImageData(mrml.imageDataFromVoxels(voxels))
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def volumeCount(scene) -> int:
+    return scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode")
+
+
+def nodeCount(scene) -> int:
+    return scene.GetNumberOfNodes()
+
+
+def arrayOf(node) -> np.ndarray:
+    return mrml.voxelsFromVolumeNode(node)
+
+
+# --------------------------------------------------------------------------------------------- geometry
+def test_axis_aligned_volume_geometry_name_and_acquired_slices(scene, logic, checkpointPath):
+    voxels = makeVoxels()
+    inputVolume = addVolume(scene, voxels, ijkToRAS(spacing=(1.0, 1.2, 4.0)), name="T2 cine")
+    before = volumeCount(scene)
+
+    output = logic.upsample(inputVolume, 4, checkpoint=checkpointPath, device="cpu")
+
+    assert volumeCount(scene) == before + 1
+    assert output.IsA("vtkMRMLScalarVolumeNode") and output.GetScene() is scene
+    assert output.GetName() == "T2 cine ASI x4"
+    result = arrayOf(output)
+    assert result.shape == ((6 - 1) * 4 + 1, 20, 16)
+    assert result.dtype == np.int16
+    np.testing.assert_array_equal(result[::4], voxels)  # acquired slices bit-exact
+    np.testing.assert_allclose(output.GetSpacing(), (1.0, 1.2, 1.0))
+    np.testing.assert_allclose(output.GetOrigin(), (10.0, -20.0, 30.0))
+    np.testing.assert_allclose(mrml.ijkToRASArray(output), ijkToRAS(spacing=(1.0, 1.2, 1.0)))
+    assert output.GetDisplayNode() is not None
+
+
+def test_oblique_volume_keeps_directions_and_voxel_positions(scene, logic, checkpointPath):
+    rotation = rotationMatrix()
+    matrix = ijkToRAS(spacing=(0.9, 0.9, 5.0), origin=(-12.5, 40.0, 7.25), rotation=rotation)
+    inputVolume = addVolume(scene, makeVoxels((5, 20, 16)), matrix)
+
+    output = logic.upsample(inputVolume, 3, checkpoint=checkpointPath, device="cpu")
+
+    outMatrix = mrml.ijkToRASArray(output)
+    expected = matrix.copy()
+    expected[:3, 2] /= 3
+    np.testing.assert_allclose(outMatrix, expected, atol=1e-9)
+    directions = vtk.vtkMatrix4x4()
+    output.GetIJKToRASDirectionMatrix(directions)
+    np.testing.assert_allclose(mrml.matrixToArray(directions)[:3, :3], rotation, atol=1e-9)
+    # output voxel (i, j, 3 s) is at the RAS position of input voxel (i, j, s)
+    for s in range(5):
+        inputPoint = matrix @ np.array([3, 7, s, 1.0])
+        outputPoint = outMatrix @ np.array([3, 7, 3 * s, 1.0])
+        np.testing.assert_allclose(outputPoint, inputPoint, atol=1e-9)
+
+
+def test_parent_transform_is_kept(scene, logic, checkpointPath):
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    transformMatrix = vtk.vtkMatrix4x4()
+    transformMatrix.SetElement(0, 3, 15.0)
+    transform.SetMatrixTransformToParent(transformMatrix)
+    inputVolume = addVolume(scene, makeVoxels())
+    inputVolume.SetAndObserveTransformNodeID(transform.GetID())
+
+    output = logic.upsample(inputVolume, 2, checkpoint=checkpointPath, device="cpu")
+
+    assert output.GetTransformNodeID() == transform.GetID()
+    assert output.GetParentTransformNode() is transform
+
+
+@pytest.mark.parametrize("sliceAxis", [0, 1, 2])
+def test_each_slice_axis_is_upsampled_when_it_has_the_largest_spacing(scene, logic, checkpointPath, sliceAxis):
+    spacing = [1.0, 1.1, 1.2]
+    spacing[sliceAxis] = 4.5
+    sizesIJK = [16, 20, 24]
+    sizesIJK[sliceAxis] = 5
+    voxels = makeVoxels(tuple(reversed(sizesIJK)), np.float32)
+    inputVolume = addVolume(scene, voxels, ijkToRAS(spacing=spacing, rotation=rotationMatrix()))
+
+    output = logic.upsample(inputVolume, 2, checkpoint=checkpointPath, device="cpu")
+
+    expectedSizes = list(sizesIJK)
+    expectedSizes[sliceAxis] = (5 - 1) * 2 + 1
+    assert output.GetImageData().GetDimensions() == tuple(expectedSizes)
+    expectedSpacing = list(spacing)
+    expectedSpacing[sliceAxis] /= 2
+    np.testing.assert_allclose(output.GetSpacing(), expectedSpacing, rtol=1e-9)
+    acquired = np.take(arrayOf(output), range(0, 9, 2), axis=2 - sliceAxis)
+    np.testing.assert_array_equal(acquired, voxels)
+
+
+def test_explicit_slice_axis_overrides_the_automatic_choice(scene, logic, checkpointPath):
+    inputVolume = addVolume(scene, makeVoxels((6, 20, 16)), ijkToRAS(spacing=(1.0, 1.0, 4.0)))
+    output = logic.upsample(inputVolume, 2, checkpoint=checkpointPath, device="cpu", sliceAxis=1)
+    assert output.GetImageData().GetDimensions() == (16, 39, 6)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.float32, np.float64])
+def test_voxel_type_is_kept(scene, logic, checkpointPath, dtype):
+    voxels = makeVoxels(dtype=dtype) if dtype != np.uint8 else (makeVoxels() // 4).clip(0, 255).astype(np.uint8)
+    inputVolume = addVolume(scene, voxels)
+    output = logic.upsample(inputVolume, 2, checkpoint=checkpointPath, device="cpu")
+    result = arrayOf(output)
+    assert result.dtype == dtype
+    assert np.isfinite(result.astype(float)).all()
+    np.testing.assert_array_equal(result[::2], voxels)
+
+
+def test_input_node_and_voxels_are_not_modified(scene, logic, checkpointPath):
+    voxels = makeVoxels()
+    matrix = ijkToRAS(rotation=rotationMatrix())
+    inputVolume = addVolume(scene, voxels, matrix, name="original")
+    imageData = inputVolume.GetImageData()
+    inputDisplay = inputVolume.GetDisplayNode()
+    inputDisplay.SetAutoWindowLevel(False)
+    inputDisplay.SetWindowLevel(123.0, 45.0)
+    modifiedTime = imageData.GetPointData().GetScalars().GetMTime()
+
+    logic.upsample(inputVolume, 3, checkpoint=checkpointPath, device="cpu", keepAcquiredSlices=False)
+
+    assert inputVolume.GetName() == "original"
+    assert inputVolume.GetImageData() is imageData
+    assert imageData.GetPointData().GetScalars().GetMTime() == modifiedTime
+    np.testing.assert_array_equal(arrayOf(inputVolume), voxels)
+    np.testing.assert_allclose(mrml.ijkToRASArray(inputVolume), matrix)
+    assert (inputDisplay.GetWindow(), inputDisplay.GetLevel()) == (123.0, 45.0)
+
+
+def test_display_settings_follow_the_input(scene, logic, checkpointPath):
+    inputVolume = addVolume(scene, makeVoxels())
+    colors = scene.AddNewNodeByClass("vtkMRMLColorTableNode", "MyColors")
+    colors.SetTypeToWarm1()
+    display = inputVolume.GetDisplayNode()
+    display.SetAndObserveColorNodeID(colors.GetID())
+    display.SetAutoWindowLevel(False)
+    display.SetWindowLevel(250.0, 410.0)
+    display.SetInterpolate(False)
+
+    output = logic.upsample(inputVolume, 2, checkpoint=checkpointPath, device="cpu")
+
+    outDisplay = output.GetDisplayNode()
+    assert outDisplay.GetColorNodeID() == colors.GetID()
+    assert not outDisplay.GetAutoWindowLevel()
+    assert (outDisplay.GetWindow(), outDisplay.GetLevel()) == (250.0, 410.0)
+    assert not outDisplay.GetInterpolate()
+
+
+def test_works_without_display_nodes(scene, logic, checkpointPath):
+    inputVolume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "bare")
+    inputVolume.SetAndObserveImageData(mrml.imageDataFromVoxels(makeVoxels()))
+    inputVolume.SetSpacing(1.0, 1.0, 3.0)
+    output = logic.upsample(inputVolume, 2, checkpoint=checkpointPath, device="cpu")
+    assert output.GetImageData().GetDimensions() == (16, 20, 11)
+
+
+# --------------------------------------------------------------------------------------------- progress, cancel, output reuse
+def test_progress_reports_increasing_work_up_to_the_total(scene, logic, checkpointPath):
+    inputVolume = addVolume(scene, makeVoxels((7, 20, 16)))
+    calls = []
+    logic.upsample(inputVolume, 3, checkpoint=checkpointPath, device="cpu", progress=lambda d, t: calls.append((d, t)))
+    assert calls, "progress was never called"
+    done = [d for d, _ in calls]
+    assert done == sorted(done)
+    assert calls[-1][0] == calls[-1][1] > 0
+
+
+def test_cancel_raises_and_leaves_no_node(scene, logic, checkpointPath):
+    inputVolume = addVolume(scene, makeVoxels((9, 20, 16)))
+    before = nodeCount(scene)
+    calls = []
+
+    def progress(done, total):
+        calls.append(done)
+
+    with pytest.raises(OperationCancelled):
+        logic.upsample(inputVolume, 4, checkpoint=checkpointPath, device="cpu", progress=progress,
+                       shouldCancel=lambda: len(calls) >= 2, batchSize=2)
+    assert nodeCount(scene) == before
+
+
+def test_given_output_volume_is_reused_and_keeps_its_name(scene, logic, checkpointPath):
+    inputVolume = addVolume(scene, makeVoxels(), name="in")
+    outputVolume = addVolume(scene, np.zeros((2, 3, 4), np.int16), name="my result")
+    before = nodeCount(scene)
+
+    result = logic.upsample(inputVolume, 2, checkpoint=checkpointPath, device="cpu", outputVolume=outputVolume)
+
+    assert result is outputVolume
+    assert nodeCount(scene) == before
+    assert outputVolume.GetName() == "my result"
+    assert outputVolume.GetImageData().GetDimensions() == (16, 20, 11)
+    np.testing.assert_allclose(outputVolume.GetSpacing(), (1.0, 1.2, 2.0))
+
+
+def test_cancelled_run_leaves_a_given_output_volume_as_it_was(scene, logic, checkpointPath):
+    inputVolume = addVolume(scene, makeVoxels())
+    old = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    oldMatrix = ijkToRAS(spacing=(2, 2, 2), origin=(1, 2, 3))
+    outputVolume = addVolume(scene, old, oldMatrix, name="keep me")
+    with pytest.raises(OperationCancelled):
+        logic.upsample(inputVolume, 2, checkpoint=checkpointPath, device="cpu", outputVolume=outputVolume,
+                       shouldCancel=lambda: True)
+    np.testing.assert_array_equal(arrayOf(outputVolume), old)
+    np.testing.assert_allclose(mrml.ijkToRASArray(outputVolume), oldMatrix)
+    assert outputVolume.GetName() == "keep me"
+
+
+def test_three_phase_api_creates_nothing_before_finish(scene, logic, checkpointPath):
+    inputVolume = addVolume(scene, makeVoxels())
+    before = nodeCount(scene)
+    job = logic.prepareVolumeJob(inputVolume, 2, checkpoint=checkpointPath, device="cpu")
+    logic.runJob(job)
+    assert nodeCount(scene) == before
+    output = logic.finishJob(job)
+    assert output.GetScene() is scene and nodeCount(scene) > before
+    assert "cpu" in job.engineDescription
+
+
+# --------------------------------------------------------------------------------------------- sequences
+def addSequence(scene, frames, indexValues, name="cine"):
+    sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", name)
+    sequence.SetIndexName("time")
+    sequence.SetIndexUnit("ms")
+    for index, (voxels, value) in enumerate(zip(frames, indexValues)):
+        frame = slicer.vtkMRMLScalarVolumeNode()
+        frame.SetName(f"{name} frame {index}")
+        frame.SetIJKToRASMatrix(mrml.arrayToMatrix(ijkToRAS(spacing=(1.5, 1.5, 6.0), rotation=rotationMatrix())))
+        frame.SetAndObserveImageData(mrml.imageDataFromVoxels(voxels))
+        sequence.SetDataNodeAtValue(frame, value)
+    return sequence
+
+
+def test_sequence_frames_keep_index_values_and_share_one_model(scene, checkpointPath, monkeypatch):
+    from SemanticInterpolationLib import checkpoint as checkpointModule
+
+    loads = []
+    original = checkpointModule.resolve_checkpoint
+    monkeypatch.setattr(checkpointModule, "resolve_checkpoint", lambda c: loads.append(c) or original(c))
+    frames = [makeVoxels((4, 20, 16), np.int16, seed=s) for s in range(3)]
+    values = ["0", "37.5", "75"]
+    sequence = addSequence(scene, frames, values)
+    progressCalls = []
+
+    output = SemanticInterpolationLogic().upsampleSequence(
+        sequence, 3, checkpoint=checkpointPath, device="cpu", progress=lambda d, t: progressCalls.append((d, t)))
+
+    assert len(loads) == 1, "the model must be loaded once for all frames"
+    assert output.IsA("vtkMRMLSequenceNode") and output.GetScene() is scene
+    assert output.GetName() == "cine ASI x3"
+    assert (output.GetIndexName(), output.GetIndexUnit(), output.GetIndexType()) == ("time", "ms", sequence.GetIndexType())
+    assert [output.GetNthIndexValue(n) for n in range(output.GetNumberOfDataNodes())] == values
+    for n, voxels in enumerate(frames):
+        frame = output.GetNthDataNode(n)
+        assert frame.GetImageData().GetDimensions() == (16, 20, 10)
+        np.testing.assert_array_equal(arrayOf(frame)[::3], voxels)
+        expected = ijkToRAS(spacing=(1.5, 1.5, 2.0), rotation=rotationMatrix())
+        np.testing.assert_allclose(mrml.ijkToRASArray(frame), expected, atol=1e-9)
+    # the input sequence is untouched
+    assert sequence.GetNumberOfDataNodes() == 3
+    np.testing.assert_array_equal(arrayOf(sequence.GetNthDataNode(1)), frames[1])
+    # a browser shows the result
+    browser = scene.GetFirstNodeByClass("vtkMRMLSequenceBrowserNode")
+    assert browser is not None and browser.GetMasterSequenceNode() is output
+    proxy = browser.GetProxyNode(output)
+    assert proxy is not None and proxy.IsA("vtkMRMLScalarVolumeNode")
+    done = [d for d, _ in progressCalls]
+    assert done == sorted(done) and progressCalls[-1][0] == progressCalls[-1][1]
+
+
+def test_sequence_cancel_leaves_no_node(scene, checkpointPath):
+    sequence = addSequence(scene, [makeVoxels((4, 20, 16), seed=s) for s in range(3)], ["1", "2", "3"])
+    before = nodeCount(scene)
+    calls = []
+    with pytest.raises(OperationCancelled):
+        SemanticInterpolationLogic().upsampleSequence(
+            sequence, 2, checkpoint=checkpointPath, device="cpu",
+            progress=lambda d, t: calls.append(d), shouldCancel=lambda: len(calls) > 3)
+    assert nodeCount(scene) == before
+
+
+def test_sequence_of_non_volumes_is_rejected(scene, checkpointPath):
+    sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "transforms")
+    sequence.SetDataNodeAtValue(slicer.vtkMRMLLinearTransformNode(), "0")
+    before = nodeCount(scene)
+    with pytest.raises(InputError, match="frame 0 .*scalar volume"):
+        SemanticInterpolationLogic().upsampleSequence(sequence, 2, checkpoint=checkpointPath, device="cpu")
+    with pytest.raises(InputError, match="sequence node"):
+        SemanticInterpolationLogic().upsampleSequence(addVolume(scene, makeVoxels()), 2, checkpoint=checkpointPath)
+    assert nodeCount(scene) == before + 2  # only the volume this test added (and its display node)
+
+
+# --------------------------------------------------------------------------------------------- bad input
+def vectorVolume(scene):
+    node = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb")
+    node.SetAndObserveImageData(mrml.imageDataFromVoxels(makeVoxels()))  # replaced below by 3 components
+    imageData = vtk.vtkImageData()
+    imageData.SetDimensions(16, 20, 6)
+    imageData.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 3)
+    node.SetAndObserveImageData(imageData)
+    return node
+
+
+def multiComponentScalarVolume(scene):
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "two components")
+    imageData = vtk.vtkImageData()
+    imageData.SetDimensions(16, 20, 6)
+    imageData.AllocateScalars(vtk.VTK_FLOAT, 2)
+    node.SetAndObserveImageData(imageData)
+    return node
+
+
+BAD_INPUTS = {
+    "not a volume": (lambda s: s.AddNewNodeByClass("vtkMRMLModelNode", "surface"), 2, "must be a scalar volume node"),
+    "transform": (lambda s: s.AddNewNodeByClass("vtkMRMLLinearTransformNode", "t"), 2, "must be a scalar volume node"),
+    "nothing": (lambda s: None, 2, "no input volume"),
+    "label map": (lambda s: addVolume(s, makeVoxels(), className="vtkMRMLLabelMapVolumeNode"), 2, "label map"),
+    "vector volume": (vectorVolume, 2, "not a scalar volume"),
+    "two components": (multiComponentScalarVolume, 2, "2 components per voxel"),
+    "no voxels": (lambda s: s.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty"), 2, "has no voxels"),
+    "one slice": (lambda s: addVolume(s, makeVoxels((1, 20, 16))), 2, "only 1 slice along its slice axis k"),
+    "factor 1": (lambda s: addVolume(s, makeVoxels()), 1, "at least 2"),
+    "factor 0": (lambda s: addVolume(s, makeVoxels()), 0, "at least 2"),
+    "factor 2.5": (lambda s: addVolume(s, makeVoxels()), 2.5, "whole number"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_fails_clearly_and_creates_no_node(scene, logic, checkpointPath, case):
+    makeInput, factor, message = BAD_INPUTS[case]
+    inputNode = makeInput(scene)
+    before = nodeCount(scene)
+    with pytest.raises(InputError, match=message):
+        logic.upsample(inputNode, factor, checkpoint=checkpointPath, device="cpu")
+    assert nodeCount(scene) == before
+
+
+def test_output_volume_must_not_be_the_input_or_a_label_map(scene, logic, checkpointPath):
+    inputVolume = addVolume(scene, makeVoxels())
+    labels = addVolume(scene, np.zeros((2, 2, 2), np.uint8), className="vtkMRMLLabelMapVolumeNode")
+    before = nodeCount(scene)
+    with pytest.raises(InputError, match="is the input volume"):
+        logic.upsample(inputVolume, 2, checkpoint=checkpointPath, outputVolume=inputVolume)
+    with pytest.raises(InputError, match="output volume must be a scalar volume"):
+        logic.upsample(inputVolume, 2, checkpoint=checkpointPath, outputVolume=labels)
+    assert nodeCount(scene) == before
+
+
+def test_volume_outside_a_scene_is_rejected(logic, checkpointPath):
+    node = slicer.vtkMRMLScalarVolumeNode()
+    node.SetAndObserveImageData(mrml.imageDataFromVoxels(makeVoxels()))
+    with pytest.raises(InputError, match="not in a scene"):
+        logic.upsample(node, 2, checkpoint=checkpointPath)
+
+
+def test_missing_checkpoint_file_fails_before_any_node(scene, logic, tmp_path):
+    inputVolume = addVolume(scene, makeVoxels())
+    before = nodeCount(scene)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        logic.upsample(inputVolume, 2, checkpoint=tmp_path / "missing.pt")
+    assert nodeCount(scene) == before
+
+
+def test_no_default_checkpoint_gives_advice(scene, logic, monkeypatch):
+    from SemanticInterpolationLib import checkpoint as checkpointModule
+
+    monkeypatch.setattr(checkpointModule, "find_default_checkpoint", lambda: None)
+    inputVolume = addVolume(scene, makeVoxels())
+    before = nodeCount(scene)
+    with pytest.raises(CheckpointError, match="choose a checkpoint file"):
+        logic.upsample(inputVolume, 2)
+    assert nodeCount(scene) == before
+
+
+def test_unknown_device_fails_before_any_node(scene, logic, checkpointPath):
+    from SemanticInterpolationLib import DeviceError
+
+    inputVolume = addVolume(scene, makeVoxels())
+    before = nodeCount(scene)
+    with pytest.raises(DeviceError):
+        logic.upsample(inputVolume, 2, checkpoint=checkpointPath, device="tpu")
+    assert nodeCount(scene) == before
+
+
+def test_importing_the_package_does_not_import_vtk():
+    import subprocess
+    import sys
+
+    code = ("import sys, SemanticInterpolationLib; "
+            "print(any(m == 'vtk' or m.startswith(('vtkmodules', 'slicer')) for m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_failure_while_finishing_removes_the_new_node(scene, logic, checkpointPath, monkeypatch):
+    inputVolume = addVolume(scene, makeVoxels())
+    before = nodeCount(scene)
+
+    def broken(*args):
+        raise RuntimeError("simulated failure after the node was added")
+
+    monkeypatch.setattr(mrml, "_copyDisplaySettings", broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        logic.upsample(inputVolume, 2, checkpoint=checkpointPath, device="cpu")
+    assert nodeCount(scene) == before
