@@ -604,7 +604,7 @@ class Trainer:
                    "triplets": len(self.dataset), "in_plane_spacing_mm": list(self.in_plane_spacing_mm),
                    "output": str(self.output), "best_output": str(self.best_output),
                    "description": self.describe()})
-        logger.info("training: %s", self.describe())
+        logger.debug("training: %s", self.describe())
 
         maximise = BEST_METRICS[c.best_metric]
         started = time.perf_counter()
