@@ -1,0 +1,170 @@
+#!/usr/bin/env python
+"""Benchmark of the ASI upsampling engine on the current device; every figure from one run.
+
+Prints, for a 256x256xN volume (N acquired slices) and K = 2, 4, 8:
+  * end-to-end time of ASIEngine.upsample and synthesized slices per second,
+  * the network's achieved GFLOP/s (convolution FLOPs counted layer by layer, 2 per multiply-add)
+    beside the same machine's fp32 (and on GPU fp16) matrix-multiply peak measured in this run,
+  * peak resident memory (CPU: a fresh subprocess per case; GPU: max allocated),
+  * the ratio of ASI's time to SimpleITK cubic B-spline on the same volume,
+and compares memory formats and batch sizes within the same run (the machines are noisy).
+
+Usage: python bench/bench_engine.py [--device auto] [--slices 12] [--repeats 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+from SemanticInterpolationLib import ASIAutoencoder, ASIEngine
+from SemanticInterpolationLib.baselines import interpolate_array
+from SemanticInterpolationLib.devices import describe_device, resolve_device
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, size: int, seconds: float = 1.5) -> float:
+    """Best GFLOP/s of a square matrix multiply over several timed rounds."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(3):
+        torch.mm(a, b)
+    synchronize(device)
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        reps = 20 if device.type == "cuda" else 2
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b)
+        synchronize(device)
+        best = max(best, reps * 2 * size**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def make_volume(n_slices: int, size: int = 256) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    base = 800 * np.exp(-(((yy - size / 2) ** 2 + (xx - size / 2) ** 2) / (2 * (size / 4) ** 2)))
+    return np.stack([base * (1 + 0.05 * k) + rng.normal(0, 20, base.shape) for k in range(n_slices)]).astype(np.int16)
+
+
+def time_engine(engine: ASIEngine, volume: np.ndarray, factor: int, repeats: int) -> float:
+    engine.upsample(volume[:3], factor)  # warm-up (allocator, kernels, autotuning)
+    times = []
+    for _ in range(repeats):
+        synchronize(engine.device)
+        t0 = time.perf_counter()
+        engine.upsample(volume, factor)
+        synchronize(engine.device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def memory_probe(args: argparse.Namespace) -> None:
+    """Run one case in this fresh process and print its peak RSS (MiB) as JSON."""
+    volume = make_volume(args.slices)
+    engine = ASIEngine(ASIAutoencoder(), args.device, batch_size=args.batch_size)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = engine.upsample(volume, args.factor)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mib": peak, "before_mib": before, "output_mib": out.nbytes / 2**20}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--slices", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="fewer configurations (for a smoke test)")
+    parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--factor", type=int, default=4, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, default=8, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_probe:
+        memory_probe(args)
+        return
+
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    model = ASIAutoencoder().eval()
+    flops = model.flops_per_pixel()
+    size = 256
+    encode_gflop = flops["encode"] * size * size / 1e9
+    decode_gflop = flops["decode"] * size * size / 1e9
+    print(f"device: {describe_device(device)}; torch {torch.__version__}; volume {size}x{size}x{args.slices} int16")
+    print(f"network FLOPs per 256x256 slice: encode {encode_gflop:.2f} GFLOP, decode {decode_gflop:.2f} GFLOP")
+
+    peak_fp32 = matmul_peak_gflops(device, torch.float32, 4096 if device.type == "cuda" else 1024)
+    print(f"measured fp32 matrix-multiply peak: {peak_fp32:.0f} GFLOP/s")
+    peak_half = None
+    if device.type == "cuda":
+        peak_half = matmul_peak_gflops(device, torch.float16, 8192)
+        print(f"measured fp16 matrix-multiply peak: {peak_half:.0f} GFLOP/s")
+
+    volume = make_volume(args.slices)
+    formats = ["contiguous", "channels_last"]
+    batch_sizes = [4, 8] if args.quick else ([2, 4, 8, 16] if device.type == "cpu" else [64, 256, 1024])
+    factors = [4] if args.quick else [2, 4, 8]
+
+    # 1) memory format x batch size at K=4
+    print("\n== memory format and batch size (K=4) ==")
+    best = None
+    for fmt in formats:
+        for bs in batch_sizes:
+            engine = ASIEngine(model, device, batch_size=bs, memory_format=fmt, precision="auto")
+            seconds = time_engine(engine, volume, 4, args.repeats)
+            synthesized = (args.slices - 1) * 3
+            gflop = args.slices * encode_gflop + synthesized * decode_gflop
+            rate = gflop / seconds
+            print(f"{fmt:13s} batch {bs:5d}: {seconds:7.3f} s, {synthesized / seconds:8.1f} synthesized slices/s, "
+                  f"{rate:7.0f} GFLOP/s = {rate / peak_fp32 * 100:5.1f}% of fp32 matmul peak")
+            if best is None or seconds < best[0]:
+                best = (seconds, fmt, bs)
+    _, best_format, best_batch = best
+    print(f"fastest: {best_format}, batch {best_batch}")
+
+    # 2) K = 2, 4, 8 with the best setting, against B-spline
+    print(f"\n== factors ({best_format}, batch {best_batch}) ==")
+    engine = ASIEngine(model, device, batch_size=best_batch, memory_format=best_format)
+    for factor in factors:
+        seconds = time_engine(engine, volume, factor, args.repeats)
+        synthesized = (args.slices - 1) * (factor - 1)
+        gflop = args.slices * encode_gflop + synthesized * decode_gflop
+        t0 = time.perf_counter()
+        interpolate_array(volume, 0, factor, "bspline")
+        bspline = time.perf_counter() - t0
+        print(f"K={factor}: {seconds:7.3f} s end to end, {synthesized / seconds:8.1f} synthesized slices/s, "
+              f"{gflop / seconds:7.0f} GFLOP/s ({gflop / seconds / peak_fp32 * 100:5.1f}% of fp32 peak), "
+              f"B-spline {bspline:6.3f} s, ASI/B-spline time ratio {seconds / bspline:6.1f}")
+
+    # 3) memory
+    print("\n== peak memory ==")
+    if device.type == "cuda":
+        for n in (args.slices, args.slices * 8):
+            torch.cuda.reset_peak_memory_stats()
+            out = engine.upsample(make_volume(n), 4)
+            print(f"{n:4d} slices, K=4: peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:8.0f} MiB "
+                  f"(output array {out.nbytes / 2**20:.0f} MiB on the host)")
+    for n in ([args.slices] if args.quick else [args.slices, args.slices * 8]):
+        probe = subprocess.run(
+            [sys.executable, __file__, "--memory-probe", "--device", str(device), "--slices", str(n),
+             "--factor", "4", "--batch-size", str(best_batch)], capture_output=True, text=True, check=True)
+        info = json.loads(probe.stdout.strip().splitlines()[-1])
+        print(f"{n:4d} slices, K=4, batch {best_batch}: peak RSS {info['peak_rss_mib']:7.0f} MiB "
+              f"(after start-up {info['before_mib']:.0f} MiB, output array {info['output_mib']:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
