@@ -29,7 +29,7 @@ from ..errors import InputError, OperationCancelled
 from ..geometry import numpy_axis, parse_axis
 from ..imageio import validate_scalar_volume
 from ..upsampling import METHODS, upsample_image, validate_method
-from .metrics import METRICS, SSIM_WINDOW, percentile_range, scale_to_unit_range, score_slices
+from .metrics import METRICS, SSIM_WINDOW, VIF_MIN_SIZE, percentile_range, scale_to_unit_range, score_slices
 from .simulate import check_length, simulate_thick_slices
 
 logger = logging.getLogger("SemanticInterpolation")
@@ -289,6 +289,11 @@ def run_evaluation(
     if skipped_constant:
         result.notes.append(f"{skipped_constant} removed slice(s) with a constant reference (empty background) "
                             "were not scored")
+    undefined_vif = int(np.count_nonzero(np.isnan(result.columns["vif"])))
+    if undefined_vif:
+        result.notes.append(f"VIF is undefined for {undefined_vif} of {len(result.columns['vif'])} scored slices "
+                            f"(slices under {VIF_MIN_SIZE}x{VIF_MIN_SIZE} pixels, or no contrast in the reference) and "
+                            "left out of the VIF means and tests")
     if settings.thick_slices:
         result.notes.append("thick slices simulated: Gaussian through-plane blur with FWHM = K x slice spacing "
                             "before keeping every K-th slice; scored against the unblurred slices")
