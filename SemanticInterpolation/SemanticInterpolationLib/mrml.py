@@ -45,7 +45,9 @@ from vtk.util import numpy_support
 from .errors import CheckpointError, InputError, OperationCancelled
 from .geometry import choose_slice_axis, numpy_axis, parse_axis
 
-if TYPE_CHECKING:  # pragma: no cover - imported lazily because they import torch
+if TYPE_CHECKING:  # pragma: no cover - imported lazily (torch; slicer loads all MRML libraries)
+    from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSequenceNode
+
     from .checkpoint import Checkpoint
     from .engine import ASIEngine
 
@@ -321,17 +323,17 @@ class SemanticInterpolationLogic:
     # ----------------------------------------------------------------- one-call API
     def upsample(
         self,
-        inputVolume: Any,
+        inputVolume: vtkMRMLScalarVolumeNode,
         factor: int,
         checkpoint: str | os.PathLike | Checkpoint | None = None,
         device: str = "auto",
-        outputVolume: Any = None,
+        outputVolume: vtkMRMLScalarVolumeNode | None = None,
         keepAcquiredSlices: bool = True,
         progress: ProgressCallback | None = None,
         shouldCancel: CancelCallback | None = None,
         batchSize: int | None = None,
         sliceAxis: int | str = "auto",
-    ) -> Any:
+    ) -> vtkMRMLScalarVolumeNode:
         """Upsample a scalar volume node by ``factor`` along its slice axis; return the output node.
 
         :param inputVolume: vtkMRMLScalarVolumeNode in a scene (not modified).
@@ -360,7 +362,7 @@ class SemanticInterpolationLogic:
 
     def upsampleSequence(
         self,
-        inputSequence: Any,
+        inputSequence: vtkMRMLSequenceNode,
         factor: int,
         checkpoint: str | os.PathLike | Checkpoint | None = None,
         device: str = "auto",
@@ -370,7 +372,7 @@ class SemanticInterpolationLogic:
         batchSize: int | None = None,
         sliceAxis: int | str = "auto",
         createBrowser: bool = True,
-    ) -> Any:
+    ) -> vtkMRMLSequenceNode:
         """Upsample every frame of a volume sequence (e.g. cardiac cine) into a new sequence node.
 
         :param inputSequence: vtkMRMLSequenceNode whose data nodes are scalar volumes (not modified).
@@ -391,11 +393,11 @@ class SemanticInterpolationLogic:
     # ----------------------------------------------------------------- phase 1: prepare (main thread)
     def prepareVolumeJob(
         self,
-        inputVolume: Any,
+        inputVolume: vtkMRMLScalarVolumeNode,
         factor: int,
         checkpoint: str | os.PathLike | Checkpoint | None = None,
         device: str = "auto",
-        outputVolume: Any = None,
+        outputVolume: vtkMRMLScalarVolumeNode | None = None,
         keepAcquiredSlices: bool = True,
         batchSize: int | None = None,
         sliceAxis: int | str = "auto",
@@ -407,14 +409,14 @@ class SemanticInterpolationLogic:
             raise InputError(f"the input volume {_describeNode(inputVolume)} is not in a scene: add it to one first")
         if outputVolume is not None:
             self._validateOutputVolume(outputVolume, inputVolume)
-        common = self._validateCommon(factor, checkpoint, device, batchSize, keepAcquiredSlices)
+        common = self.validateSettings(factor, checkpoint, device, batchSize, keepAcquiredSlices)
         frame = FrameInput(inputVolume.GetName() or "Volume", voxelsFromVolumeNode(inputVolume),
                            ijkToRASArray(inputVolume), axis)
         return UpsamplingJob(kind="volume", inputNode=inputVolume, frames=[frame], outputNode=outputVolume, **common)
 
     def prepareSequenceJob(
         self,
-        inputSequence: Any,
+        inputSequence: vtkMRMLSequenceNode,
         factor: int,
         checkpoint: str | os.PathLike | Checkpoint | None = None,
         device: str = "auto",
@@ -440,7 +442,7 @@ class SemanticInterpolationLogic:
                 frameNode, f"frame {index} (index value {indexValue}) of sequence '{inputSequence.GetName()}'", sliceAxis)
             frames.append(FrameInput(frameNode.GetName() or f"frame {index}", voxelsFromVolumeNode(frameNode),
                                      ijkToRASArray(frameNode), axis, indexValue))
-        common = self._validateCommon(factor, checkpoint, device, batchSize, keepAcquiredSlices)
+        common = self.validateSettings(factor, checkpoint, device, batchSize, keepAcquiredSlices)
         return UpsamplingJob(kind="sequence", inputNode=inputSequence, frames=frames,
                              createBrowser=createBrowser, **common)
 
@@ -456,9 +458,13 @@ class SemanticInterpolationLogic:
         if outputVolume.GetScene() is not inputVolume.GetScene():
             raise InputError(f"the output volume {_describeNode(outputVolume)} is not in the input volume's scene")
 
-    def _validateCommon(self, factor: int, checkpoint: Any, device: str, batchSize: int | None,
-                        keepAcquiredSlices: bool) -> dict[str, Any]:
-        """Check the settings shared by volumes and sequences; return them as UpsamplingJob fields."""
+    def validateSettings(self, factor: int, checkpoint: Any = None, device: str = "auto", batchSize: int | None = None,
+                         keepAcquiredSlices: bool = True) -> dict[str, Any]:
+        """Check the settings shared by volumes and sequences; return them as UpsamplingJob fields.
+
+        Raises InputError (factor, batch size), CheckpointError (no such file, no default model)
+        or DeviceError (device not available). Batch jobs call it once before the first file.
+        """
         from .engine import validate_factor  # imports torch, so only on use
 
         factor = validate_factor(factor)
@@ -710,3 +716,58 @@ class SemanticInterpolationLogic:
         checkpoint = job.checkpoint if isinstance(job.checkpoint, str) else (getattr(job.checkpoint, "path", None) or "in memory")
         return (f"ASI through-plane upsampling x{job.factor} of '{job.inputNode.GetName()}' "
                 f"(keep acquired slices: {job.keepAcquiredSlices}; checkpoint {checkpoint}; {job.engineDescription})")
+
+
+class BackgroundRun:
+    """Runs :meth:`SemanticInterpolationLogic.runJob` in a worker thread, for a GUI that polls it.
+
+    The worker only runs the network on the voxels copied by the prepare phase; it never
+    touches MRML or Qt. The GUI thread polls :attr:`progress` and :attr:`isRunning` (e.g. from a
+    ``qt.QTimer``), may call :meth:`cancel`, and calls ``logic.finishJob(run.job)`` once
+    :attr:`isRunning` is False and :attr:`error` is None. torch releases the GIL while it
+    computes, so the GUI stays responsive.
+    """
+
+    def __init__(self, logic: SemanticInterpolationLogic, job: UpsamplingJob) -> None:
+        self.logic = logic
+        self.job = job
+        self.error: BaseException | None = None  #: what stopped the run (OperationCancelled when cancelled)
+        self._progress = (0, 1)
+        self._cancelRequested = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="SemanticInterpolation upsampling", daemon=True)
+
+    def start(self) -> None:
+        """Start the worker thread (returns at once)."""
+        self._thread.start()
+
+    def cancel(self) -> None:
+        """Ask the worker to stop at the next batch of slices; it then ends with OperationCancelled."""
+        self._cancelRequested.set()
+
+    @property
+    def cancelRequested(self) -> bool:
+        return self._cancelRequested.is_set()
+
+    @property
+    def isRunning(self) -> bool:
+        """True until the worker has finished, failed or been cancelled."""
+        return self._thread.is_alive()
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """``(done, total)`` work units reported so far."""
+        return self._progress
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the worker ends (or ``timeout`` seconds pass); return True when it ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _onProgress(self, done: int, total: int) -> None:
+        self._progress = (int(done), max(int(total), 1))
+
+    def _work(self) -> None:
+        try:
+            self.logic.runJob(self.job, progress=self._onProgress, shouldCancel=self._cancelRequested.is_set)
+        except BaseException as error:  # handed to the GUI thread, which reports it
+            self.error = error

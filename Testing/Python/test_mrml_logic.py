@@ -479,3 +479,124 @@ def test_failure_while_finishing_removes_the_new_node(scene, logic, checkpointPa
     with pytest.raises(RuntimeError, match="simulated"):
         logic.upsample(inputVolume, 2, checkpoint=checkpointPath, device="cpu")
     assert nodeCount(scene) == before
+
+
+def test_background_run_computes_in_a_thread_and_can_be_cancelled(scene, logic, checkpointPath):
+    inputVolume = addVolume(scene, makeVoxels((9, 20, 16)))
+    before = nodeCount(scene)
+    job = logic.prepareVolumeJob(inputVolume, 2, checkpoint=checkpointPath, device="cpu")
+    run = mrml.BackgroundRun(logic, job)
+    run.start()
+    assert run.wait(120), "the worker did not finish"
+    assert run.error is None and not run.isRunning
+    done, total = run.progress
+    assert done == total > 1
+    assert nodeCount(scene) == before  # the worker never touches the scene
+    output = logic.finishJob(run.job)
+    assert output.GetImageData().GetDimensions() == (16, 20, 17)
+
+    cancelled = mrml.BackgroundRun(logic, logic.prepareVolumeJob(inputVolume, 2, checkpoint=checkpointPath,
+                                                                 device="cpu", batchSize=1))
+    cancelled.cancel()
+    cancelled.start()
+    assert cancelled.wait(120)
+    assert isinstance(cancelled.error, OperationCancelled)
+
+
+# --------------------------------------------------------------------------------------------- batch (upsample_folder.py)
+def writeNifti(path, voxels, spacing=(1.0, 1.2, 4.0)):
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(voxels)
+    image.SetSpacing(spacing)
+    image.SetOrigin((3.0, -4.0, 5.0))
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def test_batch_upsamples_a_folder_counts_failures_and_skips_existing(tmp_path, checkpointPath):
+    import SimpleITK as sitk
+    from SemanticInterpolationLib import mrml_batch
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    writeNifti(inputs / "a.nii.gz", makeVoxels((5, 20, 16), seed=1))
+    writeNifti(inputs / "b.nrrd", makeVoxels((4, 20, 16), np.float32, seed=2), spacing=(5.0, 1.0, 1.0))
+    (inputs / "broken.nii").write_bytes(b"not a nifti file")
+    (inputs / "notes.txt").write_text("ignored")
+    output = tmp_path / "out"
+    messages = []
+    argv = ["--", "--input", str(inputs), "--output", str(output), "--factor", "2",
+            "--checkpoint", str(checkpointPath), "--device", "cpu"]
+
+    code = mrml_batch.main(argv, log=messages.append)
+
+    assert code == mrml_batch.EXIT_SOME_FAILED, messages
+    assert sorted(p.name for p in output.iterdir()) == ["a_asi_x2.nii.gz", "b_asi_x2.nrrd"]
+    a = sitk.ReadImage(str(output / "a_asi_x2.nii.gz"))
+    assert a.GetSize() == (16, 20, 9)
+    np.testing.assert_allclose(a.GetSpacing(), (1.0, 1.2, 2.0), rtol=1e-6)
+    np.testing.assert_allclose(a.GetOrigin(), (3.0, -4.0, 5.0), rtol=1e-6)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(a)[::2], makeVoxels((5, 20, 16), seed=1))
+    b = sitk.ReadImage(str(output / "b_asi_x2.nrrd"))
+    assert b.GetSize() == (31, 20, 4)  # largest spacing (5 mm) along i: 16 -> 31 columns
+    assert any("broken.nii: FAILED" in m for m in messages)
+    assert any("2 done, 0 skipped, 1 failed" in m for m in messages)
+    assert any("[1/3]" in m and "%" in m for m in messages), "progress is printed"
+
+    (inputs / "broken.nii").unlink()
+    messages.clear()
+    assert mrml_batch.main(argv[1:], log=messages.append) == mrml_batch.EXIT_OK
+    assert any("0 done, 2 skipped, 0 failed" in m for m in messages)
+    assert mrml_batch.main(argv[1:] + ["--overwrite", "--format", "nrrd"], log=messages.append) == mrml_batch.EXIT_OK
+    assert (output / "a_asi_x2.nrrd").is_file()
+
+
+def test_batch_usage_errors_exit_with_2(tmp_path, checkpointPath):
+    from SemanticInterpolationLib import mrml_batch
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    volume = writeNifti(tmp_path / "v.nii.gz", makeVoxels())
+    messages = []
+    common = ["--output", str(tmp_path / "out"), "--checkpoint", str(checkpointPath), "--device", "cpu"]
+    assert mrml_batch.main(["--input", str(empty), "--factor", "2"] + common, log=messages.append) == 2
+    assert "no volume files" in messages[-1]
+    assert mrml_batch.main(["--input", str(tmp_path / "missing"), "--factor", "2"] + common, log=messages.append) == 2
+    assert mrml_batch.main(["--input", str(volume), "--factor", "1"] + common, log=messages.append) == 2
+    assert mrml_batch.main(["--input", str(volume), "--factor", "2", "--output", str(tmp_path / "o"),
+                            "--checkpoint", str(tmp_path / "nope.pt")], log=messages.append) == 2
+    assert "does not exist" in messages[-1]
+    assert mrml_batch.main(["--input", str(volume), "--factor", "2", "--format", "png"] + common,
+                           log=messages.append) == 2
+    with pytest.raises(SystemExit):
+        mrml_batch.parseArguments(["--factor", "2"])  # --input and --output are required
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_batch_helpers():
+    from SemanticInterpolationLib import mrml_batch
+
+    assert mrml_batch.volumeExtension("x/scan.NII.GZ") == ".nii.gz"
+    assert mrml_batch.volumeExtension("scan.txt") is None
+    assert mrml_batch.outputPathFor("/d/scan.nii.gz", "/o", 4).as_posix() == "/o/scan_asi_x4.nii.gz"
+    assert mrml_batch.outputPathFor("/d/scan.mha", "/o", 3, "nrrd").as_posix() == "/o/scan_asi_x3.nrrd"
+
+
+def test_batch_script_runs_outside_slicer_and_returns_the_exit_code(tmp_path, checkpointPath):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "SemanticInterpolation" / "Resources" / "Scripts" / "upsample_folder.py"
+    volume = writeNifti(tmp_path / "v.nii.gz", makeVoxels((4, 20, 16)))
+    command = [sys.executable, str(script), "--input", str(volume), "--output", str(tmp_path / "out"),
+               "--factor", "3", "--checkpoint", str(checkpointPath), "--device", "cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "out" / "v_asi_x3.nii.gz").is_file()
+    assert "1 done" in result.stdout
+    failed = subprocess.run(command[:2] + ["--input", str(tmp_path / "none"), "--output", str(tmp_path / "o"),
+                                           "--factor", "2"], capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 2

@@ -1,0 +1,329 @@
+"""What can be checked of the Slicer module without the Slicer application.
+
+The module file, the batch script and the .ui are parsed (ast, XML); names used by the code
+are checked against the .ui and the parameter node; the CMake files must list every file of
+the library package (computed from the folder now, so files added later are caught); and the
+module file is imported once with stand-ins for Slicer's Qt-based modules to check that
+importing it imports neither torch nor SemanticInterpolationLib.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+MODULE_DIR = REPOSITORY / "SemanticInterpolation"
+MODULE_FILE = MODULE_DIR / "SemanticInterpolation.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "SemanticInterpolation.ui"
+BATCH_SCRIPT = MODULE_DIR / "Resources" / "Scripts" / "upsample_folder.py"
+LIBRARY_DIR = MODULE_DIR / "SemanticInterpolationLib"
+MODULE_CMAKE = MODULE_DIR / "CMakeLists.txt"
+EXTENSION_CMAKE = REPOSITORY / "CMakeLists.txt"
+S4EXT = REPOSITORY / "SemanticInterpolation.s4ext"
+ICON = MODULE_DIR / "Resources" / "Icons" / "SemanticInterpolation.png"
+
+#: Widget classes the parameterNodeWrapper connects (exact type) for each annotation kind.
+CONNECTABLE = {"bool": {"QCheckBox", "ctkCheckBox", "QPushButton"}, "int": {"QSpinBox", "QSlider", "ctkSliderWidget"},
+               "enum": {"QComboBox", "ctkComboBox"}, "node": {"qMRMLNodeComboBox"}, "str": {"QLineEdit", "QLabel"}}
+
+
+@pytest.fixture(scope="module")
+def moduleTree() -> ast.Module:
+    return ast.parse(MODULE_FILE.read_text(encoding="utf-8"), filename=str(MODULE_FILE))
+
+
+@pytest.fixture(scope="module")
+def uiWidgets() -> dict[str, ElementTree.Element]:
+    root = ElementTree.parse(UI_FILE).getroot()
+    return {w.get("name"): w for w in root.iter("widget")}
+
+
+def slicerParameterNames(uiWidgets) -> dict[str, str]:
+    """{parameter name: widget name} from the SlicerParameterName dynamic properties."""
+    names = {}
+    for name, widget in uiWidgets.items():
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                names[prop.findtext("string")] = name
+    return names
+
+
+def parameterNodeFields(moduleTree) -> dict[str, str]:
+    """{field: annotation source} of the @parameterNodeWrapper class."""
+    for node in moduleTree.body:
+        if isinstance(node, ast.ClassDef) and any(
+                isinstance(d, ast.Name) and d.id == "parameterNodeWrapper" for d in node.decorator_list):
+            return {s.target.id: ast.unparse(s.annotation) for s in node.body if isinstance(s, ast.AnnAssign)}
+    raise AssertionError("no @parameterNodeWrapper class in the module file")
+
+
+# ------------------------------------------------------------------------------------------ parsing
+@pytest.mark.parametrize("path", [MODULE_FILE, BATCH_SCRIPT, LIBRARY_DIR / "mrml.py", LIBRARY_DIR / "mrml_batch.py"],
+                         ids=lambda p: p.name)
+def test_python_files_parse(path):
+    ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def test_module_file_runs_on_python_3_9(moduleTree):
+    """Slicer 5.2-5.6 ship Python 3.9: no ``X | Y`` in evaluated annotations, no match statements."""
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    assert "from __future__ import annotations" not in source, "parameterNodeWrapper needs real annotations"
+    for node in ast.walk(moduleTree):
+        annotations = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            annotations += [a.annotation for a in node.args.args + node.args.kwonlyargs if a.annotation]
+            annotations += [node.returns] if node.returns else []
+        if isinstance(node, ast.AnnAssign):
+            annotations.append(node.annotation)
+        for annotation in annotations:
+            assert not any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitOr) for n in ast.walk(annotation)), \
+                f"line {annotation.lineno}: use Optional/Union, Python 3.9 cannot evaluate 'X | Y'"
+        assert not isinstance(node, getattr(ast, "Match", ())), "match statements need Python 3.10"
+
+
+def test_module_file_follows_the_scripted_module_template(moduleTree):
+    classes = {node.name: node for node in moduleTree.body if isinstance(node, ast.ClassDef)}
+    for name, base in [("SemanticInterpolation", "ScriptedLoadableModule"),
+                       ("SemanticInterpolationWidget", "ScriptedLoadableModuleWidget"),
+                       ("SemanticInterpolationTest", "ScriptedLoadableModuleTest")]:
+        assert name in classes, f"class {name} missing"
+        assert base in [ast.unparse(b) for b in classes[name].bases]
+    functions = {node.name for node in moduleTree.body if isinstance(node, ast.FunctionDef)}
+    assert {"getLogicClass", "__getattr__", "ensurePythonDependencies"} <= functions
+    widgetMethods = {n.name for n in classes["SemanticInterpolationWidget"].body if isinstance(n, ast.FunctionDef)}
+    assert {"setup", "cleanup", "enter", "exit", "onSceneStartClose", "onSceneEndClose", "initializeParameterNode",
+            "setParameterNode", "onUpsampleButton", "onCancelButton"} <= widgetMethods
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    assert "class SemanticInterpolationLogic(LibraryLogic, ScriptedLoadableModuleLogic)" in source
+    for words in ("Sander", "de Vos", "Isgum", "Autoencoding low-resolution MRI", "Medical Image Analysis", "2022"):
+        assert words in source, f"the acknowledgement must cite the ASI paper ({words!r} missing)"
+    assert "self.parent.categories" in source and "Filtering" in source
+
+
+def test_module_file_imports_no_torch_and_no_library_at_import_time(moduleTree):
+    """Slicer imports the module at startup, before torch may be installed."""
+    for node in moduleTree.body:  # only module-level statements run at import
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        else:
+            continue
+        for name in names:
+            assert not name.startswith(("torch", "SemanticInterpolationLib", "numpy")), \
+                f"line {node.lineno}: 'import {name}' at module level; import it where it is used"
+
+
+def test_self_test_runs_every_test_method(moduleTree):
+    testClass = next(n for n in moduleTree.body if isinstance(n, ast.ClassDef) and n.name == "SemanticInterpolationTest")
+    methods = {n.name: n for n in testClass.body if isinstance(n, ast.FunctionDef)}
+    called = {node.func.attr for node in ast.walk(methods["runTest"])
+              if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)}
+    tests = {name for name in methods if name.startswith("test_")}
+    assert tests and tests <= called, f"runTest does not call {sorted(tests - called)}"
+    source = ast.unparse(testClass)
+    assert 'device="cpu"' in source or "device='cpu'" in source, "the self-test must run on the CPU"
+
+
+# ------------------------------------------------------------------------------------------ .ui and parameter node
+def test_every_ui_widget_the_code_uses_exists(moduleTree, uiWidgets):
+    used = {node.attr for node in ast.walk(moduleTree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
+    assert used, "the widget uses no self.ui.X at all?"
+    missing = sorted(used - set(uiWidgets))
+    assert not missing, f"self.ui.{missing} not in {UI_FILE.name}"
+
+
+def test_ui_is_a_qmrmlwidget_with_a_tab_for_each_mode(uiWidgets):
+    root = ElementTree.parse(UI_FILE).getroot()
+    top = root.find("widget")
+    assert top.get("class") == "qMRMLWidget" and top.get("name") == "SemanticInterpolation"
+    tabs = [w for w in uiWidgets.values() if w.get("class") == "QTabWidget"]
+    assert len(tabs) == 1, "a QTabWidget leaves room for the Training tab and Evaluate section"
+    titles = [child.find("attribute/string").text for child in tabs[0].findall("widget")]
+    assert titles[0] == "Upsample"
+    for name in ("inputVolumeSelector", "upsamplingFactorSpinBox", "checkpointPathLineEdit", "computeDeviceComboBox",
+                 "deviceInfoLabel", "keepAcquiredSlicesCheckBox", "outputVolumeSelector", "upsampleButton",
+                 "cancelButton", "progressBar"):
+        assert name in uiWidgets, name
+    assert uiWidgets["checkpointPathLineEdit"].get("class") == "ctkPathLineEdit"
+
+
+def test_custom_widgets_are_declared_and_node_selectors_get_the_scene(uiWidgets):
+    root = ElementTree.parse(UI_FILE).getroot()
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    used = {w.get("class") for w in uiWidgets.values()}
+    custom = {c for c in used if c.startswith(("ctk", "qMRML", "qSlicer"))}
+    assert custom <= declared, f"undeclared custom widgets: {sorted(custom - declared)}"
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
+    selectors = {name for name, w in uiWidgets.items() if w.get("class") == "qMRMLNodeComboBox"}
+    assert selectors <= receivers, f"these selectors never get the scene: {sorted(selectors - receivers)}"
+
+
+def test_parameter_names_match_the_ui_and_the_wrapper(moduleTree, uiWidgets):
+    fields = parameterNodeFields(moduleTree)
+    bound = slicerParameterNames(uiWidgets)
+    assert set(bound) <= set(fields), f"SlicerParameterName without a parameter: {sorted(set(bound) - set(fields))}"
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    for name in set(fields) - set(bound):  # synchronised by hand, so the code must use it
+        assert re.search(rf"\.{name}\b", source), f"parameter {name} is neither in the .ui nor used by the code"
+    enums = {node.name for node in moduleTree.body if isinstance(node, ast.ClassDef)
+             and any(ast.unparse(b) in ("enum.Enum", "Enum") for b in node.bases)}
+    for parameter, widgetName in bound.items():
+        annotation = fields[parameter]
+        kind = ("node" if "vtkMRML" in annotation else "enum" if annotation in enums
+                else "int" if "int" in annotation else "bool" if annotation == "bool" else "str")
+        widgetClass = uiWidgets[widgetName].get("class")
+        assert widgetClass in CONNECTABLE[kind], \
+            f"{widgetName} ({widgetClass}) cannot be connected to {parameter}: {annotation}"
+
+
+def test_factor_limits_agree_between_ui_wrapper_and_engine(moduleTree, uiWidgets):
+    from SemanticInterpolationLib.engine import MAX_FACTOR
+
+    spin = uiWidgets["upsamplingFactorSpinBox"]
+    values = {p.get("name"): int(p.findtext("number")) for p in spin.findall("property") if p.find("number") is not None}
+    assert values["minimum"] == 2 and values["maximum"] == MAX_FACTOR
+    assert f"WithinRange(2, {MAX_FACTOR})" in parameterNodeFields(moduleTree)["upsamplingFactor"]
+
+
+# ------------------------------------------------------------------------------------------ CMake, s4ext, icon
+def cmakeList(text: str, variable: str) -> list[str]:
+    match = re.search(rf"set\({variable}\s+(.*?)\)", text, re.S)
+    assert match, f"{variable} not set"
+    return [line.strip() for line in match.group(1).split() if line.strip()]
+
+
+def test_module_cmakelists_lists_every_library_file_and_resource():
+    text = MODULE_CMAKE.read_text(encoding="utf-8")
+    scripts = [s.replace("${MODULE_NAME}", "SemanticInterpolation") for s in cmakeList(text, "MODULE_PYTHON_SCRIPTS")]
+    library = sorted(p.relative_to(MODULE_DIR).as_posix() for p in LIBRARY_DIR.rglob("*.py")
+                     if "__pycache__" not in p.parts)
+    missing = sorted(set(library) - set(scripts))
+    assert not missing, f"{MODULE_CMAKE} misses {missing}: the Slicer build would not install them"
+    assert "SemanticInterpolation.py" in scripts
+    resources = [r.replace("${MODULE_NAME}", "SemanticInterpolation") for r in cmakeList(text, "MODULE_PYTHON_RESOURCES")]
+    for path in scripts + resources:
+        assert (MODULE_DIR / path).is_file(), f"CMakeLists lists {path}, which does not exist"
+    assert "slicerMacroBuildScriptedModule(" in text
+    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
+
+
+def test_extension_cmakelists_and_s4ext_describe_the_extension():
+    text = EXTENSION_CMAKE.read_text(encoding="utf-8")
+    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
+                "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        assert re.search(rf'set\({key} "[^"]+"\)', text), key
+    assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', text)
+    assert "add_subdirectory(SemanticInterpolation)" in text
+    assert "find_package(Slicer REQUIRED)" in text and "Slicer_EXTENSION_CPACK" in text
+    entries = {}
+    for line in S4EXT.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            entries[key] = value.strip()
+    assert entries["scm"] == "git" and entries["depends"] == "PyTorch"
+    for key in ("scmurl", "homepage", "category", "iconurl", "description", "contributors"):
+        assert entries.get(key), key
+
+
+def test_icon_is_a_128_pixel_png():
+    data = ICON.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (128, 128)
+
+
+# ------------------------------------------------------------------------------------------ import with stand-ins
+STAND_INS = textwrap.dedent('''
+    import enum, sys, types
+
+    def module(name, **attributes):
+        created = types.ModuleType(name)
+        created.__dict__.update(attributes)
+        sys.modules[name] = created
+        return created
+
+    class ScriptedLoadableModule:
+        def __init__(self, parent):
+            self.parent = parent
+    class ScriptedLoadableModuleWidget: pass
+    class ScriptedLoadableModuleTest: pass
+    class ScriptedLoadableModuleLogic:
+        def __init__(self, parent=None):
+            super().__init__()
+            self.moduleName = type(self).__name__[:-5]
+    class VTKObservationMixin: pass
+    class vtkMRMLScalarVolumeNode: pass
+
+    slicer = module("slicer", vtkMRMLScalarVolumeNode=vtkMRMLScalarVolumeNode)
+    slicer.__path__ = []
+    slicer.i18n = module("slicer.i18n", tr=lambda text: text, translate=lambda context, text: text)
+    slicer.ScriptedLoadableModule = module(
+        "slicer.ScriptedLoadableModule", ScriptedLoadableModule=ScriptedLoadableModule,
+        ScriptedLoadableModuleWidget=ScriptedLoadableModuleWidget, ScriptedLoadableModuleTest=ScriptedLoadableModuleTest,
+        ScriptedLoadableModuleLogic=ScriptedLoadableModuleLogic)
+    slicer.util = module("slicer.util", VTKObservationMixin=VTKObservationMixin)
+    slicer.parameterNodeWrapper = module("slicer.parameterNodeWrapper", parameterNodeWrapper=lambda cls: cls,
+                                         WithinRange=lambda low, high: ("WithinRange", low, high))
+    module("qt"); module("ctk")
+''')
+
+
+def test_importing_the_module_file_imports_neither_torch_nor_the_library():
+    code = STAND_INS + textwrap.dedent(f'''
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("SemanticInterpolation", {str(MODULE_FILE)!r})
+        SI = importlib.util.module_from_spec(spec)
+        sys.modules["SemanticInterpolation"] = SI
+        spec.loader.exec_module(SI)
+        print("torch imported:", "torch" in sys.modules)
+        print("library imported:", any(m.startswith("SemanticInterpolationLib") for m in sys.modules))
+
+        class Parent: pass
+        parent = Parent()
+        SI.SemanticInterpolation(parent)
+        print("title:", parent.title)
+        print("categories:", parent.categories)
+        print("labels:", [d.label() for d in SI.ComputeDevice])
+        print("checkpoint:", SI.checkpointArgument(""), SI.checkpointArgument("."), SI.checkpointArgument("/m.pt"))
+        print("requirements:", SI._readRequirements(SI._requirementsFile()))
+
+        Logic = SI.SemanticInterpolationLogic  # module __getattr__ creates the class
+        from SemanticInterpolationLib.mrml import SemanticInterpolationLogic as LibraryLogic
+        logic = Logic(batchSize=3)
+        print("mro ok:", isinstance(logic, LibraryLogic) and isinstance(logic, SI.ScriptedLoadableModuleLogic))
+        print("moduleName:", logic.moduleName, "batchSize:", logic.batchSize)
+        print("same class:", SI.getLogicClass() is Logic)
+    ''')
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "torch imported: False" in out and "library imported: False" in out, out
+    assert "title: Semantic Interpolation" in out
+    assert "Filtering" in out
+    assert "labels: ['Automatic (GPU if available)', 'CPU', 'GPU (CUDA)']" in out
+    assert "checkpoint: None None /m.pt" in out
+    assert "requirements: []" in out
+    assert "mro ok: True" in out and "moduleName: SemanticInterpolation batchSize: 3" in out
+    assert "same class: True" in out
+
+
+def test_batch_script_documents_its_usage_and_exit_codes():
+    source = BATCH_SCRIPT.read_text(encoding="utf-8")
+    assert "--no-main-window --python-script upsample_folder.py" in source
+    for words in ("--input", "--output", "--factor", "--checkpoint", "--device", "Exit code"):
+        assert words in source
+    tree = ast.parse(source)
+    calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    assert {"slicer.util.exit", "sys.exit"} <= calls, "the script must end with a non-zero exit code on failure"
