@@ -296,7 +296,7 @@ class SemanticInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMi
         """Called when the user opens the module the first time and the widget is initialized."""
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)  # needed for parameter node observation
-        self.logic = None  # created on first use: it imports torch
+        self._logic = None  # created on first use (see the logic property): it imports torch
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._run = None  # BackgroundRun of the upsampling in progress
@@ -489,10 +489,23 @@ class SemanticInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMi
         """True while an upsampling started from the GUI is computing."""
         return self._run is not None
 
+    @property
+    def logic(self):
+        """The module logic, created on first use after installing missing dependencies.
+
+        ``slicer.util.getModuleLogic("SemanticInterpolation")`` reads this property.
+        """
+        if self._logic is None:
+            ensurePythonDependencies()
+            self._logic = getLogicClass()()
+        return self._logic
+
+    @logic.setter
+    def logic(self, value) -> None:
+        self._logic = value
+
     def getLogic(self):
-        """The module logic, created on first use (after the dependencies are installed)."""
-        if self.logic is None:
-            self.logic = getLogicClass()()
+        """The module logic (same as the ``logic`` property)."""
         return self.logic
 
     # ------------------------------------------------------------------ actions
