@@ -223,8 +223,10 @@ def plot_boxplots(result: EvaluationResult, path: Path) -> Path:
             axes.text(0.5, 0.5, f"{METRIC_LABELS[metric]} not available\n(slices under {VIF_MIN_SIZE} pixels\n"
                       "or constant references)" if metric == "vif" else "no finite values",
                       ha="center", va="center", transform=axes.transAxes)
-        if column == 0:
-            axes.legend(loc="lower left", fontsize=8)
+    handles, labels = figure.axes[0].get_legend_handles_labels()
+    if handles:
+        figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False,
+                      bbox_to_anchor=(0.5, -0.06))
     title = "Synthesized slices vs removed real slices" + (" (thick slices simulated)" if result.settings.thick_slices else "")
     figure.suptitle(f"{title}; triangle = mean", fontsize=11)
     return _save(figure, path)
@@ -236,7 +238,7 @@ def plot_montage(result: EvaluationResult, volume: str, path: Path) -> Path:
     shown = [m for m in result.montage if m.volume == volume]
     methods = list(result.methods)
     n_cols = 1 + len(methods)
-    figure = _figure(2.3 * n_cols, 2.35 * 2 * max(1, len(shown)))
+    figure = _figure(2.3 * n_cols, 2.1 * 2 * max(1, len(shown)))
     grid = figure.add_gridspec(2 * max(1, len(shown)), n_cols, hspace=0.3, wspace=0.05, top=0.95, bottom=0.02)
     difference_image = None
     for row, item in enumerate(shown):
