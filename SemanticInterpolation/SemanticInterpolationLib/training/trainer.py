@@ -564,7 +564,8 @@ class Trainer:
         step_module = wrap_model(_TripletStep(model), ctx, device)
         optimizer = torch.optim.Adam(model.parameters(), lr=float(c.learning_rate))
         use_scaler = device.type == "cuda" and self.compute_dtype == torch.float16
-        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        scaler = (torch.amp.GradScaler("cuda", enabled=use_scaler) if hasattr(torch.amp, "GradScaler")
+                  else torch.cuda.amp.GradScaler(enabled=use_scaler))  # torch < 2.3
 
         epochs_done, global_step = 0, 0
         history: list[dict[str, Any]] = []
@@ -597,7 +598,8 @@ class Trainer:
                                  samples_per_epoch=self.samples_per_epoch)
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=c.batch_size, sampler=sampler, num_workers=c.num_workers,
-            pin_memory=device.type == "cuda", drop_last=False, persistent_workers=c.num_workers > 0)
+            # no persistent workers: they would keep a copy of the dataset from before set_epoch()
+            pin_memory=device.type == "cuda", drop_last=False, persistent_workers=False)
 
         self._log({"event": "start", "settings": c.settings(), "architecture": self.architecture.name,
                    "started_from": self.init_description, "device": str(device), "world_size": ctx.world_size,
