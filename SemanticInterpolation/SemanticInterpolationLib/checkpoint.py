@@ -16,9 +16,9 @@ tensors and plain containers, so loading a file never runs code from it.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -62,6 +62,16 @@ class Checkpoint:
                 f"written by version {self.project_version or 'unknown'} [{source}]")
 
 
+def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, shapes, dtypes and bytes of the tensors (detects damaged weights)."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     model: ASIAutoencoder,
@@ -85,12 +95,17 @@ def save_checkpoint(
         "project_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    reserved = sorted(set(meta) & set(metadata or {}))
+    if reserved:
+        raise ValueError(f"metadata must not override {reserved}: pass them as their own arguments")
     meta.update(dict(metadata or {}))
+    state_dict = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    meta["weights_sha256"] = weights_digest(state_dict)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "architecture": model.config.to_dict(),
-        "state_dict": {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()},
+        "state_dict": state_dict,
         "metadata": meta,
         "extra_state": dict(extra_state or {}),
     }
@@ -103,16 +118,16 @@ def _read_payload(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        # the safe unpickler met a Python object or pickle instruction outside tensors and plain data:
+        # a crafted file, a pickle from another program, or a damaged file. Nothing of it was executed.
         raise CheckpointError(
-            f"refused to load {str(path)!r}: it contains pickled Python objects other than tensors and plain "
-            "data, which could run code. SemanticInterpolation never executes code from a checkpoint; use a "
-            "checkpoint written by SemanticInterpolation (save_checkpoint or the train command)"
+            f"refused to load {str(path)!r}: it is not a plain-data checkpoint (it holds pickled Python objects "
+            "or instructions other than tensors and plain data, as a crafted, foreign or damaged file would). "
+            "SemanticInterpolation never executes code from a checkpoint; use a file written by "
+            "SemanticInterpolation (save_checkpoint or the train command)"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
-        raise CheckpointError(
-            f"cannot read checkpoint {str(path)!r}: the file is corrupt or not a PyTorch checkpoint "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). Download or train it again"
-        ) from exc
+    except Exception as exc:  # torch raises many types for damaged files (RuntimeError, EOFError, IndexError, ...)
+        raise _corrupt(path, exc) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         hint = ""
         if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
@@ -128,6 +143,14 @@ def _read_payload(path: Path) -> dict[str, Any]:
             f"({__version__}) reads up to version {CHECKPOINT_FORMAT_VERSION}: update SemanticInterpolation"
         )
     return payload
+
+
+def _corrupt(path: Path, exc: BaseException) -> CheckpointError:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return CheckpointError(
+        f"cannot read checkpoint {str(path)!r}: the file is corrupt or not a PyTorch checkpoint "
+        f"({type(exc).__name__}{': ' + detail[:200] if detail else ''}). Download or train it again"
+    )
 
 
 def checkpoint_from_payload(payload: Mapping[str, Any], path: str | None = None) -> Checkpoint:
@@ -159,9 +182,12 @@ def checkpoint_from_payload(payload: Mapping[str, Any], path: str | None = None)
     for name, tensor in state_dict.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"{where} is corrupt: tensor {name} contains NaN or infinite values")
+    meta = dict(payload.get("metadata") or {})
+    expected_digest = meta.get("weights_sha256")
+    if expected_digest is not None and expected_digest != weights_digest(state_dict):
+        raise CheckpointError(f"{where} is corrupt: its weights do not match the checksum stored with them")
     model.load_state_dict(dict(state_dict), strict=True)
     model.eval()
-    meta = dict(payload.get("metadata") or {})
     spacing = meta.get("in_plane_spacing_mm")
     return Checkpoint(
         model=model,

@@ -75,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: cancelled: {exc}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted; no output was written", file=sys.stderr)
+        print(f"\n{PROG}: interrupted; the file being written was not completed and existing files are unchanged",
+              file=sys.stderr)
         return 130
     except SemanticInterpolationError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

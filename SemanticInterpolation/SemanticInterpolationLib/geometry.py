@@ -12,28 +12,24 @@ from typing import Sequence
 from .errors import InputError
 
 
-def choose_slice_axis(spacing: Sequence[float], sizes: Sequence[int] | None = None) -> int:
+def choose_slice_axis(spacing: Sequence[float]) -> int:
     """The index axis (0, 1, 2) with the largest spacing, i.e. the through-plane axis.
 
-    Ties are broken towards the highest axis (k), the usual slice axis; when ``sizes`` is given,
-    axes with fewer than 2 slices are not candidates unless none has 2.
+    Ties are broken towards the highest axis (k), the usual slice axis. The number of slices is
+    not considered: a single thick slice is an error later, never a reason to pick another axis.
     """
     if len(spacing) != 3:
         raise InputError(f"expected 3 spacings, got {len(spacing)}")
-    candidates = [0, 1, 2]
-    if sizes is not None:
-        usable = [a for a in candidates if sizes[a] >= 2]
-        candidates = usable or candidates
-    largest = max(float(spacing[a]) for a in candidates)
+    largest = max(float(s) for s in spacing)
     # relative tolerance: spacings read from headers are rarely bit-identical
-    tied = [a for a in candidates if float(spacing[a]) >= largest * (1.0 - 1e-6)]
+    tied = [a for a in (0, 1, 2) if float(spacing[a]) >= largest * (1.0 - 1e-6)]
     return max(tied)
 
 
 def parse_axis(axis: int | str | None, spacing: Sequence[float], sizes: Sequence[int] | None = None) -> int:
     """``"auto"``/``None`` -> :func:`choose_slice_axis`; ``0``/``1``/``2`` (int or str) -> that axis."""
     if axis is None or (isinstance(axis, str) and axis.strip().lower() == "auto"):
-        return choose_slice_axis(spacing, sizes)
+        return choose_slice_axis(spacing)
     try:
         value = int(axis)
     except (TypeError, ValueError):

@@ -70,7 +70,7 @@ def upsample_image(
     method = validate_method(method)
     factor = validate_factor(factor)
     validate_scalar_volume(image)
-    index_axis = parse_axis(axis, image.GetSpacing(), image.GetSize())
+    index_axis = parse_axis(axis, image.GetSpacing())
     if image.GetSize()[index_axis] < 2:
         raise InputError(
             f"need at least 2 slices along the slice axis {index_axis} to interpolate; the image size is "
