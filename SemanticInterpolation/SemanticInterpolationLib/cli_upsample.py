@@ -9,7 +9,7 @@ import time
 from .baselines import BASELINE_METHODS
 from .checkpoint import resolve_checkpoint
 from .devices import DEVICE_CHOICES, PRECISION_CHOICES
-from .engine import MAX_FACTOR, ASIEngine, validate_factor
+from .engine import MAX_FACTOR, SYNTHESIS_MODES, ASIEngine, validate_factor
 from .errors import InputError
 from .imageio import check_output_path, read_image, write_image
 from .progress import TerminalProgress
@@ -49,6 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="slices per network call; lower it if memory runs out (default 8)")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="network arithmetic (auto: float16 autocast on CUDA, float32 elsewhere)")
+    parser.add_argument("--synthesis", choices=SYNTHESIS_MODES, default=None,
+                        help="ASI only. plain: decode the latent mix (the paper). residual: linear mix of the two "
+                             "acquired slices plus the autoencoder's correction (decoded latent mix minus the mix of "
+                             "the two reconstructions), which cancels the autoencoder's own blur. "
+                             "Default: the checkpoint's recommendation, else plain")
     acquired = parser.add_mutually_exclusive_group()
     acquired.add_argument("--keep-acquired", dest="keep_acquired", action="store_true", default=True,
                           help="copy the acquired slices unchanged into the output (default)")
@@ -69,10 +74,13 @@ def run_upsample(args: argparse.Namespace) -> int:
     output = check_output_path(args.output, args.input)
     if not args.keep_acquired and args.method != "asi":
         raise InputError("--reconstruct-acquired applies to --method asi only")
+    if args.synthesis is not None and args.method != "asi":
+        raise InputError("--synthesis applies to --method asi only")
     engine = None
     if args.method == "asi":
         checkpoint = resolve_checkpoint(args.checkpoint)
-        engine = ASIEngine(checkpoint, args.device, batch_size=args.batch_size, precision=args.precision)
+        engine = ASIEngine(checkpoint, args.device, batch_size=args.batch_size, precision=args.precision,
+                           synthesis=args.synthesis)
         logger.info("model: %s", checkpoint.summary())
     image = read_image(args.input, args.dicom_series)
 

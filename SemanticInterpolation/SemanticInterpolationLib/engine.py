@@ -11,6 +11,15 @@ axis. Output slice ``s * K`` is acquired slice ``s`` (bit-exact by default), and
 ``z`` are the latent maps (journal eq. 1 and 2): the first new slice is the one closest to
 slice ``s``.
 
+Two synthesis modes (``synthesis=``):
+
+* ``"plain"`` (the paper): the new slice is the decoded latent mix, ``g((1-a) z_s + a z_{s+1})``.
+* ``"residual"`` (detail-preserving): the linear mix of the two acquired slices plus the
+  autoencoder's semantic correction, ``(1-a) x_s + a x_{s+1} + [g(mix) - ((1-a) g(z_s) + a g(z_{s+1}))]``.
+  The bracket is what the latent mix adds beyond cross-fading the autoencoder's own
+  reconstructions, so the autoencoder's reconstruction error (blur) cancels, while motion and
+  shape change learned in the latent space stay. It costs one extra decode per acquired slice.
+
 Every acquired slice is encoded exactly once. Slices are streamed in chunks of
 ``batch_size``, so memory is bounded by the batch size (plus the output array), not by the
 number of slices.
@@ -42,6 +51,7 @@ CancelCallback = Callable[[], bool]
 
 MAX_FACTOR = 32
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
+SYNTHESIS_MODES = ("plain", "residual")
 
 
 def validate_factor(factor: int) -> int:
@@ -91,6 +101,13 @@ def validate_volume(volume: np.ndarray, axis: int) -> int:
     return axis
 
 
+def validate_synthesis(mode: str) -> str:
+    """Return ``mode`` when it is one of :data:`SYNTHESIS_MODES`, else raise :class:`InputError`."""
+    if mode not in SYNTHESIS_MODES:
+        raise InputError(f"synthesis mode must be one of {', '.join(SYNTHESIS_MODES)}, got {mode!r}")
+    return mode
+
+
 def output_slice_count(n_slices: int, factor: int) -> int:
     """Number of slices after upsampling ``n_slices`` by ``factor``: ``(n - 1) * K + 1``."""
     return (n_slices - 1) * factor + 1
@@ -123,6 +140,8 @@ class ASIEngine:
     ``precision``: ``"auto"`` (float16 autocast on CUDA, float32 elsewhere) or a dtype name.
     ``batch_size``: slices per encoder/decoder call; bounds memory.
     ``memory_format``: ``"auto"``, ``"contiguous"`` or ``"channels_last"`` for the network tensors.
+    ``synthesis``: ``"plain"`` or ``"residual"`` (see the module docstring); None = the mode the
+    checkpoint recommends in its metadata (``metadata["inference"]["synthesis"]``), else plain.
     """
 
     def __init__(
@@ -134,17 +153,20 @@ class ASIEngine:
         batch_size: int = 8,
         memory_format: str = "auto",
         normalization: IntensityNormalization | None = None,
+        synthesis: str | None = None,
     ) -> None:
         if isinstance(checkpoint, Checkpoint):
             model, default_normalization = checkpoint.model, checkpoint.normalization
+            default_synthesis = str((checkpoint.metadata.get("inference") or {}).get("synthesis", "plain"))
         elif isinstance(checkpoint, ASIAutoencoder):
-            model, default_normalization = checkpoint, IntensityNormalization()
+            model, default_normalization, default_synthesis = checkpoint, IntensityNormalization(), "plain"
         else:
             raise TypeError(f"checkpoint must be a Checkpoint or ASIAutoencoder, got {type(checkpoint).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise InputError(f"batch size must be a positive whole number, got {batch_size!r}")
         if memory_format not in MEMORY_FORMATS:
             raise InputError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {memory_format!r}")
+        self.synthesis = validate_synthesis(synthesis or default_synthesis)
         self.device = resolve_device(device)
         self.compute_dtype = resolve_precision(self.device, precision)
         self.batch_size = int(batch_size)
@@ -161,7 +183,7 @@ class ASIEngine:
     def describe(self) -> str:
         """Device and settings, for logs."""
         fmt = "channels_last" if self.memory_format == torch.channels_last else "contiguous"
-        return (f"device {describe_device(self.device)}, precision {str(self.compute_dtype).replace('torch.', '')}, "
+        return (f"{self.synthesis} synthesis, device {describe_device(self.device)}, precision {str(self.compute_dtype).replace('torch.', '')}, "
                 f"batch size {self.batch_size}, memory format {fmt}")
 
     # ------------------------------------------------------------------ helpers
@@ -231,8 +253,10 @@ class ASIEngine:
 
         intensity_range = self.normalization.fit(volume)
         alphas = [i / factor for i in range(1, factor)]
-        jobs_total = (n_slices - 1) * (factor - 1) + (0 if keep_acquired else n_slices)
-        total = n_slices + jobs_total
+        residual = self.synthesis == "residual"
+        need_reconstructions = residual or not keep_acquired
+        jobs_total = (n_slices - 1) * (factor - 1)
+        total = n_slices + jobs_total + (n_slices if need_reconstructions else 0)
         done = 0
 
         def report(units: int) -> None:
@@ -255,6 +279,8 @@ class ASIEngine:
             progress(0, total)
 
         previous_latent: torch.Tensor | None = None
+        previous_reconstruction: np.ndarray | None = None
+        intensity_width = np.float32(intensity_range.width)
         with torch.inference_mode():
             for start, end in self._chunks(n_slices, self.batch_size):
                 check_cancel()
@@ -266,14 +292,26 @@ class ASIEngine:
                 latents = new_latents if previous_latent is None else torch.cat([previous_latent, new_latents])
                 report(end + 1 - first_new)
 
+                reconstructions = None  # [end - start + 1, H, W] in [0, 1], acquired slices start..end
+                if need_reconstructions:
+                    new_reconstructions = []
+                    for b in range(0, len(new_latents), self.batch_size):
+                        check_cancel()
+                        new_reconstructions.append(self._decode(new_latents[b:b + self.batch_size])[:, :height, :width])
+                        report(len(new_reconstructions[-1]))
+                    fresh = np.concatenate(new_reconstructions)
+                    if not keep_acquired:
+                        values = self.normalization.to_input_units(fresh, intensity_range)
+                        for q, image in enumerate(convert_to_dtype(values, out_dtype), start=first_new):
+                            out_slices[q * factor] = image
+                    reconstructions = fresh if previous_reconstruction is None else np.concatenate(
+                        [previous_reconstruction, fresh])
+
                 jobs = [
                     _DecodeJob(p, p + 1, alpha, (start + p) * factor + i)
                     for p in range(end - start)
                     for i, alpha in enumerate(alphas, start=1)
                 ]
-                if not keep_acquired:
-                    jobs += [_DecodeJob(q, q, 0.0, (start + q) * factor) for q in range(first_new - start, end - start + 1)]
-
                 for b in range(0, len(jobs), self.batch_size):
                     check_cancel()
                     batch = jobs[b:b + self.batch_size]
@@ -282,12 +320,23 @@ class ASIEngine:
                     alpha = torch.tensor([j.alpha for j in batch], device=self.device, dtype=latents.dtype)
                     mixed = ASIAutoencoder.mix(latents.index_select(0, first), latents.index_select(0, second), alpha)
                     decoded = self._decode(mixed)[:, :height, :width]
-                    values = self.normalization.to_input_units(decoded, intensity_range)
+                    if residual:
+                        values = np.empty_like(decoded)
+                        for n, job in enumerate(batch):
+                            a = np.float32(job.alpha)
+                            linear_mix = (1 - a) * slices[start + job.first].astype(np.float32) \
+                                + a * slices[start + job.second].astype(np.float32)
+                            reconstruction_mix = (1 - a) * reconstructions[job.first] + a * reconstructions[job.second]
+                            values[n] = linear_mix + intensity_width * (decoded[n] - reconstruction_mix)
+                    else:
+                        values = self.normalization.to_input_units(decoded, intensity_range)
                     converted = convert_to_dtype(values, out_dtype)
                     for job, image in zip(batch, converted):
                         out_slices[job.output_index] = image
                     report(len(batch))
                 previous_latent = latents[-1:].clone()
+                if reconstructions is not None:
+                    previous_reconstruction = reconstructions[-1:].copy()
                 del latents, new_latents
 
         logger.info("ASI upsampling done: %d slices synthesized in %.2f s",
@@ -306,10 +355,11 @@ def upsample_array(
     device: str | torch.device = "auto",
     precision: str = "auto",
     batch_size: int = 8,
+    synthesis: str | None = None,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCallback | None = None,
 ) -> np.ndarray:
-    """One-call form of :meth:`ASIEngine.upsample` (see there for the arguments)."""
-    engine = ASIEngine(checkpoint, device, precision=precision, batch_size=batch_size)
+    """One-call form of :meth:`ASIEngine.upsample` (see there and :class:`ASIEngine` for the arguments)."""
+    engine = ASIEngine(checkpoint, device, precision=precision, batch_size=batch_size, synthesis=synthesis)
     return engine.upsample(volume, factor, axis=axis, keep_acquired=keep_acquired, output_dtype=output_dtype,
                            progress=progress, should_cancel=should_cancel)

@@ -55,6 +55,7 @@ def upsample_image(
     device: str = "auto",
     batch_size: int = 8,
     precision: str = "auto",
+    synthesis: str | None = None,
     engine: ASIEngine | None = None,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCallback | None = None,
@@ -63,7 +64,8 @@ def upsample_image(
 
     ``method``: ``asi`` (needs ``checkpoint``; None = the bundled default model), ``linear``,
     ``bspline`` or ``lanczos``. ``keep_acquired=False`` (ASI only) replaces the acquired slices
-    by the autoencoder's reconstructions. ``engine`` reuses an :class:`ASIEngine` (model already
+    by the autoencoder's reconstructions. ``synthesis`` (ASI only): ``"plain"`` or ``"residual"``
+    (see :mod:`.engine`); None = the checkpoint's recommendation. ``engine`` reuses an :class:`ASIEngine` (model already
     on its device) instead of building one from ``checkpoint``/``device``/``batch_size``.
     Header fields other than the geometry (e.g. DICOM tags) are not copied: the output is a new image.
     """
@@ -83,7 +85,10 @@ def upsample_image(
 
     if method == "asi":
         if engine is None:
-            engine = ASIEngine(resolve_checkpoint(checkpoint), device, batch_size=batch_size, precision=precision)
+            engine = ASIEngine(resolve_checkpoint(checkpoint), device, batch_size=batch_size, precision=precision,
+                               synthesis=synthesis)
+        elif synthesis is not None and synthesis != engine.synthesis:
+            raise InputError(f"synthesis={synthesis!r} differs from the given engine's {engine.synthesis!r}")
         values = engine.upsample(array, factor, axis=axis_np, keep_acquired=keep_acquired, output_dtype=out_dtype,
                                  progress=progress, should_cancel=should_cancel)
         settings = engine.describe()

@@ -54,13 +54,13 @@ def test_reconstruct_and_float_output_options(work: Path, random_checkpoint: Pat
     out = work / "recon.nii.gz"
     code, err = run_cli(capsys, "upsample", work / "input.nii.gz", out, "-k", 2, "--checkpoint", random_checkpoint,
                         "--reconstruct-acquired", "--output-type", "float32", "--axis", "2", "--batch-size", 5,
-                        "--device", "cpu")
+                        "--device", "cpu", "--synthesis", "residual")
     assert code == 0, err
     result = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
     source = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "input.nii.gz")))
     assert result.dtype == np.float32
     assert not np.array_equal(result[::2], source.astype(np.float32)), "acquired slices were reconstructed"
-    assert "device cpu" in err and "batch size 5" in err, "the log says which device and settings were used"
+    assert "residual synthesis" in err and "device cpu" in err and "batch size 5" in err, "the log says which device and settings were used"
 
 
 def test_dicom_series_folder_input(tmp_path: Path, capsys) -> None:
@@ -164,6 +164,7 @@ def test_bad_inputs_fail_with_one_clear_line_and_leave_no_output(work: Path, tmp
         (["upsample", source, out, "-k", 2, "--device", "cpu", "--checkpoint", checkpoints["corrupt"]], "corrupt"),
         (["upsample", source, out, "-k", 2, "--device", "cpu", "--checkpoint", checkpoints["refused"]], "refused"),
         (["upsample", source, out, "-k", 2, "--method", "linear", "--reconstruct-acquired"], "asi only"),
+        (["upsample", source, out, "-k", 2, "--method", "bspline", "--synthesis", "residual"], "asi only"),
     ]
     digest = file_digest(source)
     before = sorted(p.name for p in work.iterdir())
