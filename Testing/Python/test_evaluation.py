@@ -261,7 +261,7 @@ def test_evaluate_command_end_to_end(tmp_path, capsys):
             assert (record[f"p_{metric}"] != "") == has_p
             if has_p:
                 assert 0 <= float(record[f"p_{metric}"]) <= 1
-    markdown = (out / "summary.md").read_text()
+    markdown = (out / "summary.md").read_text(encoding="utf-8")
     assert "random.pt" in markdown and "Wilcoxon" in markdown
     for png in ("boxplots.png", "montage_aniso_oblique_4x4x5mm.png"):
         data = (out / png).read_bytes()
@@ -286,7 +286,7 @@ def test_bundled_sample_is_the_documented_file():
     path = find_sample()
     assert path.stat().st_size < 2.1e6
     assert hashlib.sha256(path.read_bytes()).hexdigest() == SAMPLE.sha256
-    notice = (path.parent / SAMPLE.notice).read_text()
+    notice = (path.parent / SAMPLE.notice).read_text(encoding="utf-8")
     assert SAMPLE.sha256 in notice and "Redistribution and use" in notice
     image = sitk.ReadImage(str(path))
     assert image.GetSize() == (256, 256, 25)
@@ -330,7 +330,7 @@ def test_fetch_script_parses_the_catalogue():
     assert sources["nibabel-anatomical-nii"].members == ["nibabel/tests/data/anatomical.nii"]
     shared = Path("/work/shared/data/SOURCES.md")
     if shared.is_file():  # the built-in copy is what the project's notes say
-        parsed = {s.slug: (s.kind, s.requirement, s.members) for s in fetch.parse_sources(shared.read_text())}
+        parsed = {s.slug: (s.kind, s.requirement, s.members) for s in fetch.parse_sources(shared.read_text(encoding="utf-8"))}
         assert parsed == {slug: (s.kind, s.requirement, s.members) for slug, s in sources.items()}
     assert [s.slug for s in fetch.select(list(sources.values()), ["colin"])] == ["colin27"]
     with pytest.raises(fetch.FetchError):
