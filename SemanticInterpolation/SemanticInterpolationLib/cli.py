@@ -20,7 +20,7 @@ from .errors import OperationCancelled, SemanticInterpolationError
 
 PROG = "semantic-interpolation"
 #: modules (relative to this package) that add subcommands; missing ones are skipped
-SUBCOMMAND_MODULES = ("cli_upsample", "cli_train", "cli_evaluate")
+SUBCOMMAND_MODULES = ("cli_upsample", "cli_train", "cli_evaluate", "cli_demo")
 
 logger = logging.getLogger("SemanticInterpolation")
 
