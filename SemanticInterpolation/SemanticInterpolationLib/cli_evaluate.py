@@ -60,7 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"folder for the report (default: ./{DEFAULT_OUTPUT}; created when missing)")
     parser.add_argument("--device", default="auto", metavar="DEVICE",
                         help=f"{', '.join(DEVICE_CHOICES)} or cuda:N for ASI (auto: CUDA, then MPS, then CPU)")
-    parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="slices per network call (default 8)")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+                        help="slices per network call (default: 2 on the CPU, 128 on CUDA)")
     add_common_options(parser)
     parser.set_defaults(handler=run_evaluate)
 
@@ -105,7 +106,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         methods = parse_methods(args.methods)
     if args.checkpoint and "asi" not in methods:
         logger.warning("--checkpoint is ignored: asi is not among the methods (%s)", ",".join(methods))
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     output = check_output_folder(args.output)
     volumes = {}

@@ -45,8 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="slice axis in ITK index order (0 = i/x, 1 = j/y, 2 = k/z); auto = largest spacing")
     parser.add_argument("--device", default="auto", metavar="DEVICE",
                         help=f"{', '.join(DEVICE_CHOICES)} or cuda:N (auto: CUDA, then MPS, then CPU)")
-    parser.add_argument("--batch-size", type=int, default=8, metavar="N",
-                        help="slices per network call; lower it if memory runs out (default 8)")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+                        help="slices per network call; lower it if memory runs out (default: 2 on the CPU, "
+                             "128 on CUDA, 16 on MPS)")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="network arithmetic (auto: float16 autocast on CUDA, float32 elsewhere)")
     parser.add_argument("--synthesis", choices=SYNTHESIS_MODES, default=None,
@@ -69,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_upsample(args: argparse.Namespace) -> int:
     # every check that can fail runs before the (possibly long) computation
     factor = validate_factor(args.factor)
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     output = check_output_path(args.output, args.input)
     if not args.keep_acquired and args.method != "asi":

@@ -104,7 +104,7 @@ class UpsamplingJob:
     checkpoint: Any  #: path (str), Checkpoint, or None for the bundled default
     device: str
     keepAcquiredSlices: bool
-    batchSize: int
+    batchSize: int | None  #: None = the engine's default for the device
     outputNode: Any = None  #: caller-given output volume (volumes only) or None for a new node
     createBrowser: bool = True  #: sequences: set up a sequence browser for the result
     results: list[np.ndarray] = field(default_factory=list)
@@ -309,8 +309,9 @@ class SemanticInterpolationLogic:
     repeated calls and all frames of a sequence share it. Inputs are never modified.
     """
 
-    #: Slices per encoder/decoder call unless a call says otherwise (bounds memory).
-    defaultBatchSize = 8
+    #: Slices per encoder/decoder call unless a call says otherwise (bounds memory);
+    #: None = the engine's measured default for the device (2 on the CPU, 128 on CUDA).
+    defaultBatchSize: int | None = None
 
     def __init__(self, *, batchSize: int | None = None, precision: str = "auto") -> None:
         super().__init__()
@@ -469,14 +470,14 @@ class SemanticInterpolationLogic:
 
         factor = validate_factor(factor)
         batch = self.batchSize if batchSize is None else batchSize
-        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1):
             raise InputError(f"batch size must be a positive whole number, got {batch!r}")
         return {
             "factor": factor,
             "checkpoint": self._validateCheckpoint(checkpoint),
             "device": self._validateDevice(device),
             "keepAcquiredSlices": bool(keepAcquiredSlices),
-            "batchSize": int(batch),
+            "batchSize": None if batch is None else int(batch),
         }
 
     @staticmethod

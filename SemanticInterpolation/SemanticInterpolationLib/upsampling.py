@@ -53,7 +53,7 @@ def upsample_image(
     keep_acquired: bool = True,
     output_type: str = "input",
     device: str = "auto",
-    batch_size: int = 8,
+    batch_size: int | None = None,
     precision: str = "auto",
     synthesis: str | None = None,
     engine: ASIEngine | None = None,

@@ -93,11 +93,12 @@ class EvaluationSettings:
     thick_slices: bool = False
     checkpoint: "str | Checkpoint | None" = None
     device: str = "auto"
-    batch_size: int = 8
+    batch_size: "int | None" = None  #: None = the engine's default for the device
 
     def validated(self) -> "EvaluationSettings":
         return EvaluationSettings(parse_factors(self.factors), parse_methods(self.methods), self.axis,
-                                  bool(self.thick_slices), self.checkpoint, self.device, int(self.batch_size))
+                                  bool(self.thick_slices), self.checkpoint, self.device,
+                                  None if self.batch_size is None else int(self.batch_size))
 
 
 @dataclass
