@@ -60,6 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"folder for the report (default: ./{DEFAULT_OUTPUT}; created when missing)")
     parser.add_argument("--device", default="auto", metavar="DEVICE",
                         help=f"{', '.join(DEVICE_CHOICES)} or cuda:N for ASI (auto: CUDA, then MPS, then CPU)")
+    parser.add_argument("--synthesis", choices=("plain", "residual"), default=None,
+                        help="ASI synthesis mode (see 'upsample --help'); default: the checkpoint's recommendation")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",
                         help="slices per network call (default: 2 on the CPU, 128 on CUDA)")
     add_common_options(parser)
@@ -118,7 +120,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if note:
         logger.warning("%s", note)
     settings = EvaluationSettings(factors, methods, args.axis, args.thick_slices, args.checkpoint, args.device,
-                                  args.batch_size)
+                                  args.batch_size, args.synthesis)
     bar = TerminalProgress("evaluate")
     level = logger.level
     if not args.verbose:

@@ -371,3 +371,18 @@ def test_fetch_script_member_matching_and_unpacking(tmp_path):
         found = fetch.match_members([pattern], fetch.archive_names(archive))
         files = fetch.extract_members(archive, found, tmp_path / archive.stem)
         assert [f.read_bytes() for f in files] == [payload]
+
+
+def test_evaluate_synthesis_option_reaches_the_engine(tmp_path, capsys):
+    """`--synthesis residual` is used by the ASI engine and named in the summary."""
+    import torch
+    from SemanticInterpolationLib import ASIAutoencoder, save_checkpoint
+    from SemanticInterpolationLib.cli import main
+
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "m.pt", ASIAutoencoder())
+    out = tmp_path / "eval"
+    code = main(["evaluate", str(OBLIQUE), "--factors", "2", "--methods", "asi,linear", "--checkpoint",
+                 str(checkpoint), "--synthesis", "residual", "--output", str(out), "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert "residual synthesis" in (out / "summary.md").read_text(encoding="utf-8")

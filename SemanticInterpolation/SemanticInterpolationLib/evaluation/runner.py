@@ -94,11 +94,12 @@ class EvaluationSettings:
     checkpoint: "str | Checkpoint | None" = None
     device: str = "auto"
     batch_size: "int | None" = None  #: None = the engine's default for the device
+    synthesis: "str | None" = None  #: ASI synthesis mode; None = the checkpoint's recommendation
 
     def validated(self) -> "EvaluationSettings":
         return EvaluationSettings(parse_factors(self.factors), parse_methods(self.methods), self.axis,
                                   bool(self.thick_slices), self.checkpoint, self.device,
-                                  None if self.batch_size is None else int(self.batch_size))
+                                  None if self.batch_size is None else int(self.batch_size), self.synthesis)
 
 
 @dataclass
@@ -222,8 +223,9 @@ def run_evaluation(
     if "asi" in settings.methods:
         if engine is None:
             checkpoint = resolve_checkpoint(settings.checkpoint)
-            engine = ASIEngine(checkpoint, settings.device, batch_size=settings.batch_size)
-            model = checkpoint.summary()
+            engine = ASIEngine(checkpoint, settings.device, batch_size=settings.batch_size,
+                               synthesis=settings.synthesis)
+            model = f"{checkpoint.summary()}; {engine.synthesis} synthesis"
         else:
             model = f"ASI engine given by the caller ({engine.describe()})"
     result = EvaluationResult(settings, list(volumes), axes, model)

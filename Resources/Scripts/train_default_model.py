@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""Recipe that trains the bundled default ASI model (one command, resumable).
+
+    python Resources/Scripts/fetch_data.py                       # once: registry volumes into the cache
+    python Resources/Scripts/train_default_model.py --minutes 70  # trains; run again to continue
+    python Resources/Scripts/train_default_model.py --export Resources/Models/asi-default.pt --synthesis residual
+
+Data split (fixed, see Resources/Models/MODEL_CARD.md):
+  training   : MNI152 2009a (1 mm), pydeface mean T1 (1 mm): in-plane slices along all three axes with
+               triplet strides 1, 2 and 3 (every offset), plus the real anisotropic clinical stacks
+               brain1, brain2 (6.5 mm), PD brain (7 mm, DICOM) and ITK T1 (3 mm) along their slice axis;
+  validation : ROBEX reference T1 (1.5 mm) -- model selection only;
+  held out   : Colin27 (1 mm) -- never loaded here; the evaluation command scores the model on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from SemanticInterpolationLib.checkpoint import load_checkpoint, save_checkpoint
+from SemanticInterpolationLib.imageio import read_image
+from SemanticInterpolationLib.training import TrainingConfig, train
+from SemanticInterpolationLib.training.data import TrainingVolume
+
+CACHE = Path(os.environ.get("SEMANTIC_INTERPOLATION_DATA", Path.home() / ".cache" / "semantic-interpolation" / "data"))
+ISOTROPIC_TRAINING = ["mni152-2009a/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+                      "pydeface-mean/mean_reg2mean.nii.gz"]
+ANISOTROPIC_TRAINING = ["brain1-brain2/brain1_image.nrrd", "brain1-brain2/brain2_image.nrrd", "pd-brain",
+                        "itk-t1/KmeansTest_T1UCharRaw.nii.gz"]
+VALIDATION = ["robex-ref/atlas.nii.gz"]
+HELD_OUT = ["colin27/ch2.nii.gz"]
+STRIDES = (1, 2, 3)
+
+RECIPE = dict(patch_size=64, batch_size=12, learning_rate=3e-4, synthesis_loss="mse", lam=1.0,
+              steps_per_epoch=300, epochs=10000, seed=0, validation_triplets=24, best_metric="val_syn_psnr")
+
+
+def isotropic_views(path: Path) -> list[TrainingVolume]:
+    """In-plane slices along each of the three axes, at triplet strides 1..3 (all offsets)."""
+    image = read_image(path)
+    array = sitk.GetArrayFromImage(image)  # [k, j, i]
+    spacing = list(image.GetSpacing())
+    views = []
+    for axis in (0, 1, 2):  # ITK axis
+        np_axis = 2 - axis
+        for stride in STRIDES:
+            for offset in range(stride):
+                index = [slice(None)] * 3
+                index[np_axis] = slice(offset, None, stride)
+                view_spacing = list(spacing)
+                view_spacing[axis] = spacing[axis] * stride
+                views.append(TrainingVolume.from_array(array[tuple(index)], view_spacing, axis=axis,
+                                                       name=f"{path.parent.name} axis{axis} stride{stride}+{offset}"))
+    return views
+
+
+def build_training_set() -> list[TrainingVolume]:
+    volumes: list[TrainingVolume] = []
+    for name in ISOTROPIC_TRAINING:
+        volumes += isotropic_views(CACHE / name)
+    for name in ANISOTROPIC_TRAINING:
+        volumes.append(TrainingVolume.load(str(CACHE / name)))
+    return volumes
+
+
+def export(run: Path, target: Path, synthesis: str) -> None:
+    """Copy the best epoch of ``run`` to ``target`` without optimiser state, with the inference mode."""
+    best = run.with_name(run.stem + ".best.pt") if not str(run).endswith(".best.pt") else run
+    source = best if best.is_file() else run
+    checkpoint = load_checkpoint(source)
+    training = dict(checkpoint.training)
+    training["recipe"] = "Resources/Scripts/train_default_model.py"
+    training["held_out_evaluation_volumes"] = HELD_OUT
+    training["validation_volumes"] = VALIDATION
+    save_checkpoint(target, checkpoint.model, normalization=checkpoint.normalization,
+                    in_plane_spacing_mm=checkpoint.in_plane_spacing_mm, training=training,
+                    metadata={"inference": {"synthesis": synthesis}, "exported_from": source.name})
+    print(f"exported {source} -> {target} (synthesis {synthesis})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, default=CACHE.parent / "train" / "asi-default-run.pt",
+                        help="training checkpoint (resumed when it exists)")
+    parser.add_argument("--minutes", type=float, default=60.0, help="stop after this long (the last epoch is kept)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--export", type=Path, help="only export the best epoch of --run to this file")
+    parser.add_argument("--synthesis", choices=("plain", "residual"), default="residual",
+                        help="inference mode recorded in the exported checkpoint")
+    args = parser.parse_args()
+    if args.export:
+        export(args.run, args.export, args.synthesis)
+        return 0
+    missing = [n for n in ISOTROPIC_TRAINING + ANISOTROPIC_TRAINING + VALIDATION if not (CACHE / n).exists()]
+    if missing:
+        print(f"missing data in {CACHE}: {missing}; run Resources/Scripts/fetch_data.py first", file=sys.stderr)
+        return 1
+    args.run.parent.mkdir(parents=True, exist_ok=True)
+    volumes = build_training_set()
+    print(f"{len(volumes)} training views, {sum(v.n_slices for v in volumes)} slices")
+    deadline = time.monotonic() + args.minutes * 60
+    config = TrainingConfig(training_volumes=volumes, validation_volumes=[str(CACHE / n) for n in VALIDATION],
+                            output=args.run, resume=args.run.is_file(), device=args.device, **RECIPE)
+
+    def report(info) -> None:
+        if info.phase == "epoch" and info.record:
+            r = info.record
+            print(f"epoch {r.get('epoch')}: step {info.global_step}, loss {r.get('train_loss', float('nan')):.5f}, "
+                  f"val syn PSNR {r.get('val_syn_psnr', float('nan')):.2f} dB "
+                  f"(linear {r.get('val_linear_psnr', float('nan')):.2f}), rec PSNR {r.get('val_rec_psnr', float('nan')):.2f}",
+                  flush=True)
+
+    result = train(config, progress=report, should_cancel=lambda: time.monotonic() > deadline)
+    print(f"{result.status}: {result.epochs_done} epochs, {result.global_step} steps; best {result.best_output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
