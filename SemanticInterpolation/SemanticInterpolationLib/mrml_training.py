@@ -115,11 +115,18 @@ class TrainingJob:
     def arguments(self) -> list[str]:
         return self.command[1:]
 
-    def readLog(self) -> list[dict[str, Any]]:
-        """The log records written so far (see :func:`~SemanticInterpolationLib.training.read_training_log`)."""
+    def readLog(self, since: float | None = None) -> list[dict[str, Any]]:
+        """The log records written so far (see :func:`~SemanticInterpolationLib.training.read_training_log`).
+
+        ``since``: a ``time.time()`` value; records written before it (e.g. by an earlier run into the
+        same log, before the new process has started a new log) are left out.
+        """
         from .training.trainer import read_training_log
 
-        return read_training_log(self.logPath)
+        records = read_training_log(self.logPath)
+        if since is not None:
+            records = [r for r in records if float(r.get("time", since)) >= since - 1.0]
+        return records
 
     def cleanup(self) -> None:
         """Remove the exported volumes and the stop file (the checkpoints and the log stay)."""

@@ -32,6 +32,7 @@ ICON = MODULE_DIR / "Resources" / "Icons" / "SemanticInterpolation.png"
 
 #: Widget classes the parameterNodeWrapper connects (exact type) for each annotation kind.
 CONNECTABLE = {"bool": {"QCheckBox", "ctkCheckBox", "QPushButton"}, "int": {"QSpinBox", "QSlider", "ctkSliderWidget"},
+               "float": {"QDoubleSpinBox", "ctkDoubleSpinBox", "ctkSliderWidget", "qMRMLSliderWidget"},
                "enum": {"QComboBox", "ctkComboBox"}, "node": {"qMRMLNodeComboBox"}, "str": {"QLineEdit", "QLabel"}}
 
 
@@ -56,6 +57,31 @@ def slicerParameterNames(uiWidgets) -> dict[str, str]:
     return names
 
 
+def annotationKind(annotation: str, enums: set[str]) -> str:
+    """"node", "enum", "int", "float", "bool" or "str" of an annotation's source (``Annotated[T, ...]`` -> T)."""
+    match = re.fullmatch(r"Annotated\[\s*([\w.]+)\s*,.*\]", annotation, re.S)
+    base = match.group(1) if match else annotation
+    if "vtkMRML" in base:
+        return "node"
+    if base in enums:
+        return "enum"
+    return base if base in ("int", "float", "bool") else "str"
+
+
+def withinRange(annotation: str):
+    match = re.search(r"WithinRange\(\s*([-\d.e]+)\s*,\s*([-\d.e]+)\s*\)", annotation)
+    return (float(match.group(1)), float(match.group(2))) if match else None
+
+
+def parameterNodeDefaults(moduleTree) -> dict[str, str]:
+    """{field: default value source} of the @parameterNodeWrapper class (fields with a default)."""
+    for node in moduleTree.body:
+        if isinstance(node, ast.ClassDef) and any(
+                isinstance(d, ast.Name) and d.id == "parameterNodeWrapper" for d in node.decorator_list):
+            return {s.target.id: ast.unparse(s.value) for s in node.body if isinstance(s, ast.AnnAssign) and s.value}
+    raise AssertionError("no @parameterNodeWrapper class in the module file")
+
+
 def parameterNodeFields(moduleTree) -> dict[str, str]:
     """{field: annotation source} of the @parameterNodeWrapper class."""
     for node in moduleTree.body:
@@ -66,7 +92,8 @@ def parameterNodeFields(moduleTree) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------ parsing
-@pytest.mark.parametrize("path", [MODULE_FILE, BATCH_SCRIPT, LIBRARY_DIR / "mrml.py", LIBRARY_DIR / "mrml_batch.py"],
+@pytest.mark.parametrize("path", [MODULE_FILE, BATCH_SCRIPT, LIBRARY_DIR / "mrml.py", LIBRARY_DIR / "mrml_batch.py",
+                                  LIBRARY_DIR / "mrml_training.py", LIBRARY_DIR / "mrml_evaluation.py"],
                          ids=lambda p: p.name)
 def test_python_files_parse(path):
     ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
@@ -100,7 +127,8 @@ def test_module_file_follows_the_scripted_module_template(moduleTree):
     assert {"getLogicClass", "__getattr__", "ensurePythonDependencies"} <= functions
     widgetMethods = {n.name for n in classes["SemanticInterpolationWidget"].body if isinstance(n, ast.FunctionDef)}
     assert {"setup", "cleanup", "enter", "exit", "onSceneStartClose", "onSceneEndClose", "initializeParameterNode",
-            "setParameterNode", "onUpsampleButton", "onCancelButton"} <= widgetMethods
+            "setParameterNode", "onUpsampleButton", "onCancelButton", "onTrainingStartButton", "onTrainingStopButton",
+            "onEvaluateButton", "onEvaluationCancelButton"} <= widgetMethods
     source = MODULE_FILE.read_text(encoding="utf-8")
     assert "class SemanticInterpolationLogic(LibraryLogic, ScriptedLoadableModuleLogic)" in source
     for words in ("Sander", "de Vos", "Isgum", "Autoencoding low-resolution MRI", "Medical Image Analysis", "2022"):
@@ -150,7 +178,7 @@ def test_ui_is_a_qmrmlwidget_with_a_tab_for_each_mode(uiWidgets):
     tabs = [w for w in uiWidgets.values() if w.get("class") == "QTabWidget"]
     assert len(tabs) == 1, "a QTabWidget leaves room for the Training tab and Evaluate section"
     titles = [child.find("attribute/string").text for child in tabs[0].findall("widget")]
-    assert titles[0] == "Upsample"
+    assert titles == ["Upsample", "Train", "Evaluate"]
     for name in ("inputVolumeSelector", "upsamplingFactorSpinBox", "checkpointPathLineEdit", "computeDeviceComboBox",
                  "deviceInfoLabel", "keepAcquiredSlicesCheckBox", "outputVolumeSelector", "upsampleButton",
                  "cancelButton", "progressBar"):
@@ -181,11 +209,70 @@ def test_parameter_names_match_the_ui_and_the_wrapper(moduleTree, uiWidgets):
              and any(ast.unparse(b) in ("enum.Enum", "Enum") for b in node.bases)}
     for parameter, widgetName in bound.items():
         annotation = fields[parameter]
-        kind = ("node" if "vtkMRML" in annotation else "enum" if annotation in enums
-                else "int" if "int" in annotation else "bool" if annotation == "bool" else "str")
+        kind = annotationKind(annotation, enums)
         widgetClass = uiWidgets[widgetName].get("class")
         assert widgetClass in CONNECTABLE[kind], \
             f"{widgetName} ({widgetClass}) cannot be connected to {parameter}: {annotation}"
+
+
+def _numberProperties(widget) -> dict[str, float]:
+    values = {}
+    for prop in widget.findall("property"):
+        for tag in ("number", "double"):
+            if prop.find(tag) is not None:
+                values[prop.get("name")] = float(prop.findtext(tag))
+    return values
+
+
+def test_ui_values_and_limits_agree_with_the_wrapper(moduleTree, uiWidgets):
+    """Spin boxes start at the wrapper's default and have its WithinRange limits; check boxes and line edits too."""
+    fields, defaults = parameterNodeFields(moduleTree), parameterNodeDefaults(moduleTree)
+    checked = 0
+    for parameter, widgetName in slicerParameterNames(uiWidgets).items():
+        widget = uiWidgets[widgetName]
+        numbers = _numberProperties(widget)
+        limits = withinRange(fields[parameter])
+        if limits is not None:
+            assert (numbers.get("minimum"), numbers.get("maximum")) == limits, f"{widgetName} limits != {limits}"
+        if parameter not in defaults:
+            continue
+        default = ast.literal_eval(defaults[parameter]) if not defaults[parameter].startswith(
+            ("ComputeDevice", "SynthesisLoss")) else None
+        if isinstance(default, bool):
+            shown = {p.get("name"): p.findtext("bool") for p in widget.findall("property")}.get("checked", "false")
+            assert shown == ("true" if default else "false"), f"{widgetName} checked != {default}"
+        elif isinstance(default, (int, float)):
+            assert numbers.get("value") == float(default), f"{widgetName} value {numbers.get('value')} != {default}"
+        elif isinstance(default, str) and widget.get("class") == "QLineEdit":
+            assert {p.get("name"): p.findtext("string") for p in widget.findall("property")}.get("text") == default
+        else:
+            continue
+        checked += 1
+    assert checked >= 10
+
+
+def test_training_and_evaluation_choices_match_the_library(moduleTree, uiWidgets):
+    from SemanticInterpolationLib.mrml_evaluation import EVALUATION_METHODS
+    from SemanticInterpolationLib.training import SYNTHESIS_LOSSES
+    from SemanticInterpolationLib.upsampling import METHODS
+
+    enums = {node.name: node for node in moduleTree.body if isinstance(node, ast.ClassDef)}
+    losses = {ast.literal_eval(s.value) for s in enums["SynthesisLoss"].body if isinstance(s, ast.Assign)}
+    assert losses == set(SYNTHESIS_LOSSES)
+    assert set(EVALUATION_METHODS) == set(METHODS)
+    for method, box in (("asi", "evaluateASICheckBox"), ("linear", "evaluateLinearCheckBox"),
+                        ("bspline", "evaluateBSplineCheckBox"), ("lanczos", "evaluateLanczosCheckBox")):
+        assert uiWidgets[box].get("class") == "QCheckBox", box
+        assert f'("{method}", parameters.' in MODULE_FILE.read_text(encoding="utf-8"), method
+    assert uiWidgets["trainingVolumesSelector"].get("class") == "qMRMLCheckableNodeComboBox"
+    assert uiWidgets["evaluationTableView"].get("class") == "qMRMLTableView"
+    for edit in ("trainingInitPathLineEdit", "trainingOutputPathLineEdit", "evaluationOutputFolderLineEdit"):
+        assert uiWidgets[edit].get("class") == "ctkPathLineEdit", edit
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    assert "ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Writable" in source  # the output: a "save as" dialog
+    assert "qt.QProcess()" in source and "mrml_training.prepareTraining(" in source
+    assert "TrainingPlot(" in source and "ShowChartInLayout" in source
+    assert "BackgroundEvaluation(" in source and "finishEvaluation(" in source
 
 
 def test_factor_limits_agree_between_ui_wrapper_and_engine(moduleTree, uiWidgets):
@@ -217,6 +304,28 @@ def test_module_cmakelists_lists_every_library_file_and_resource():
         assert (MODULE_DIR / path).is_file(), f"CMakeLists lists {path}, which does not exist"
     assert "slicerMacroBuildScriptedModule(" in text
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
+
+
+def test_cmake_installs_sample_and_model_where_the_library_looks():
+    """The top-level Resources/SampleData (and Resources/Models) go to <module folder>/Resources/..., which
+    find_sample() and find_default_checkpoint() search in an installed extension."""
+    from SemanticInterpolationLib.checkpoint import DEFAULT_CHECKPOINT_NAME, default_checkpoint_candidates
+    from SemanticInterpolationLib.sampledata import SAMPLE, sample_data_folders
+
+    text = MODULE_CMAKE.read_text(encoding="utf-8")
+    data = cmakeList(text, "MODULE_DATA_FILES")
+    assert f"SampleData/{SAMPLE.file_name}" in data and f"SampleData/{SAMPLE.notice}" in data
+    assert f"list(APPEND MODULE_DATA_FILES Models/{DEFAULT_CHECKPOINT_NAME})" in text
+    top = re.search(r"set\(MODULE_TOP_LEVEL_RESOURCES_DIR \$\{CMAKE_CURRENT_SOURCE_DIR\}/(\S+)\)", text).group(1)
+    assert (MODULE_DIR / top).resolve() == REPOSITORY / "Resources"
+    for path in data:
+        assert (REPOSITORY / "Resources" / path).is_file(), path
+    assert "DESTINATION ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/Resources/${data_dir}" in text
+    assert "${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/Resources/${data_file}" in text
+    # <module folder> is where SemanticInterpolation.py and SemanticInterpolationLib/ are installed together
+    assert MODULE_DIR / "Resources" / "SampleData" in [p.resolve() for p in sample_data_folders()]
+    assert MODULE_DIR / "Resources" / "Models" / DEFAULT_CHECKPOINT_NAME in \
+        [p.resolve() for p in default_checkpoint_candidates()]
 
 
 def test_extension_cmakelists_and_s4ext_describe_the_extension():
@@ -298,6 +407,15 @@ def test_importing_the_module_file_imports_neither_torch_nor_the_library():
         print("labels:", [d.label() for d in SI.ComputeDevice])
         print("checkpoint:", SI.checkpointArgument(""), SI.checkpointArgument("."), SI.checkpointArgument("/m.pt"))
         print("requirements:", SI._readRequirements(SI._requirementsFile()))
+        print("loss labels:", [d.label() for d in SI.SynthesisLoss])
+        sample = SI.sampleDataSourceArguments()  # imports the light sampledata module only
+        print("torch imported after sample:", "torch" in sys.modules)
+        import hashlib, urllib.request
+        with urllib.request.urlopen(sample["uris"]) as handle:  # what the Sample Data module downloads
+            digest = hashlib.sha256(handle.read()).hexdigest()
+        print("sample checksum ok:", sample["checksums"] == "SHA256:" + digest)
+        print("sample:", sample["category"], sample["sampleName"], sample["fileNames"], sample["nodeNames"],
+              sample["uris"].startswith("file:"), sample["loadFileType"])
 
         Logic = SI.SemanticInterpolationLogic  # module __getattr__ creates the class
         from SemanticInterpolationLib.mrml import SemanticInterpolationLogic as LibraryLogic
@@ -315,6 +433,10 @@ def test_importing_the_module_file_imports_neither_torch_nor_the_library():
     assert "labels: ['Automatic (GPU if available)', 'CPU', 'GPU (CUDA)']" in out
     assert "checkpoint: None None /m.pt" in out
     assert "requirements: []" in out
+    assert "LPIPS (the paper's; needs lpips and torchvision)" in out
+    assert "torch imported after sample: False" in out
+    assert "sample checksum ok: True" in out
+    assert "sample: Semantic Interpolation AnisotropicBrainT1 brain1_image.nrrd AnisotropicBrainT1 True VolumeFile" in out
     assert "mro ok: True" in out and "moduleName: SemanticInterpolation batchSize: 3" in out
     assert "same class: True" in out
 
