@@ -561,6 +561,9 @@ class Trainer:
             g = torch.Generator().manual_seed(c.seed)
             model.reset_parameters(generator=g)
         model.to(device).train()
+        # channels_last: 2x faster training steps on the CPU (oneDNN), and the fast layout on CUDA
+        memory_format = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
+        model.to(memory_format=memory_format)
         step_module = wrap_model(_TripletStep(model), ctx, device)
         optimizer = torch.optim.Adam(model.parameters(), lr=float(c.learning_rate))
         use_scaler = device.type == "cuda" and self.compute_dtype == torch.float16
@@ -627,7 +630,7 @@ class Trainer:
             for step, batch in enumerate(loader, start=1):
                 batch = batch.to(device, non_blocking=True)
                 b = batch.shape[0]
-                outer = torch.cat([batch[:, 0:1], batch[:, 2:3]])
+                outer = torch.cat([batch[:, 0:1], batch[:, 2:3]]).contiguous(memory_format=memory_format)
                 middle = batch[:, 1:2]
                 with torch.autocast(device.type, dtype=self.compute_dtype, enabled=amp):
                     recon, synth = step_module(outer, c.lam > 0)
