@@ -1294,6 +1294,8 @@ class SemanticInterpolationTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_Sequence()
         self.setUp()
+        self.test_TrainAndEvaluateLogic()
+        self.setUp()
         self.test_GuiRun()
 
     # ---------------------------------------------------------------- helpers
@@ -1381,6 +1383,42 @@ class SemanticInterpolationTest(ScriptedLoadableModuleTest):
         browser = slicer.modules.sequences.logic().GetFirstBrowserNodeForSequenceNode(output)
         self.assertIsNotNone(browser)
         self.delayDisplay("Sequence upsampled")
+
+    def test_TrainAndEvaluateLogic(self):
+        """The Train tab's process (exported volumes, checked command, log -> plot nodes) and the Evaluate tab's table."""
+        import subprocess
+
+        import numpy as np
+        from SemanticInterpolationLib import mrml_evaluation, mrml_training
+
+        ensurePythonDependencies(askConfirmation=False)
+        folder = Path(slicer.util.tempDirectory("SemanticInterpolationTrainingTest"))
+        volumes = []
+        for seed in range(2):
+            volumes.append(slicer.util.addVolumeFromArray(self._voxels((5, 24, 20), seed=seed),
+                                                          ijkToRAS=np.diag([1.0, 1.0, 4.0, 1.0]), name=f"train{seed}"))
+        settings = mrml_training.TrainingTabSettings(
+            trainingVolumes=volumes, output=str(folder / "model.pt"), init=None, epochs=1, stepsPerEpoch=2,
+            patchSize=16, batchSize=2, synthesisLoss="mse", device="cpu")
+        job = mrml_training.prepareTraining(settings, folder / "work")
+        completed = subprocess.run(job.command, env={**os.environ, **job.environment}, capture_output=True,
+                                   text=True, timeout=300)
+        self.assertEqual(completed.returncode, 0, completed.stdout[-2000:] + completed.stderr[-2000:])
+        status = mrml_training.summarizeTrainingLog(job.readLog())
+        self.assertEqual(status.endStatus, "finished")
+        self.assertTrue(Path(status.recommendedCheckpoint).is_file())
+        plot = mrml_training.TrainingPlot(slicer.mrmlScene, "self-test training")
+        plot.update(job.readLog())
+        self.assertEqual(plot.epochTable.GetNumberOfRows(), 1)
+        job.cleanup()
+
+        fine = slicer.util.addVolumeFromArray(self._voxels((13, 24, 20)), ijkToRAS=np.diag([1.0, 1.0, 1.2, 1.0]),
+                                              name="fine")
+        table, evaluation = mrml_evaluation.evaluateVolume(mrml_evaluation.EvaluationTabSettings(
+            fine, factors="2,3", methods=("asi", "linear"), checkpoint=status.recommendedCheckpoint, device="cpu"))
+        self.assertEqual(table.GetNumberOfRows(), 4)
+        self.assertEqual(table.GetTable().GetColumnName(1), "Method")
+        self.delayDisplay("Training and evaluation logic passed")
 
     def test_GuiRun(self):
         """Drive the Upsample tab: background run, progress polling, result added and shown."""
