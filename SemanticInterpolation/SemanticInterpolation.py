@@ -80,8 +80,13 @@ synthesizes the missing slices by decoding convex combinations of the latent cod
 Select a scalar volume, the factor K and a model checkpoint, then click Upsample: a new volume with K times
 thinner slices appears in the same place in space (same origin, directions and parent transform).
 For a volume sequence (e.g. cardiac cine) all frames can be upsampled at once.
+Train: fine-tune the model (or train one from scratch) on your own anisotropic scans, in a background process,
+with a live loss and validation chart; the new checkpoint is then selected for upsampling.
+Evaluate: remove slices from a fine-slice volume, upsample back with ASI and conventional interpolation, and
+compare them (SSIM, PSNR, VIF, Wilcoxon test) in a table and box plots.
 The same logic is available from the Python console and in batch jobs:
-<code>from SemanticInterpolationLib import SemanticInterpolationLogic</code>.
+<code>from SemanticInterpolationLib import SemanticInterpolationLogic</code>, <code>mrml_training</code>,
+<code>mrml_evaluation</code>. A real anisotropic brain MRI to try it on is in the Sample Data module.
 """)
         self.parent.acknowledgementText = _("""
 The method is described in: {citation}. <a href="{url}">Paper</a>.
