@@ -254,9 +254,10 @@ def resolve_checkpoint(checkpoint: "str | os.PathLike | Checkpoint | None") -> C
         default = find_default_checkpoint()
         if default is None:
             raise CheckpointError(
-                "the ASI method needs a checkpoint: no default model is installed yet. Give one with "
-                "--checkpoint PATH (Python: checkpoint=PATH), train one with 'semantic-interpolation train', "
-                f"or set {DEFAULT_CHECKPOINT_ENV}; the methods linear, bspline and lanczos need none"
+                "the ASI method needs a checkpoint and no default model is installed. Choose a checkpoint file "
+                "(command line: --checkpoint PATH; Python: checkpoint=PATH; Slicer: the Checkpoint field), "
+                f"train one (semantic-interpolation train, or the Training tab), or set {DEFAULT_CHECKPOINT_ENV}; "
+                "the methods linear, bspline and lanczos need none"
             )
         checkpoint = default
     return load_checkpoint(checkpoint)

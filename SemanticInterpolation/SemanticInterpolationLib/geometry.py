@@ -26,7 +26,7 @@ def choose_slice_axis(spacing: Sequence[float]) -> int:
     return max(tied)
 
 
-def parse_axis(axis: int | str | None, spacing: Sequence[float], sizes: Sequence[int] | None = None) -> int:
+def parse_axis(axis: int | str | None, spacing: Sequence[float]) -> int:
     """``"auto"``/``None`` -> :func:`choose_slice_axis`; ``0``/``1``/``2`` (int or str) -> that axis."""
     if axis is None or (isinstance(axis, str) and axis.strip().lower() == "auto"):
         return choose_slice_axis(spacing)

@@ -42,6 +42,7 @@ import numpy as np
 import vtk
 from vtk.util import numpy_support
 
+from .background import BackgroundTask
 from .errors import CheckpointError, InputError, OperationCancelled
 from .geometry import choose_slice_axis, numpy_axis, parse_axis
 
@@ -719,7 +720,7 @@ class SemanticInterpolationLogic:
                 f"(keep acquired slices: {job.keepAcquiredSlices}; checkpoint {checkpoint}; {job.engineDescription})")
 
 
-class BackgroundRun:
+class BackgroundRun(BackgroundTask):
     """Runs :meth:`SemanticInterpolationLogic.runJob` in a worker thread, for a GUI that polls it.
 
     The worker only runs the network on the voxels copied by the prepare phase; it never
@@ -730,45 +731,7 @@ class BackgroundRun:
     """
 
     def __init__(self, logic: SemanticInterpolationLogic, job: UpsamplingJob) -> None:
+        super().__init__(lambda progress, shouldCancel: logic.runJob(job, progress=progress, shouldCancel=shouldCancel),
+                         "SemanticInterpolation upsampling")
         self.logic = logic
         self.job = job
-        self.error: BaseException | None = None  #: what stopped the run (OperationCancelled when cancelled)
-        self._progress = (0, 1)
-        self._cancelRequested = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="SemanticInterpolation upsampling", daemon=True)
-
-    def start(self) -> None:
-        """Start the worker thread (returns at once)."""
-        self._thread.start()
-
-    def cancel(self) -> None:
-        """Ask the worker to stop at the next batch of slices; it then ends with OperationCancelled."""
-        self._cancelRequested.set()
-
-    @property
-    def cancelRequested(self) -> bool:
-        return self._cancelRequested.is_set()
-
-    @property
-    def isRunning(self) -> bool:
-        """True until the worker has finished, failed or been cancelled."""
-        return self._thread.is_alive()
-
-    @property
-    def progress(self) -> tuple[int, int]:
-        """``(done, total)`` work units reported so far."""
-        return self._progress
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the worker ends (or ``timeout`` seconds pass); return True when it ended."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def _onProgress(self, done: int, total: int) -> None:
-        self._progress = (int(done), max(int(total), 1))
-
-    def _work(self) -> None:
-        try:
-            self.logic.runJob(self.job, progress=self._onProgress, shouldCancel=self._cancelRequested.is_set)
-        except BaseException as error:  # handed to the GUI thread, which reports it
-            self.error = error

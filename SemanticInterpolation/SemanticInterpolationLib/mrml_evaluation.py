@@ -14,7 +14,6 @@ thread that a GUI polls), and :func:`finishEvaluation` (main thread: the summary
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import vtk
 
+from .background import BackgroundTask
 from .errors import InputError, OperationCancelled
 from .mrml import ijkToRASArray, validateScalarVolume, voxelsFromVolumeNode
 
@@ -196,7 +196,7 @@ def evaluateVolume(settings: EvaluationTabSettings, tableNode: Any = None,
     return finishEvaluation(job, settings.volume.GetScene(), tableNode), job
 
 
-class BackgroundEvaluation:
+class BackgroundEvaluation(BackgroundTask):
     """Runs :func:`runEvaluationJob` in a worker thread for a GUI that polls it (like ``mrml.BackgroundRun``).
 
     The GUI thread polls :attr:`progress` and :attr:`isRunning`, may :meth:`cancel`, and calls
@@ -204,39 +204,6 @@ class BackgroundEvaluation:
     """
 
     def __init__(self, job: EvaluationJob) -> None:
+        super().__init__(lambda progress, shouldCancel: runEvaluationJob(job, progress=progress, shouldCancel=shouldCancel),
+                         "SemanticInterpolation evaluation")
         self.job = job
-        self.error: BaseException | None = None
-        self._progress = (0, 1)
-        self._cancelRequested = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="SemanticInterpolation evaluation", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def cancel(self) -> None:
-        self._cancelRequested.set()
-
-    @property
-    def cancelRequested(self) -> bool:
-        return self._cancelRequested.is_set()
-
-    @property
-    def isRunning(self) -> bool:
-        return self._thread.is_alive()
-
-    @property
-    def progress(self) -> tuple[int, int]:
-        return self._progress
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def _onProgress(self, done: int, total: int) -> None:
-        self._progress = (int(done), max(int(total), 1))
-
-    def _work(self) -> None:
-        try:
-            runEvaluationJob(self.job, progress=self._onProgress, shouldCancel=self._cancelRequested.is_set)
-        except BaseException as error:  # handed to the GUI thread, which reports it
-            self.error = error

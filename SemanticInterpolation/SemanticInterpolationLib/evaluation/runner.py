@@ -181,7 +181,7 @@ def check_volumes(volumes: Mapping[str, sitk.Image], settings: EvaluationSetting
     axes = {}
     for name, image in volumes.items():
         validate_scalar_volume(image)
-        axis = parse_axis(settings.axis, image.GetSpacing(), image.GetSize())
+        axis = parse_axis(settings.axis, image.GetSpacing())
         check_length(image.GetSize()[axis], largest, what=f"volume {name!r} (size {image.GetSize()})")
         in_plane = [image.GetSize()[a] for a in range(3) if a != axis]
         if min(in_plane) < SSIM_WINDOW:

@@ -117,7 +117,7 @@ class TrainingVolume:
         if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
             raise InputError(f"{name}: spacing must be three positive numbers, got {spacing}")
         sizes_itk = (array.shape[2], array.shape[1], array.shape[0])
-        slice_axis = parse_axis(axis, spacing, sizes_itk)
+        slice_axis = parse_axis(axis, spacing)
         norm = normalization or IntensityNormalization()
         unit = norm.to_unit_range(array, norm.fit(array))
         slices = np.ascontiguousarray(np.moveaxis(unit, numpy_axis(slice_axis), 0), dtype=np.float32)
