@@ -81,6 +81,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"distance between the real middle slice and the synthesised one (default "
                              f"{DEFAULT_SYNTHESIS_LOSS}; lpips is the paper's and needs the lpips package, "
                              "torchvision and the VGG-16 weights)")
+    parser.add_argument("--synthesis-target", choices=("decoded", "residual"), default="decoded",
+                        help="what the synthesis loss scores: decoded = the decoded latent mix (the paper; default); "
+                             "residual = the engine's residual synthesis (mean of the neighbours + decoded mix - mean "
+                             "of their reconstructions), so the checkpoint recommends --synthesis residual")
     parser.add_argument("--lambda", dest="lam", type=float, default=DEFAULT_LAMBDA, metavar="L",
                         help=f"weight of the synthesis loss, >= 0 (default {DEFAULT_LAMBDA:g}; 0 = reconstruction "
                              "only, the paper's ablation; the paper used 0.05 and 0.001 with lpips)")
@@ -125,7 +129,7 @@ def config_from_args(args: argparse.Namespace):
         training_volumes=list(args.volumes), output=args.output, validation_volumes=list(args.validation or []),
         init=args.init, resume=bool(args.resume), architecture=args.architecture, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, patch_size=args.patch_size,
-        learning_rate=args.learning_rate, synthesis_loss=args.synthesis_loss, lam=args.lam,
+        learning_rate=args.learning_rate, synthesis_loss=args.synthesis_loss, synthesis_target=args.synthesis_target, lam=args.lam,
         triplet_stride=args.triplet_stride, slice_axis=args.slice_axis, augment=args.augment, seed=args.seed,
         device=args.device, precision=args.precision, num_workers=args.workers,
         validation_triplets=args.validation_triplets, best_metric=args.best_metric,

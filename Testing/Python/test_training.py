@@ -378,3 +378,24 @@ def test_config_round_trips_through_cli_args(tmp_path):
     config = small_config(tmp_path, validation_volumes=[str(OBLIQUE_ANISO)], architecture="journal", augment=False)
     again = config_from_args(_parser().parse_args(["train", *config.to_cli_args()]))
     assert again.settings() == {**config.settings(), "progress_interval_s": again.progress_interval_s}
+
+
+def test_residual_synthesis_target_trains_what_residual_inference_outputs(tmp_path):
+    """--synthesis-target residual: the loss and validation score the engine's residual synthesis,
+    and the checkpoint recommends residual inference."""
+    from SemanticInterpolationLib.training.trainer import residual_synthesis
+
+    result = train(small_config(tmp_path, synthesis_target="residual", validation_volumes=[str(T1_2MM)],
+                                validation_triplets=4, epochs=1, steps_per_epoch=2))
+    assert math.isfinite(result.history[-1]["train_synthesis"])
+    checkpoint = load_checkpoint(result.output)
+    assert checkpoint.metadata["inference"] == {"synthesis": "residual"}
+    assert ASIEngine(checkpoint, "cpu").synthesis == "residual"
+    assert checkpoint.training["settings"]["synthesis_target"] == "residual"
+    # a perfect autoencoder whose latent mix equals the mix of reconstructions makes it linear interpolation
+    a, b = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    assert torch.allclose(residual_synthesis(a, b, a, b, 0.5 * (a + b)), 0.5 * (a + b))
+    decoded = small_config(tmp_path / "d")
+    assert decoded.synthesis_target == "decoded"
+    with pytest.raises(InputError, match="synthesis target"):
+        Trainer(small_config(tmp_path / "bad", synthesis_target="pixels"))

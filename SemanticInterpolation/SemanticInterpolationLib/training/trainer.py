@@ -84,6 +84,15 @@ DEFAULT_SYNTHESIS_LOSS = "ssim"
 DEFAULT_LAMBDA = 0.05
 
 
+SYNTHESIS_TARGETS = ("decoded", "residual")
+
+
+def residual_synthesis(first: torch.Tensor, second: torch.Tensor, first_reconstruction: torch.Tensor,
+                       second_reconstruction: torch.Tensor, decoded_mix: torch.Tensor) -> torch.Tensor:
+    """The engine's residual synthesis at alpha = 0.5 (see :mod:`..engine`), in [0, 1] units."""
+    return 0.5 * (first + second) + decoded_mix - 0.5 * (first_reconstruction + second_reconstruction)
+
+
 class TrainingDiverged(SemanticInterpolationError):
     """The loss became NaN or infinite (usually: the learning rate is too high)."""
 
@@ -129,6 +138,10 @@ class TrainingConfig:
     for the bundled model, or None to train from scratch). ``batch_size`` is per process.
     ``steps_per_epoch``: None = one pass over all triplets (the paper's epoch).
     ``lam``: the paper's lambda (weight of the synthesis loss, >= 0; 0 = reconstruction only).
+    ``synthesis_target``: what the synthesis loss compares with the real middle slice: ``"decoded"``
+    (the paper: the decoded alpha=0.5 latent mix) or ``"residual"`` (the engine's residual mode:
+    the mean of the two neighbours plus the decoded mix minus the mean of their reconstructions),
+    which trains exactly what residual inference outputs; the checkpoint then recommends that mode.
     """
 
     training_volumes: Sequence[Any]
@@ -143,6 +156,7 @@ class TrainingConfig:
     patch_size: int = 128
     learning_rate: float = DEFAULT_LEARNING_RATE
     synthesis_loss: str = DEFAULT_SYNTHESIS_LOSS
+    synthesis_target: str = "decoded"
     lam: float = DEFAULT_LAMBDA
     triplet_stride: int = 1
     slice_axis: int | str = "auto"
@@ -187,6 +201,7 @@ class TrainingConfig:
         args += ["--epochs", str(self.epochs), "--batch-size", str(self.batch_size),
                  "--patch-size", str(self.patch_size), "--learning-rate", repr(float(self.learning_rate)),
                  "--synthesis-loss", str(self.synthesis_loss), "--lambda", repr(float(self.lam)),
+                 "--synthesis-target", str(self.synthesis_target),
                  "--triplet-stride", str(self.triplet_stride), "--slice-axis", str(self.slice_axis),
                  "--seed", str(self.seed), "--device", str(self.device), "--precision", str(self.precision),
                  "--workers", str(self.num_workers), "--best-metric", self.best_metric]
@@ -348,6 +363,8 @@ class Trainer:
                              f"(default {DEFAULT_LEARNING_RATE:g}; the paper used 1e-5)")
         if str(c.synthesis_loss).lower() not in SYNTHESIS_LOSSES:
             raise InputError(f"unknown synthesis loss {c.synthesis_loss!r}: use one of {', '.join(SYNTHESIS_LOSSES)}")
+        if c.synthesis_target not in SYNTHESIS_TARGETS:
+            raise InputError(f"unknown synthesis target {c.synthesis_target!r}: use one of {', '.join(SYNTHESIS_TARGETS)}")
         if c.best_metric not in BEST_METRICS:
             raise InputError(f"unknown best metric {c.best_metric!r}: use one of {', '.join(BEST_METRICS)}")
         if c.architecture is not None and str(c.architecture).lower() not in ARCHITECTURES:
@@ -448,6 +465,10 @@ class Trainer:
                 f"{self.steps_per_epoch} steps/epoch, lr {c.learning_rate:g}, synthesis loss {c.synthesis_loss} "
                 f"lambda {c.lam:g}; device {describe_device(self.device)}")
 
+    def _inference_metadata(self) -> dict[str, Any]:
+        """The engine mode the checkpoint recommends: the one its synthesis loss trained."""
+        return {"inference": {"synthesis": "residual" if self.config.synthesis_target == "residual" else "plain"}}
+
     def _log(self, record: dict[str, Any]) -> None:
         if not self.context.is_main:
             return
@@ -506,10 +527,14 @@ class Trainer:
                                     enabled=self.compute_dtype != torch.float32):
                     z = model.encode(x)
                     mixed = ASIAutoencoder.mix(z[:b], z[b:2 * b], 0.5)
-                    out = model.decode(torch.cat([z[2 * b:], mixed])).float()
+                    # residual target: the neighbours' reconstructions are needed too
+                    extra = [z[:2 * b]] if c.synthesis_target == "residual" else []
+                    out = model.decode(torch.cat([z[2 * b:], mixed, *extra])).float()
                 x = x.float()[..., :h, :w]
                 out = out[..., :h, :w]
-                real_mid, rec_mid, syn_mid = x[2 * b:], out[:b], out[b:]
+                real_mid, rec_mid, syn_mid = x[2 * b:], out[:b], out[b:2 * b]
+                if extra:
+                    syn_mid = residual_synthesis(x[:b], x[b:2 * b], out[2 * b:3 * b], out[3 * b:], syn_mid)
                 linear = 0.5 * (x[:b] + x[b:2 * b])
                 sums["rec_psnr"].append(psnr(rec_mid, real_mid, reduction="none"))
                 sums["rec_ssim"].append(ssim(rec_mid, real_mid, reduction="none"))
@@ -586,7 +611,8 @@ class Trainer:
             history = list(st.get("history") or [])
             _set_rng_state(st.get("rng") or {})
             previous = st.get("settings") or {}
-            changed = [k for k in ("batch_size", "patch_size", "lambda", "synthesis_loss", "learning_rate", "seed",
+            changed = [k for k in ("batch_size", "patch_size", "lambda", "synthesis_loss", "synthesis_target",
+                                   "learning_rate", "seed",
                                    "triplet_stride", "steps_per_epoch")
                        if k in previous and previous[k] != c.settings().get(k)]
             if changed:
@@ -634,6 +660,8 @@ class Trainer:
                 middle = batch[:, 1:2]
                 with torch.autocast(device.type, dtype=self.compute_dtype, enabled=amp):
                     recon, synth = step_module(outer, c.lam > 0)
+                    if synth is not None and c.synthesis_target == "residual":
+                        synth = residual_synthesis(outer[:b], outer[b:], recon[:b], recon[b:], synth)
                 losses = self.loss_fn(recon.float(), outer, None if synth is None else synth.float(), middle)
                 total = losses["total"]
                 if not use_scaler and not bool(torch.isfinite(total)):
@@ -699,7 +727,8 @@ class Trainer:
                 info = self._training_info(epoch + 1, global_step, record)
                 if is_best:
                     save_checkpoint(self.best_output, model, normalization=self.normalization,
-                                    in_plane_spacing_mm=self.in_plane_spacing_mm, training=info)
+                                    in_plane_spacing_mm=self.in_plane_spacing_mm, training=info,
+                                    metadata=self._inference_metadata())
                 state = {
                     "version": TRAINING_STATE_VERSION, "epochs_done": epoch + 1, "global_step": global_step,
                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if use_scaler else None,
@@ -708,7 +737,7 @@ class Trainer:
                 }
                 save_checkpoint(self.output, model, normalization=self.normalization,
                                 in_plane_spacing_mm=self.in_plane_spacing_mm, training=info,
-                                extra_state={"training_state": state})
+                                metadata=self._inference_metadata(), extra_state={"training_state": state})
                 record["checkpoint"] = str(self.output)
                 self._log(record)
                 if progress is not None:
