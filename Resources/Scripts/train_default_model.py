@@ -3,7 +3,9 @@
 
     python Resources/Scripts/fetch_data.py                       # once: registry volumes into the cache
     python Resources/Scripts/train_default_model.py --minutes 70  # trains; run again to continue
-    python Resources/Scripts/train_default_model.py --export Resources/Models/asi-default.pt --synthesis residual
+    python Resources/Scripts/train_default_model.py --run stage2.pt --init ~/.cache/semantic-interpolation/train/asi-default-run.pt \
+        --synthesis-target residual --learning-rate 1e-4 --minutes 25           # second stage
+    python Resources/Scripts/train_default_model.py --run stage2.pt --export Resources/Models/asi-default.pt
 
 Data split (fixed, see Resources/Models/MODEL_CARD.md):
   training   : MNI152 2009a (1 mm), pydeface mean T1 (1 mm): in-plane slices along all three axes with
@@ -91,6 +93,10 @@ def main() -> int:
                         help="training checkpoint (resumed when it exists)")
     parser.add_argument("--minutes", type=float, default=60.0, help="stop after this long (the last epoch is kept)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--init", type=Path, help="start from this checkpoint (second stage)")
+    parser.add_argument("--synthesis-target", choices=("decoded", "residual"), default="decoded",
+                        help="what the synthesis loss scores (second stage: residual)")
+    parser.add_argument("--learning-rate", type=float, default=RECIPE["learning_rate"])
     parser.add_argument("--export", type=Path, help="only export the best epoch of --run to this file")
     parser.add_argument("--synthesis", choices=("plain", "residual"), default="residual",
                         help="inference mode recorded in the exported checkpoint")
@@ -106,8 +112,11 @@ def main() -> int:
     volumes = build_training_set()
     print(f"{len(volumes)} training views, {sum(v.n_slices for v in volumes)} slices")
     deadline = time.monotonic() + args.minutes * 60
+    recipe = dict(RECIPE, learning_rate=args.learning_rate)
+    resume = args.run.is_file()
     config = TrainingConfig(training_volumes=volumes, validation_volumes=[str(CACHE / n) for n in VALIDATION],
-                            output=args.run, resume=args.run.is_file(), device=args.device, **RECIPE)
+                            output=args.run, resume=resume, init=None if resume else args.init, device=args.device,
+                            synthesis_target=args.synthesis_target, **recipe)
 
     def report(info) -> None:
         if info.phase == "epoch" and info.record:
