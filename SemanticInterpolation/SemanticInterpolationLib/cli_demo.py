@@ -159,7 +159,8 @@ def run_demo(args: argparse.Namespace) -> int:
         panels, output / f"{stem}_through_plane_x{factor}.png",
         f"{stem}: through-plane views before and after upsampling x{factor} "
         f"({image.GetSpacing()[2]:.2f} mm -> {image.GetSpacing()[2] / factor:.2f} mm slices)"
-        + (f"\nASI model: {model}" if model else ""),
+        + (f"\nASI model: {Path(checkpoint.path).name if checkpoint.path else checkpoint.config.name}, "
+           f"{engine.synthesis} synthesis" if model else ""),
         note)
     written.append(png)
     for path in written:
