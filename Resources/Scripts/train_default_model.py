@@ -98,7 +98,7 @@ def main() -> int:
                         help="what the synthesis loss scores (second stage: residual)")
     parser.add_argument("--learning-rate", type=float, default=RECIPE["learning_rate"])
     parser.add_argument("--export", type=Path, help="only export the best epoch of --run to this file")
-    parser.add_argument("--synthesis", choices=("plain", "residual"), default="residual",
+    parser.add_argument("--synthesis", choices=("plain", "residual", "residual-bspline"), default="residual",
                         help="inference mode recorded in the exported checkpoint")
     args = parser.parse_args()
     if args.export:

@@ -14,6 +14,7 @@ from pathlib import Path
 from .baselines import BASELINE_METHODS
 from .checkpoint import find_default_checkpoint
 from .devices import DEVICE_CHOICES
+from .engine import SYNTHESIS_MODES
 from .errors import InputError
 from .progress import TerminalProgress
 from .upsampling import METHODS
@@ -60,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"folder for the report (default: ./{DEFAULT_OUTPUT}; created when missing)")
     parser.add_argument("--device", default="auto", metavar="DEVICE",
                         help=f"{', '.join(DEVICE_CHOICES)} or cuda:N for ASI (auto: CUDA, then MPS, then CPU)")
-    parser.add_argument("--synthesis", choices=("plain", "residual"), default=None,
+    parser.add_argument("--synthesis", choices=SYNTHESIS_MODES, default=None,
                         help="ASI synthesis mode (see 'upsample --help'); default: the checkpoint's recommendation")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",
                         help="slices per network call (default: 2 on the CPU, 128 on CUDA)")

@@ -53,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--synthesis", choices=SYNTHESIS_MODES, default=None,
                         help="ASI only. plain: decode the latent mix (the paper). residual: linear mix of the two "
                              "acquired slices plus the autoencoder's correction (decoded latent mix minus the mix of "
-                             "the two reconstructions), which cancels the autoencoder's own blur. "
+                             "the two reconstructions), which cancels the autoencoder's own blur. residual-bspline: "
+                             "the same correction added to cubic B-spline interpolation. "
                              "Default: the checkpoint's recommendation, else plain")
     acquired = parser.add_mutually_exclusive_group()
     acquired.add_argument("--keep-acquired", dest="keep_acquired", action="store_true", default=True,

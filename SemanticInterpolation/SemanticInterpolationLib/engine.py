@@ -19,6 +19,9 @@ Two synthesis modes (``synthesis=``):
   The bracket is what the latent mix adds beyond cross-fading the autoencoder's own
   reconstructions, so the autoencoder's reconstruction error (blur) cancels, while motion and
   shape change learned in the latent space stay. It costs one extra decode per acquired slice.
+* ``"residual-bspline"``: the same correction added to cubic B-spline interpolation (SimpleITK,
+  as the ``bspline`` baseline) instead of the linear mix. The B-spline values of the whole output
+  are computed up front, so this mode holds one more output-sized float32 array.
 
 Every acquired slice is encoded exactly once. Slices are streamed in chunks of
 ``batch_size``, so memory is bounded by the batch size (plus the output array), not by the
@@ -51,7 +54,7 @@ CancelCallback = Callable[[], bool]
 
 MAX_FACTOR = 32
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
-SYNTHESIS_MODES = ("plain", "residual")
+SYNTHESIS_MODES = ("plain", "residual", "residual-bspline")
 
 
 def validate_factor(factor: int) -> int:
@@ -262,7 +265,12 @@ class ASIEngine:
 
         intensity_range = self.normalization.fit(volume)
         alphas = [i / factor for i in range(1, factor)]
-        residual = self.synthesis == "residual"
+        residual = self.synthesis.startswith("residual")
+        anchor = None  # [n_out, H, W] float32 view: the B-spline interpolation the correction is added to
+        if self.synthesis == "residual-bspline":
+            from .baselines import interpolate_array  # SimpleITK; only needed for this mode
+
+            anchor = np.moveaxis(interpolate_array(volume, axis, factor, "bspline").astype(np.float32), axis, 0)
         need_reconstructions = residual or not keep_acquired
         jobs_total = (n_slices - 1) * (factor - 1)
         total = n_slices + jobs_total + (n_slices if need_reconstructions else 0)
@@ -333,10 +341,13 @@ class ASIEngine:
                         values = np.empty_like(decoded)
                         for n, job in enumerate(batch):
                             a = np.float32(job.alpha)
-                            linear_mix = (1 - a) * slices[start + job.first].astype(np.float32) \
-                                + a * slices[start + job.second].astype(np.float32)
+                            if anchor is not None:
+                                base = anchor[job.output_index]
+                            else:
+                                base = (1 - a) * slices[start + job.first].astype(np.float32) \
+                                    + a * slices[start + job.second].astype(np.float32)
                             reconstruction_mix = (1 - a) * reconstructions[job.first] + a * reconstructions[job.second]
-                            values[n] = linear_mix + intensity_width * (decoded[n] - reconstruction_mix)
+                            values[n] = base + intensity_width * (decoded[n] - reconstruction_mix)
                     else:
                         values = self.normalization.to_input_units(decoded, intensity_range)
                     converted = convert_to_dtype(values, out_dtype)

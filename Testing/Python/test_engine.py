@@ -192,3 +192,17 @@ def test_checkpoint_metadata_chooses_the_default_synthesis(tmp_path, random_mode
     assert ASIEngine(load_checkpoint(path), "cpu", synthesis="plain").synthesis == "plain"
     with pytest.raises(InputError, match="synthesis mode"):
         ASIEngine(random_model, "cpu", synthesis="magic")
+
+
+def test_residual_bspline_adds_the_same_correction_to_cubic_bspline(random_model, rng) -> None:
+    from SemanticInterpolationLib.baselines import interpolate_array
+
+    volume = rng.normal(500.0, 120.0, size=(5, 16, 12)).astype(np.float32)
+    factor = 3
+    linear_anchor = ASIEngine(random_model, "cpu", synthesis="residual").upsample(volume, factor, axis=1)
+    bspline_anchor = ASIEngine(random_model, "cpu", synthesis="residual-bspline").upsample(volume, factor, axis=1)
+    linear = interpolate_array(volume, 1, factor, "linear")
+    bspline = interpolate_array(volume, 1, factor, "bspline")
+    # same correction on another base: the outputs differ exactly by (B-spline - linear)
+    np.testing.assert_allclose(bspline_anchor - linear_anchor, bspline - linear, rtol=1e-4, atol=0.05)
+    assert np.array_equal(np.moveaxis(bspline_anchor, 1, 0)[::factor], np.moveaxis(volume, 1, 0))
