@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -97,9 +97,10 @@ class EvaluationSettings:
     synthesis: "str | None" = None  #: ASI synthesis mode; None = the checkpoint's recommendation
 
     def validated(self) -> "EvaluationSettings":
-        return EvaluationSettings(parse_factors(self.factors), parse_methods(self.methods), self.axis,
-                                  bool(self.thick_slices), self.checkpoint, self.device,
-                                  None if self.batch_size is None else int(self.batch_size), self.synthesis)
+        """A copy with factors and methods parsed and checked (fields not named here are kept as they are)."""
+        return replace(self, factors=parse_factors(self.factors), methods=parse_methods(self.methods),
+                       thick_slices=bool(self.thick_slices),
+                       batch_size=None if self.batch_size is None else int(self.batch_size))
 
 
 @dataclass
