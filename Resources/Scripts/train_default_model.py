@@ -94,7 +94,7 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=60.0, help="stop after this long (the last epoch is kept)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--init", type=Path, help="start from this checkpoint (second stage)")
-    parser.add_argument("--synthesis-target", choices=("decoded", "residual"), default="decoded",
+    parser.add_argument("--synthesis-target", choices=("decoded", "residual", "residual-bspline"), default="decoded",
                         help="what the synthesis loss scores (second stage: residual)")
     parser.add_argument("--learning-rate", type=float, default=RECIPE["learning_rate"])
     parser.add_argument("--export", type=Path, help="only export the best epoch of --run to this file")

@@ -74,3 +74,37 @@ def interpolate_baseline(image: sitk.Image, axis: int, factor: int, method: str)
     out = sitk.GetImageFromArray(interpolate_array(array, numpy_axis(axis), factor, method))
     out.CopyInformation(upsampled_reference(image, axis, factor))
     return out
+
+
+def bspline_midpoint_weights(taps_per_side: int = 4) -> np.ndarray:
+    """Weights of the cubic B-spline interpolation (this module's ``bspline``) halfway between two samples.
+
+    Returns ``2 * taps_per_side`` float64 weights for the samples at offsets
+    ``-(2T-1)/2, ..., -1/2, +1/2, ..., +(2T-1)/2`` sample spacings from the midpoint (T =
+    ``taps_per_side``), measured on an impulse with SimpleITK (so they are exactly what the
+    ``bspline`` baseline does away from the volume's ends) and renormalised to sum to 1 after the
+    truncation (the interpolating spline's weights decay by about 0.27 per sample: 4 taps per side
+    leave out 0.4 % of the weight). Training uses them to build the B-spline anchor of a triplet's
+    middle slice from the slices around it without interpolating the whole volume.
+    """
+    taps = int(taps_per_side)
+    if taps < 1:
+        raise ValueError(f"taps per side must be >= 1, got {taps_per_side!r}")
+    return _bspline_midpoint_weights(taps).copy()
+
+
+_WEIGHT_CACHE: dict[int, np.ndarray] = {}
+
+
+def _bspline_midpoint_weights(taps: int) -> np.ndarray:
+    if taps not in _WEIGHT_CACHE:
+        length = 4 * taps + 16
+        centre = length // 2
+        impulse = np.zeros((length, 1, 1))
+        impulse[centre] = 1.0
+        response = interpolate_array(impulse, 0, 2, "bspline")[:, 0, 0]
+        # the impulse sits at offset d = centre - (m + 1/2) from the midpoint m + 1/2 (output sample 2m + 1);
+        # weight j is for offset d_j = j - T + 1/2, i.e. midpoint m = centre - j + T - 1
+        weights = np.array([response[2 * (centre - j + taps - 1) + 1] for j in range(2 * taps)])
+        _WEIGHT_CACHE[taps] = weights / weights.sum()
+    return _WEIGHT_CACHE[taps]

@@ -81,10 +81,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"distance between the real middle slice and the synthesised one (default "
                              f"{DEFAULT_SYNTHESIS_LOSS}; lpips is the paper's and needs the lpips package, "
                              "torchvision and the VGG-16 weights)")
-    parser.add_argument("--synthesis-target", choices=("decoded", "residual"), default="decoded",
-                        help="what the synthesis loss scores: decoded = the decoded latent mix (the paper; default); "
+    parser.add_argument("--synthesis-target", choices=("auto", "decoded", "residual", "residual-bspline"),
+                        default="auto",
+                        help="what the synthesis loss scores: auto (default) = the target of the mode the --init "
+                             "checkpoint recommends (the bundled model: residual-bspline), decoded from scratch; "
+                             "decoded = the decoded latent mix (the paper); "
                              "residual = the engine's residual synthesis (mean of the neighbours + decoded mix - mean "
-                             "of their reconstructions), so the checkpoint recommends --synthesis residual")
+                             "of their reconstructions), so the checkpoint recommends --synthesis residual; "
+                             "residual-bspline = the same correction on the cubic B-spline of the slices around the "
+                             "triplet (recommends --synthesis residual-bspline)")
     parser.add_argument("--lambda", dest="lam", type=float, default=DEFAULT_LAMBDA, metavar="L",
                         help=f"weight of the synthesis loss, >= 0 (default {DEFAULT_LAMBDA:g}; 0 = reconstruction "
                              "only, the paper's ablation; the paper used 0.05 and 0.001 with lpips)")
@@ -181,7 +186,9 @@ def epoch_summary(record: dict) -> str:
                 else ")")]
     if record.get("val_syn_psnr") is not None:
         parts.append(f"| val synthesis {record['val_syn_psnr']:.2f} dB SSIM {record['val_syn_ssim']:.3f}"
-                     f" (linear {record['val_linear_psnr']:.2f} dB {record['val_linear_ssim']:.3f})"
+                     f" (linear {record['val_linear_psnr']:.2f} dB {record['val_linear_ssim']:.3f}"
+                     + (f", B-spline {record['val_bspline_psnr']:.2f} dB {record['val_bspline_ssim']:.3f}"
+                        if record.get("val_bspline_psnr") is not None else "") + ")"
                      f", reconstruction {record['val_rec_psnr']:.2f} dB SSIM {record['val_rec_ssim']:.3f}")
     parts.append(f"| {record['epoch_seconds']:.1f} s, {record['triplets_per_second']:.1f} triplets/s")
     if record.get("best"):

@@ -49,7 +49,8 @@ TRAINING_MODULE = "SemanticInterpolationLib.cli_train"
 TRAINING_VOLUME_REFERENCE_ROLE = "trainingVolume"
 #: Columns of the per-epoch table (``epoch`` records of the training log), in this order.
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_reconstruction", "train_synthesis", "val_loss", "val_syn_psnr",
-                 "val_rec_psnr", "val_linear_psnr", "val_syn_ssim", "val_rec_ssim", "val_linear_ssim",
+                 "val_rec_psnr", "val_linear_psnr", "val_bspline_psnr", "val_syn_ssim", "val_rec_ssim",
+                 "val_linear_ssim", "val_bspline_ssim",
                  "epoch_seconds", "triplets_per_second")
 #: Columns of the running-loss table (``progress`` records): position in epochs (1.5 = half of epoch 2 done).
 PROGRESS_COLUMNS = ("epoch", "loss")
@@ -61,6 +62,7 @@ LOSS_SERIES = (("progress", "loss", "Loss (running mean)", (0.6, 0.6, 0.6)),
 #: (table, y column, series name, colour) of the validation chart (PSNR of real middle slices).
 VALIDATION_SERIES = (("epoch", "val_syn_psnr", "Synthesized (ASI)", (0.84, 0.15, 0.16)),
                      ("epoch", "val_linear_psnr", "Linear interpolation", (0.5, 0.5, 0.5)),
+                     ("epoch", "val_bspline_psnr", "Cubic B-spline", (0.58, 0.40, 0.74)),
                      ("epoch", "val_rec_psnr", "Reconstructed", (0.12, 0.47, 0.71)))
 
 

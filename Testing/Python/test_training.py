@@ -395,7 +395,82 @@ def test_residual_synthesis_target_trains_what_residual_inference_outputs(tmp_pa
     # a perfect autoencoder whose latent mix equals the mix of reconstructions makes it linear interpolation
     a, b = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
     assert torch.allclose(residual_synthesis(a, b, a, b, 0.5 * (a + b)), 0.5 * (a + b))
-    decoded = small_config(tmp_path / "d")
-    assert decoded.synthesis_target == "decoded"
+    assert small_config(tmp_path / "d").synthesis_target == "auto"
+    assert Trainer(small_config(tmp_path)).synthesis_target == "decoded"  # from scratch: the paper's
     with pytest.raises(InputError, match="synthesis target"):
         Trainer(small_config(tmp_path / "bad", synthesis_target="pixels"))
+
+
+# --------------------------------------------------------------------------- B-spline anchored correction
+@pytest.mark.parametrize("stride", [1, 2])
+def test_bspline_anchor_is_the_bspline_baseline_of_the_thinned_volume(stride):
+    """The anchor of a triplet's middle (12 slices around it) is what the engine's B-spline baseline
+    gives at that slice when the volume is thinned to the triplet lattice, at the ends too."""
+    from SemanticInterpolationLib.baselines import bspline_midpoint_weights, interpolate_array
+    from SemanticInterpolationLib.training.data import anchor_context_indices, bspline_anchor
+
+    weights = bspline_midpoint_weights(4)
+    assert weights.shape == (8,) and abs(weights.sum() - 1.0) < 1e-12
+    np.testing.assert_allclose(weights, weights[::-1])
+    assert 0.6 < weights[3] < 0.61 and -0.13 < weights[2] < -0.12  # the cardinal cubic spline at 1/2
+    slices = TrainingVolume.load(str(T1_2MM)).slices  # 25 slices
+    kept = slices[stride::2 * stride]  # lattice of the triplets whose middles are multiples of 2 * stride
+    spline = interpolate_array(kept, 0, 2, "bspline")
+    for q in range(kept.shape[0] - 1):
+        middle = stride + 2 * stride * q + stride
+        assert all(0 <= i < slices.shape[0] and (i - stride) % (2 * stride) == 0
+                   for i in anchor_context_indices(middle, stride, slices.shape[0]))
+        np.testing.assert_allclose(bspline_anchor(slices, middle, stride), spline[2 * q + 1], atol=2e-3)
+    # the anchor is not the linear mix (the test would pass for a wrong, linear anchor otherwise)
+    middle = 12
+    linear = 0.5 * (slices[middle - stride] + slices[middle + stride])
+    assert np.abs(bspline_anchor(slices, middle, stride) - linear).max() > 0.02
+
+
+def test_triplet_dataset_with_bspline_anchor_adds_the_anchor_of_the_patch():
+    from SemanticInterpolationLib.training import Augmentation
+    from SemanticInterpolationLib.training.data import bspline_anchor
+
+    volume = TrainingVolume.load(str(T1_2MM))
+    plain = TripletDataset([volume], 16, augmentation=Augmentation.none(), seed=0, bspline_anchor=True)
+    item = plain[9].numpy()  # middle slice 10
+    assert item.shape == (4, 16, 16)
+    full = bspline_anchor(volume.slices, 10, 1)
+    found = [(t, l) for t in range(volume.slices.shape[1] - 15) for l in range(volume.slices.shape[2] - 15)
+             if np.array_equal(volume.slices[10, t:t + 16, l:l + 16], item[1])]
+    assert found
+    t, l = found[0]
+    np.testing.assert_allclose(item[3], full[t:t + 16, l:l + 16], atol=1e-6)
+    # with augmentation the anchor follows the augmented slices (rotated alike, intensities changed first)
+    augmented = TripletDataset([volume], 16, seed=4, bspline_anchor=True)
+    for i in range(len(augmented)):
+        a = augmented[i].numpy()
+        assert a.shape == (4, 16, 16)
+        assert np.abs(a[3] - 0.5 * (a[0] + a[2])).max() < 0.35  # same location and orientation as the triplet
+
+
+def test_residual_bspline_target_and_auto_target(tmp_path):
+    """--synthesis-target residual-bspline trains the engine's residual-bspline synthesis and the
+    checkpoint recommends it; validation reports the B-spline baseline; auto follows the init model."""
+    from SemanticInterpolationLib.training.trainer import resolve_synthesis_target
+
+    result = train(small_config(tmp_path, synthesis_target="residual-bspline", validation_volumes=[str(T1_2MM)],
+                                validation_triplets=4, epochs=1, steps_per_epoch=2))
+    record = result.history[-1]
+    assert math.isfinite(record["train_synthesis"])
+    assert record["val_bspline_psnr"] > record["val_linear_psnr"] - 3.0  # measured, present, plausible
+    assert 0.0 < record["val_bspline_ssim"] <= 1.0
+    checkpoint = load_checkpoint(result.output)
+    assert checkpoint.metadata["inference"] == {"synthesis": "residual-bspline"}
+    assert checkpoint.training["synthesis_target"] == "residual-bspline"
+    assert ASIEngine(checkpoint, "cpu").synthesis == "residual-bspline"
+    # auto: fine-tuning keeps the mode the starting checkpoint recommends; from scratch it is the paper's
+    assert resolve_synthesis_target("auto", checkpoint) == "residual-bspline"
+    assert resolve_synthesis_target("auto", None) == "decoded"
+    assert resolve_synthesis_target("residual", checkpoint) == "residual"
+    (tmp_path / "tuned").mkdir()
+    tuned = Trainer(small_config(tmp_path / "tuned", init=str(result.output)))
+    assert tuned.config.synthesis_target == "auto" and tuned.synthesis_target == "residual-bspline"
+    assert tuned.dataset[0].shape[0] == 4
+    (tmp_path / "scratch").mkdir()
+    assert Trainer(small_config(tmp_path / "scratch")).synthesis_target == "decoded"

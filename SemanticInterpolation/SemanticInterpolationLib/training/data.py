@@ -36,6 +36,45 @@ from ..normalization import IntensityNormalization
 #: smallest patch accepted: the SSIM window is 11x11 and the latent map must not vanish
 MIN_PATCH_SIZE = 16
 
+#: slices used on each side of a triplet's middle for its B-spline anchor (see :func:`anchor_context_indices`)
+ANCHOR_TAPS_PER_SIDE = 6
+
+
+def anchor_context_indices(middle: int, stride: int, n_slices: int,
+                           taps_per_side: int = ANCHOR_TAPS_PER_SIDE) -> list[int]:
+    """Slice indices whose B-spline mix gives the anchor of the triplet ``(middle - s, middle, middle + s)``.
+
+    The anchor is what cubic B-spline interpolation of the volume thinned to every ``2 s``-th slice
+    (keeping ``middle +- s``) gives at ``middle``: the slices at ``middle + (2j - 2T + 1) s`` for
+    ``j = 0 .. 2T - 1`` (T = ``taps_per_side``), weighted by
+    :func:`~SemanticInterpolationLib.baselines.bspline_midpoint_weights`. Positions beyond the volume
+    are mirrored on that thinned lattice about its end slice (the spline's mirror boundary), and
+    clamped into the volume when it is too short for that.
+    """
+    s = int(stride)
+    # lattice positions middle + (2q + 1) s, q = -T .. T-1; valid q range inside [0, n_slices - 1]
+    q_low = -((middle + s) // (2 * s))  # smallest q with middle + (2q + 1)s >= 0
+    q_high = (n_slices - 1 - middle - s) // (2 * s)  # largest q with position <= n - 1
+    indices = []
+    for q in range(-taps_per_side, taps_per_side):
+        if q < q_low:
+            q = 2 * q_low - q
+        if q > q_high:
+            q = 2 * q_high - q
+        q = min(max(q, q_low), q_high)
+        indices.append(middle + (2 * q + 1) * s)
+    return indices
+
+
+def bspline_anchor(slices: np.ndarray, middle: int, stride: int) -> np.ndarray:
+    """The B-spline anchor of ``slices[middle]`` (float32 ``[H, W]``) from ``slices`` ``[n, H, W]``:
+    see :func:`anchor_context_indices`."""
+    from ..baselines import bspline_midpoint_weights
+
+    weights = bspline_midpoint_weights(ANCHOR_TAPS_PER_SIDE).astype(np.float32)
+    context = slices[anchor_context_indices(middle, stride, slices.shape[0])]
+    return np.tensordot(weights, context.astype(np.float32, copy=False), axes=1)
+
 
 def read_volume_image(path: str | os.PathLike):
     """Read an image file or a DICOM folder as a ``SimpleITK.Image``.
@@ -216,12 +255,15 @@ class Augmentation:
 class TripletDataset(Dataset):
     """All triplets ``(x[n-s], x[n], x[n+s])`` of all volumes, as random augmented patches.
 
-    Item ``i`` is a float32 tensor ``[3, P, P]`` (previous, middle, next slice).
+    Item ``i`` is a float32 tensor ``[3, P, P]`` (previous, middle, next slice); with
+    ``bspline_anchor`` it is ``[4, P, P]``, the fourth being the middle slice's B-spline anchor
+    (:func:`bspline_anchor`) computed from the augmented slices, so that intensity augmentation
+    (not linear) is applied before the spline as it would be to a real volume.
     Call :meth:`set_epoch` at the start of each epoch for new random patches.
     """
 
     def __init__(self, volumes: Sequence[TrainingVolume], patch_size: int, *, triplet_stride: int = 1,
-                 augmentation: Augmentation | None = None, seed: int = 0) -> None:
+                 augmentation: Augmentation | None = None, seed: int = 0, bspline_anchor: bool = False) -> None:
         if not volumes:
             raise InputError("give at least one training volume")
         self.volumes = list(volumes)
@@ -231,6 +273,7 @@ class TripletDataset(Dataset):
             raise InputError(f"triplet stride must be at least 1, got {triplet_stride}")
         self.augmentation = augmentation if augmentation is not None else Augmentation()
         self.seed = int(seed)
+        self.with_bspline_anchor = bool(bspline_anchor)
         self.epoch = 0
         for v in self.volumes:
             v.check_usable(patch_size=self.patch_size, triplet_stride=self.triplet_stride)
@@ -253,7 +296,10 @@ class TripletDataset(Dataset):
         h, w = volume.slice_shape
         top = int(rng.integers(0, h - p + 1))
         left = int(rng.integers(0, w - p + 1))
-        patch = volume.slices[[n - s, n, n + s], top:top + p, left:left + p].astype(np.float32, copy=True)
+        rows = [n - s, n, n + s]
+        if self.with_bspline_anchor:
+            rows += anchor_context_indices(n, s, volume.n_slices)
+        patch = volume.slices[rows, top:top + p, left:left + p].astype(np.float32, copy=True)
         aug = self.augmentation
         k = int(rng.integers(0, 4))
         flip = bool(rng.integers(0, 2))
@@ -269,6 +315,12 @@ class TripletDataset(Dataset):
             patch = np.power(np.clip(patch, 0.0, 1.0), gamma)
             patch = (patch - 0.5) * contrast + 0.5 + brightness
             patch = np.clip(patch, 0.0, 1.0)
+        if self.with_bspline_anchor:
+            from ..baselines import bspline_midpoint_weights
+
+            weights = bspline_midpoint_weights(ANCHOR_TAPS_PER_SIDE).astype(np.float32)
+            anchor = np.tensordot(weights, patch[3:], axes=1)
+            patch = np.concatenate([patch[:3], anchor[None]])
         return torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))
 
 

@@ -60,7 +60,7 @@ from ..errors import CheckpointError, InputError, SemanticInterpolationError
 from ..fileio import check_writable_destination
 from ..model import ASIAutoencoder, AutoencoderConfig
 from ..normalization import IntensityNormalization
-from .data import (Augmentation, TrainingVolume, TripletDataset, TripletSampler, pad_to_multiple,
+from .data import (Augmentation, TrainingVolume, TripletDataset, TripletSampler, bspline_anchor, pad_to_multiple,
                    validate_patch_size, validation_triplets)
 from .distributed import DistributedContext, init_distributed, process_device, shutdown, wrap_model
 from .losses import SYNTHESIS_LOSSES, ASILoss, psnr, ssim
@@ -84,13 +84,38 @@ DEFAULT_SYNTHESIS_LOSS = "ssim"
 DEFAULT_LAMBDA = 0.05
 
 
-SYNTHESIS_TARGETS = ("decoded", "residual")
+SYNTHESIS_TARGETS = ("decoded", "residual", "residual-bspline")
+#: the engine mode (``SemanticInterpolationLib.engine.SYNTHESIS_MODES``) each synthesis target trains
+INFERENCE_MODE_OF_TARGET = {"decoded": "plain", "residual": "residual", "residual-bspline": "residual-bspline"}
 
 
 def residual_synthesis(first: torch.Tensor, second: torch.Tensor, first_reconstruction: torch.Tensor,
-                       second_reconstruction: torch.Tensor, decoded_mix: torch.Tensor) -> torch.Tensor:
-    """The engine's residual synthesis at alpha = 0.5 (see :mod:`..engine`), in [0, 1] units."""
-    return 0.5 * (first + second) + decoded_mix - 0.5 * (first_reconstruction + second_reconstruction)
+                       second_reconstruction: torch.Tensor, decoded_mix: torch.Tensor,
+                       anchor: torch.Tensor | None = None) -> torch.Tensor:
+    """The engine's residual synthesis at alpha = 0.5 (see :mod:`..engine`), in [0, 1] units.
+
+    ``anchor``: the interpolation the learned correction is added to; None = the linear mix of
+    ``first`` and ``second`` (engine mode ``residual``); the B-spline anchor from
+    :func:`.data.bspline_anchor` gives mode ``residual-bspline``.
+    """
+    if anchor is None:
+        anchor = 0.5 * (first + second)
+    return anchor + decoded_mix - 0.5 * (first_reconstruction + second_reconstruction)
+
+
+def resolve_synthesis_target(target: str, start: Checkpoint | None) -> str:
+    """The synthesis target a run trains: ``target``, or for ``"auto"`` the one matching the inference
+    mode the starting checkpoint recommends (fine-tuning keeps the mode the model was made for: the
+    bundled model's ``residual-bspline``), else ``"decoded"`` (the paper's)."""
+    if target != "auto":
+        return target
+    recommended = None
+    if start is not None:
+        recommended = ((start.metadata or {}).get("inference") or {}).get("synthesis")
+    for name, mode in INFERENCE_MODE_OF_TARGET.items():
+        if mode == recommended:
+            return name
+    return "decoded"
 
 
 class TrainingDiverged(SemanticInterpolationError):
@@ -139,9 +164,12 @@ class TrainingConfig:
     ``steps_per_epoch``: None = one pass over all triplets (the paper's epoch).
     ``lam``: the paper's lambda (weight of the synthesis loss, >= 0; 0 = reconstruction only).
     ``synthesis_target``: what the synthesis loss compares with the real middle slice: ``"decoded"``
-    (the paper: the decoded alpha=0.5 latent mix) or ``"residual"`` (the engine's residual mode:
-    the mean of the two neighbours plus the decoded mix minus the mean of their reconstructions),
-    which trains exactly what residual inference outputs; the checkpoint then recommends that mode.
+    (the paper: the decoded alpha=0.5 latent mix), ``"residual"`` (the engine's residual mode:
+    the mean of the two neighbours plus the decoded mix minus the mean of their reconstructions)
+    or ``"residual-bspline"`` (the same correction added to the cubic B-spline interpolation of the
+    volume thinned to every second slice of the triplet lattice). The residual targets train exactly
+    what that inference mode outputs; the checkpoint then recommends the mode. ``"auto"`` (default):
+    the target matching the mode the ``init``/resumed checkpoint recommends, else ``"decoded"``.
     """
 
     training_volumes: Sequence[Any]
@@ -156,7 +184,7 @@ class TrainingConfig:
     patch_size: int = 128
     learning_rate: float = DEFAULT_LEARNING_RATE
     synthesis_loss: str = DEFAULT_SYNTHESIS_LOSS
-    synthesis_target: str = "decoded"
+    synthesis_target: str = "auto"
     lam: float = DEFAULT_LAMBDA
     triplet_stride: int = 1
     slice_axis: int | str = "auto"
@@ -363,8 +391,9 @@ class Trainer:
                              f"(default {DEFAULT_LEARNING_RATE:g}; the paper used 1e-5)")
         if str(c.synthesis_loss).lower() not in SYNTHESIS_LOSSES:
             raise InputError(f"unknown synthesis loss {c.synthesis_loss!r}: use one of {', '.join(SYNTHESIS_LOSSES)}")
-        if c.synthesis_target not in SYNTHESIS_TARGETS:
-            raise InputError(f"unknown synthesis target {c.synthesis_target!r}: use one of {', '.join(SYNTHESIS_TARGETS)}")
+        if c.synthesis_target != "auto" and c.synthesis_target not in SYNTHESIS_TARGETS:
+            raise InputError(f"unknown synthesis target {c.synthesis_target!r}: use auto or one of "
+                             f"{', '.join(SYNTHESIS_TARGETS)}")
         if c.best_metric not in BEST_METRICS:
             raise InputError(f"unknown best metric {c.best_metric!r}: use one of {', '.join(BEST_METRICS)}")
         if c.architecture is not None and str(c.architecture).lower() not in ARCHITECTURES:
@@ -429,6 +458,7 @@ class Trainer:
             self.architecture = ARCHITECTURES[str(c.architecture or "journal").lower()]()
             self.normalization = IntensityNormalization()
         self.start_checkpoint = start
+        self.synthesis_target = resolve_synthesis_target(c.synthesis_target, start)
 
         # ---- data (read and checked before any work)
         self.patch_size = validate_patch_size(c.patch_size, self.architecture.size_multiple)
@@ -444,7 +474,8 @@ class Trainer:
                 raise InputError(f"validation volume {v.name!r} has slices of {v.slice_shape[0]}x{v.slice_shape[1]} "
                                  "pixels; SSIM needs at least 11x11")
         self.dataset = TripletDataset(self.volumes, self.patch_size, triplet_stride=c.triplet_stride,
-                                      augmentation=Augmentation() if c.augment else Augmentation.none(), seed=c.seed)
+                                      augmentation=Augmentation() if c.augment else Augmentation.none(), seed=c.seed,
+                                      bspline_anchor=self.synthesis_target == "residual-bspline")
         spacings = np.array([v.in_plane_spacing_mm for v in self.volumes], dtype=np.float64)
         self.in_plane_spacing_mm = tuple(float(s) for s in np.median(spacings, axis=0))
 
@@ -463,11 +494,11 @@ class Trainer:
                 f"{len(self.dataset)} triplets, {len(self.validation_volumes)} validation volume(s); patch "
                 f"{self.patch_size}, batch {c.batch_size}x{self.context.world_size} process(es), "
                 f"{self.steps_per_epoch} steps/epoch, lr {c.learning_rate:g}, synthesis loss {c.synthesis_loss} "
-                f"lambda {c.lam:g}; device {describe_device(self.device)}")
+                f"on the {self.synthesis_target} synthesis, lambda {c.lam:g}; device {describe_device(self.device)}")
 
     def _inference_metadata(self) -> dict[str, Any]:
         """The engine mode the checkpoint recommends: the one its synthesis loss trained."""
-        return {"inference": {"synthesis": "residual" if self.config.synthesis_target == "residual" else "plain"}}
+        return {"inference": {"synthesis": INFERENCE_MODE_OF_TARGET[self.synthesis_target]}}
 
     def _log(self, record: dict[str, Any]) -> None:
         if not self.context.is_main:
@@ -481,6 +512,7 @@ class Trainer:
         return {
             "settings": self.config.settings(),
             "architecture": self.architecture.name,
+            "synthesis_target": self.synthesis_target,
             "started_from": self.init_description,
             "epochs_done": epochs_done,
             "global_step": global_step,
@@ -512,7 +544,8 @@ class Trainer:
         c = self.config
         s = c.triplet_stride
         sums: dict[str, list[torch.Tensor]] = {k: [] for k in ("rec_psnr", "rec_ssim", "syn_psnr", "syn_ssim",
-                                                               "lin_psnr", "lin_ssim", "loss")}
+                                                               "lin_psnr", "lin_ssim", "bspline_psnr",
+                                                               "bspline_ssim", "loss")}
         chunk = max(1, c.batch_size)
         for volume in self.validation_volumes:
             middles = validation_triplets(volume, triplet_stride=s, max_triplets=c.validation_triplets)
@@ -527,15 +560,20 @@ class Trainer:
                                     enabled=self.compute_dtype != torch.float32):
                     z = model.encode(x)
                     mixed = ASIAutoencoder.mix(z[:b], z[b:2 * b], 0.5)
-                    # residual target: the neighbours' reconstructions are needed too
-                    extra = [z[:2 * b]] if c.synthesis_target == "residual" else []
+                    # residual targets: the neighbours' reconstructions are needed too
+                    extra = [z[:2 * b]] if self.synthesis_target != "decoded" else []
                     out = model.decode(torch.cat([z[2 * b:], mixed, *extra])).float()
                 x = x.float()[..., :h, :w]
                 out = out[..., :h, :w]
                 real_mid, rec_mid, syn_mid = x[2 * b:], out[:b], out[b:2 * b]
+                spline = torch.from_numpy(np.stack([bspline_anchor(volume.slices, m, s) for m in mids])).unsqueeze(1)
+                spline = spline.to(x.device)
                 if extra:
-                    syn_mid = residual_synthesis(x[:b], x[b:2 * b], out[2 * b:3 * b], out[3 * b:], syn_mid)
+                    syn_mid = residual_synthesis(x[:b], x[b:2 * b], out[2 * b:3 * b], out[3 * b:], syn_mid,
+                                                 spline if self.synthesis_target == "residual-bspline" else None)
                 linear = 0.5 * (x[:b] + x[b:2 * b])
+                sums["bspline_psnr"].append(psnr(spline, real_mid, reduction="none"))
+                sums["bspline_ssim"].append(ssim(spline, real_mid, reduction="none"))
                 sums["rec_psnr"].append(psnr(rec_mid, real_mid, reduction="none"))
                 sums["rec_ssim"].append(ssim(rec_mid, real_mid, reduction="none"))
                 sums["syn_psnr"].append(psnr(syn_mid, real_mid, reduction="none"))
@@ -551,7 +589,8 @@ class Trainer:
         mean = {k: float(torch.cat([t.cpu() for t in v]).mean()) for k, v in sums.items()}
         return {"val_loss": mean["loss"], "val_rec_psnr": mean["rec_psnr"], "val_rec_ssim": mean["rec_ssim"],
                 "val_syn_psnr": mean["syn_psnr"], "val_syn_ssim": mean["syn_ssim"],
-                "val_linear_psnr": mean["lin_psnr"], "val_linear_ssim": mean["lin_ssim"]}
+                "val_linear_psnr": mean["lin_psnr"], "val_linear_ssim": mean["lin_ssim"],
+                "val_bspline_psnr": mean["bspline_psnr"], "val_bspline_ssim": mean["bspline_ssim"]}
 
     # ------------------------------------------------------------------ training
     def run(self, progress: ProgressCallback | None = None,
@@ -658,10 +697,11 @@ class Trainer:
                 b = batch.shape[0]
                 outer = torch.cat([batch[:, 0:1], batch[:, 2:3]]).contiguous(memory_format=memory_format)
                 middle = batch[:, 1:2]
+                anchor = batch[:, 3:4] if self.synthesis_target == "residual-bspline" else None
                 with torch.autocast(device.type, dtype=self.compute_dtype, enabled=amp):
                     recon, synth = step_module(outer, c.lam > 0)
-                    if synth is not None and c.synthesis_target == "residual":
-                        synth = residual_synthesis(outer[:b], outer[b:], recon[:b], recon[b:], synth)
+                    if synth is not None and self.synthesis_target != "decoded":
+                        synth = residual_synthesis(outer[:b], outer[b:], recon[:b], recon[b:], synth, anchor)
                 losses = self.loss_fn(recon.float(), outer, None if synth is None else synth.float(), middle)
                 total = losses["total"]
                 if not use_scaler and not bool(torch.isfinite(total)):
