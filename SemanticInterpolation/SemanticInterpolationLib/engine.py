@@ -186,9 +186,9 @@ class ASIEngine:
             # channels_last was 1.3-1.7x faster than contiguous on the CPU in bench/bench_engine.py
             memory_format = "channels_last" if self.device.type in ("cuda", "cpu") else "contiguous"
         self.memory_format = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
-        # never move the caller's model: work on a copy when it has to go to another device
-        on_device = next(model.parameters()).device == self.device
-        self.model = (model if on_device else copy.deepcopy(model).to(self.device)).eval()
+        # the engine works on its own copy (a few MB): the caller's model keeps its device, memory
+        # format and train/eval mode (a model being trained can be used for a preview upsampling)
+        self.model = copy.deepcopy(model).to(self.device).eval()
         self.model = self.model.to(memory_format=self.memory_format)
         self.size_multiple = self.model.config.size_multiple
 

@@ -96,11 +96,25 @@ def test_batching_equals_unbatched(random_model, rng, batch_size: int) -> None:
 
 def test_each_slice_is_encoded_once_and_batches_bound_memory(probe_model, rng) -> None:
     volume = rng.normal(size=(11, 8, 8)).astype(np.float32)
-    ASIEngine(probe_model, "cpu", batch_size=3).upsample(volume, 5, axis=0)
-    assert sum(probe_model.encode_batches) == 11
-    assert max(probe_model.encode_batches) <= 3
-    assert sum(probe_model.decode_batches) == 10 * 4
-    assert max(probe_model.decode_batches) <= 3
+    engine = ASIEngine(probe_model, "cpu", batch_size=3)
+    engine.upsample(volume, 5, axis=0)
+    counted = engine.model  # the engine's own copy of the network
+    assert sum(counted.encode_batches) == 11
+    assert max(counted.encode_batches) <= 3
+    assert sum(counted.decode_batches) == 10 * 4
+    assert max(counted.decode_batches) <= 3
+
+
+def test_the_callers_model_is_left_as_it_was(random_model, rng) -> None:
+    """The engine copies the network: mode, memory format and weights of the caller's model stay."""
+    random_model.train()
+    before = {k: v.clone() for k, v in random_model.state_dict().items()}
+    engine = ASIEngine(random_model, "cpu", memory_format="channels_last")
+    engine.upsample(rng.normal(size=(3, 16, 16)).astype(np.float32), 2, axis=0)
+    assert random_model.training and not engine.model.training
+    weight = next(p for p in random_model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1)
+    assert weight.is_contiguous() and not weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(torch.equal(before[k], v) for k, v in random_model.state_dict().items())
 
 
 def test_channels_last_gives_the_same_result(random_model, rng) -> None:
@@ -178,10 +192,11 @@ def test_residual_with_a_perfect_autoencoder_is_linear_interpolation(probe_model
     # the probe reconstructs exactly and mixes linearly: the correction term is zero, even for
     # intensities outside the percentile range, which the residual mode keeps unclipped
     volume = rng.normal(0.0, 1000.0, size=(5, 12, 12)).astype(np.float32)
-    out = ASIEngine(probe_model, "cpu", synthesis="residual").upsample(volume, 4, axis=0)
+    engine = ASIEngine(probe_model, "cpu", synthesis="residual")
+    out = engine.upsample(volume, 4, axis=0)
     lin = np.stack([(1 - i / 4) * volume[s] + (i / 4) * volume[s + 1] for s in range(4) for i in range(4)] + [volume[4]])
     np.testing.assert_allclose(out, lin, rtol=1e-4, atol=0.5)
-    assert sum(probe_model.encode_batches) == 5, "still one encode per acquired slice"
+    assert sum(engine.model.encode_batches) == 5, "still one encode per acquired slice"
 
 
 def test_checkpoint_metadata_chooses_the_default_synthesis(tmp_path, random_model) -> None:
