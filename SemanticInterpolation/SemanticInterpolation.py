@@ -300,6 +300,21 @@ class ComputeDevice(enum.Enum):
                 ComputeDevice.GPU: _("GPU (CUDA)")}[self]
 
 
+class SynthesisMode(enum.Enum):
+    """How new slices are made; the value is passed to the logic's ``synthesis`` argument."""
+
+    AUTO = "auto"
+    PLAIN = "plain"
+    RESIDUAL = "residual"
+    RESIDUAL_BSPLINE = "residual-bspline"
+
+    def label(self) -> str:
+        return {SynthesisMode.AUTO: _("The model's recommendation"),
+                SynthesisMode.PLAIN: _("Plain (the paper: decoded latent mix)"),
+                SynthesisMode.RESIDUAL: _("Learned correction on linear interpolation"),
+                SynthesisMode.RESIDUAL_BSPLINE: _("Learned correction on cubic B-spline")}[self]
+
+
 class SynthesisLoss(enum.Enum):
     """Synthesis distance of the training loss; the value is the ``--synthesis-loss`` choice."""
 
@@ -327,6 +342,7 @@ class SemanticInterpolationParameterNode:
         pathlib.Path, so that "no file" is empty rather than "."; synced with the ctkPathLineEdit in the widget.
     computeDevice - Where the network runs.
     keepAcquiredSlices - Copy the acquired slices unchanged into the result.
+    synthesisMode - How new slices are made (the engine's synthesis mode); AUTO = the checkpoint's choice.
     outputVolume - Volume to overwrite; none = create a new volume for each run.
 
     Train tab (the training volumes are node references of the parameter node, role "trainingVolume",
@@ -338,7 +354,7 @@ class SemanticInterpolationParameterNode:
     trainingEpochs, trainingLambda, trainingSynthesisLoss, trainingPatchSize, trainingBatchSize,
     trainingDevice - The training settings (see Docs/Training.md).
 
-    Evaluate tab (ASI uses the Upsample tab's checkpoint and device):
+    Evaluate tab (ASI uses the Upsample tab's checkpoint, device and synthesis mode):
     evaluationVolume - Fine-slice volume (ground truth).
     evaluationFactors - Factors K, e.g. "2,3,4,5,6" or "2-6".
     evaluateASI, evaluateLinear, evaluateBSpline, evaluateLanczos - Methods to compare.
@@ -352,6 +368,7 @@ class SemanticInterpolationParameterNode:
     checkpointPath: str = ""
     computeDevice: ComputeDevice = ComputeDevice.AUTO
     keepAcquiredSlices: bool = True
+    synthesisMode: SynthesisMode = SynthesisMode.AUTO
     outputVolume: vtkMRMLScalarVolumeNode
 
     trainingValidationVolume: vtkMRMLScalarVolumeNode
@@ -688,7 +705,8 @@ class SemanticInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMi
             settings = dict(factor=parameters.upsamplingFactor,
                             checkpoint=checkpointArgument(parameters.checkpointPath),
                             device=parameters.computeDevice.value,
-                            keepAcquiredSlices=parameters.keepAcquiredSlices)
+                            keepAcquiredSlices=parameters.keepAcquiredSlices,
+                            synthesis=parameters.synthesisMode.value)
             sequence, _browser = self._sequenceOfInput()
             if sequence is not None and parameters.allSequenceFrames:
                 job = logic.prepareSequenceJob(sequence, **settings)
@@ -1125,7 +1143,7 @@ class SemanticInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMi
                 volume=parameters.evaluationVolume, factors=parameters.evaluationFactors,
                 methods=self._evaluationMethods(), thickSlices=parameters.evaluationThickSlices,
                 checkpoint=checkpointArgument(parameters.checkpointPath), device=parameters.computeDevice.value,
-                outputFolder=folder))
+                outputFolder=folder, synthesis=parameters.synthesisMode.value))
             self._evaluation = BackgroundEvaluation(job)
             self._evaluationStarted = time.perf_counter()
             self._evaluation.start()

@@ -106,6 +106,7 @@ class UpsamplingJob:
     device: str
     keepAcquiredSlices: bool
     batchSize: int | None  #: None = the engine's default for the device
+    synthesis: str | None = None  #: engine synthesis mode; None = the one the checkpoint recommends
     outputNode: Any = None  #: caller-given output volume (volumes only) or None for a new node
     createBrowser: bool = True  #: sequences: set up a sequence browser for the result
     results: list[np.ndarray] = field(default_factory=list)
@@ -335,6 +336,7 @@ class SemanticInterpolationLogic:
         shouldCancel: CancelCallback | None = None,
         batchSize: int | None = None,
         sliceAxis: int | str = "auto",
+        synthesis: str | None = None,
     ) -> vtkMRMLScalarVolumeNode:
         """Upsample a scalar volume node by ``factor`` along its slice axis; return the output node.
 
@@ -351,6 +353,10 @@ class SemanticInterpolationLogic:
         :param shouldCancel: returns True to stop; then :class:`OperationCancelled` is raised.
         :param batchSize: slices per network call (default: the logic's ``batchSize``).
         :param sliceAxis: "auto" (largest spacing) or the IJK axis 0, 1, 2.
+        :param synthesis: how new slices are made (``SemanticInterpolationLib.engine``): "plain" (the
+            paper: the decoded latent mix), "residual" or "residual-bspline" (a learned correction added
+            to linear or cubic B-spline interpolation); None or "auto" = the mode the checkpoint
+            recommends (the bundled model: residual-bspline).
         :returns: the output vtkMRMLScalarVolumeNode, in the input's scene, with the input's
             parent transform and display settings.
         :raises InputError, CheckpointError, DeviceError: bad input, before any node is created.
@@ -358,7 +364,7 @@ class SemanticInterpolationLogic:
         """
         job = self.prepareVolumeJob(inputVolume, factor, checkpoint=checkpoint, device=device,
                                     outputVolume=outputVolume, keepAcquiredSlices=keepAcquiredSlices,
-                                    batchSize=batchSize, sliceAxis=sliceAxis)
+                                    batchSize=batchSize, sliceAxis=sliceAxis, synthesis=synthesis)
         self.runJob(job, progress=progress, shouldCancel=shouldCancel)
         return self.finishJob(job)
 
@@ -373,6 +379,7 @@ class SemanticInterpolationLogic:
         shouldCancel: CancelCallback | None = None,
         batchSize: int | None = None,
         sliceAxis: int | str = "auto",
+        synthesis: str | None = None,
         createBrowser: bool = True,
     ) -> vtkMRMLSequenceNode:
         """Upsample every frame of a volume sequence (e.g. cardiac cine) into a new sequence node.
@@ -388,7 +395,7 @@ class SemanticInterpolationLogic:
         """
         job = self.prepareSequenceJob(inputSequence, factor, checkpoint=checkpoint, device=device,
                                       keepAcquiredSlices=keepAcquiredSlices, batchSize=batchSize,
-                                      sliceAxis=sliceAxis, createBrowser=createBrowser)
+                                      sliceAxis=sliceAxis, createBrowser=createBrowser, synthesis=synthesis)
         self.runJob(job, progress=progress, shouldCancel=shouldCancel)
         return self.finishJob(job)
 
@@ -403,6 +410,7 @@ class SemanticInterpolationLogic:
         keepAcquiredSlices: bool = True,
         batchSize: int | None = None,
         sliceAxis: int | str = "auto",
+        synthesis: str | None = None,
     ) -> UpsamplingJob:
         """Validate everything and copy the input voxels; nothing is created or modified."""
         axis = validateScalarVolume(inputVolume, "input volume", sliceAxis)
@@ -411,7 +419,7 @@ class SemanticInterpolationLogic:
             raise InputError(f"the input volume {_describeNode(inputVolume)} is not in a scene: add it to one first")
         if outputVolume is not None:
             self._validateOutputVolume(outputVolume, inputVolume)
-        common = self.validateSettings(factor, checkpoint, device, batchSize, keepAcquiredSlices)
+        common = self.validateSettings(factor, checkpoint, device, batchSize, keepAcquiredSlices, synthesis)
         frame = FrameInput(inputVolume.GetName() or "Volume", voxelsFromVolumeNode(inputVolume),
                            ijkToRASArray(inputVolume), axis)
         return UpsamplingJob(kind="volume", inputNode=inputVolume, frames=[frame], outputNode=outputVolume, **common)
@@ -425,6 +433,7 @@ class SemanticInterpolationLogic:
         keepAcquiredSlices: bool = True,
         batchSize: int | None = None,
         sliceAxis: int | str = "auto",
+        synthesis: str | None = None,
         createBrowser: bool = True,
     ) -> UpsamplingJob:
         """Validate a volume sequence and copy all frames' voxels; nothing is created or modified."""
@@ -444,7 +453,7 @@ class SemanticInterpolationLogic:
                 frameNode, f"frame {index} (index value {indexValue}) of sequence '{inputSequence.GetName()}'", sliceAxis)
             frames.append(FrameInput(frameNode.GetName() or f"frame {index}", voxelsFromVolumeNode(frameNode),
                                      ijkToRASArray(frameNode), axis, indexValue))
-        common = self.validateSettings(factor, checkpoint, device, batchSize, keepAcquiredSlices)
+        common = self.validateSettings(factor, checkpoint, device, batchSize, keepAcquiredSlices, synthesis)
         return UpsamplingJob(kind="sequence", inputNode=inputSequence, frames=frames,
                              createBrowser=createBrowser, **common)
 
@@ -461,15 +470,17 @@ class SemanticInterpolationLogic:
             raise InputError(f"the output volume {_describeNode(outputVolume)} is not in the input volume's scene")
 
     def validateSettings(self, factor: int, checkpoint: Any = None, device: str = "auto", batchSize: int | None = None,
-                         keepAcquiredSlices: bool = True) -> dict[str, Any]:
+                         keepAcquiredSlices: bool = True, synthesis: str | None = None) -> dict[str, Any]:
         """Check the settings shared by volumes and sequences; return them as UpsamplingJob fields.
 
-        Raises InputError (factor, batch size), CheckpointError (no such file, no default model)
-        or DeviceError (device not available). Batch jobs call it once before the first file.
+        Raises InputError (factor, batch size, synthesis mode), CheckpointError (no such file, no
+        default model) or DeviceError (device not available). Batch jobs call it once before the first file.
         """
-        from .engine import validate_factor  # imports torch, so only on use
+        from .engine import validate_factor, validate_synthesis  # imports torch, so only on use
 
         factor = validate_factor(factor)
+        mode = None if synthesis is None or str(synthesis).strip().lower() in ("", "auto") else \
+            validate_synthesis(str(synthesis).strip().lower())
         batch = self.batchSize if batchSize is None else batchSize
         if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1):
             raise InputError(f"batch size must be a positive whole number, got {batch!r}")
@@ -479,6 +490,7 @@ class SemanticInterpolationLogic:
             "device": self._validateDevice(device),
             "keepAcquiredSlices": bool(keepAcquiredSlices),
             "batchSize": None if batch is None else int(batch),
+            "synthesis": mode,
         }
 
     @staticmethod
@@ -510,22 +522,24 @@ class SemanticInterpolationLogic:
         return name
 
     # ----------------------------------------------------------------- phase 2: compute (any thread)
-    def engineFor(self, checkpoint: Any, device: str, batchSize: int) -> ASIEngine:
-        """The cached engine for these settings, loading the checkpoint when they changed."""
+    def engineFor(self, checkpoint: Any, device: str, batchSize: int | None, synthesis: str | None = None) -> ASIEngine:
+        """The cached engine for these settings, loading the checkpoint when they changed.
+        ``synthesis``: engine mode, None = the checkpoint's recommendation."""
         from .checkpoint import Checkpoint, resolve_checkpoint
         from .engine import ASIEngine
 
         if isinstance(checkpoint, Checkpoint):
-            key: tuple = ("object", id(checkpoint), device, batchSize, self.precision)
+            key: tuple = ("object", id(checkpoint), device, batchSize, self.precision, synthesis)
         else:
             stat = os.stat(checkpoint)
-            key = (str(checkpoint), stat.st_mtime_ns, stat.st_size, device, batchSize, self.precision)
+            key = (str(checkpoint), stat.st_mtime_ns, stat.st_size, device, batchSize, self.precision, synthesis)
         with self._engineLock:
             if self._engine is None or self._engineKey != key:
                 self._engine = None  # release the previous model before loading another
                 loaded = resolve_checkpoint(checkpoint)
                 logger.info("ASI model: %s", loaded.summary())
-                self._engine = ASIEngine(loaded, device, precision=self.precision, batch_size=batchSize)
+                self._engine = ASIEngine(loaded, device, precision=self.precision, batch_size=batchSize,
+                                         synthesis=synthesis)
                 self._engineKey = key
             return self._engine
 
@@ -539,7 +553,7 @@ class SemanticInterpolationLogic:
                shouldCancel: CancelCallback | None = None) -> None:
         """Upsample the job's voxels into ``job.results``. Never touches MRML, so it may run in a worker thread."""
         started = time.perf_counter()
-        engine = self.engineFor(job.checkpoint, job.device, job.batchSize)
+        engine = self.engineFor(job.checkpoint, job.device, job.batchSize, job.synthesis)
         job.engineDescription = engine.describe()
         job.results = []
         frameCount = len(job.frames)

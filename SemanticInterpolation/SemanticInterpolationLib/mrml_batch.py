@@ -97,7 +97,13 @@ def buildArgumentParser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", "-c", default=None, metavar="PATH",
                         help="model checkpoint (.pt); default: the bundled default model")
     parser.add_argument("--device", "-d", default="auto", help="auto (GPU if available), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--batch-size", type=int, default=8, help="slices per network call (memory bound); default 8")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="slices per network call (bounds memory); default: the engine's choice for the device "
+                             "(CPU 2, CUDA 128)")
+    parser.add_argument("--synthesis", default="auto", choices=("auto", "plain", "residual", "residual-bspline"),
+                        help="how new slices are made: auto (default) = the mode the checkpoint recommends; plain = "
+                             "the paper's decoded latent mix; residual / residual-bspline = a learned correction "
+                             "added to linear / cubic B-spline interpolation")
     parser.add_argument("--slice-axis", default="auto",
                         help="auto (largest spacing) or the IJK axis 0 (i), 1 (j), 2 (k)")
     parser.add_argument("--reconstruct-acquired", action="store_true",
@@ -175,7 +181,8 @@ def runBatch(arguments: argparse.Namespace, scene: Any = None, log: Callable[[st
 
     scene = scene if scene is not None else slicer.vtkMRMLScene()
     logic = logic if logic is not None else SemanticInterpolationLogic()
-    logic.validateSettings(arguments.factor, arguments.checkpoint, arguments.device, arguments.batch_size)
+    logic.validateSettings(arguments.factor, arguments.checkpoint, arguments.device, arguments.batch_size,
+                           synthesis=arguments.synthesis)
     files = collectInputFiles(arguments.input, arguments.recursive)
     outputFolder = Path(arguments.output).expanduser()
     outputFolder.mkdir(parents=True, exist_ok=True)
@@ -205,7 +212,7 @@ def runBatch(arguments: argparse.Namespace, scene: Any = None, log: Callable[[st
             outputVolume = logic.upsample(
                 inputVolume, arguments.factor, checkpoint=arguments.checkpoint, device=arguments.device,
                 keepAcquiredSlices=not arguments.reconstruct_acquired, progress=progress,
-                batchSize=arguments.batch_size, sliceAxis=arguments.slice_axis)
+                batchSize=arguments.batch_size, sliceAxis=arguments.slice_axis, synthesis=arguments.synthesis)
             created.append(outputVolume)
             saveVolume(outputVolume, outputPath)
         except (SemanticInterpolationError, OSError, RuntimeError, ValueError) as error:

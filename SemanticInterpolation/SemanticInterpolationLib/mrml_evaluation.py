@@ -46,6 +46,7 @@ class EvaluationTabSettings:
     checkpoint: str | os.PathLike | None = None
     device: str = "auto"
     outputFolder: str | os.PathLike | None = None
+    synthesis: str | None = None  #: ASI synthesis mode; None or "auto" = the checkpoint's recommendation
 
 
 @dataclass
@@ -107,7 +108,8 @@ def prepareEvaluation(settings: EvaluationTabSettings) -> EvaluationJob:
     if checkpoint in ("", "."):
         checkpoint = None
     evaluationSettings = EvaluationSettings(factors=factors, methods=methods, thick_slices=bool(settings.thickSlices),
-                                            checkpoint=checkpoint, device=str(settings.device)).validated()
+                                            checkpoint=checkpoint, device=str(settings.device),
+                                            synthesis=_synthesisMode(settings.synthesis)).validated()
     name = settings.volume.GetName() or "volume"
     image = sitkImageFromVolumeNode(settings.volume)
     check_volumes({name: image}, evaluationSettings)
@@ -207,3 +209,12 @@ class BackgroundEvaluation(BackgroundTask):
         super().__init__(lambda progress, shouldCancel: runEvaluationJob(job, progress=progress, shouldCancel=shouldCancel),
                          "SemanticInterpolation evaluation")
         self.job = job
+
+
+def _synthesisMode(value: str | None) -> str | None:
+    """None for the checkpoint's recommendation ("auto", "" or None), else the engine mode, checked."""
+    if value is None or str(value).strip().lower() in ("", "auto"):
+        return None
+    from .engine import validate_synthesis
+
+    return validate_synthesis(str(value).strip().lower())

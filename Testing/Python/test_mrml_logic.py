@@ -110,6 +110,33 @@ def test_axis_aligned_volume_geometry_name_and_acquired_slices(scene, logic, che
     assert output.GetDisplayNode() is not None
 
 
+def test_synthesis_mode_is_passed_to_the_engine_and_auto_follows_the_checkpoint(scene, tmp_path):
+    """Each mode gives exactly the engine's output for that mode; auto/None use the checkpoint's
+    recommendation; an unknown mode fails before any node is made."""
+    from SemanticInterpolationLib import ASIEngine, load_checkpoint
+
+    torch.manual_seed(1)
+    path = save_checkpoint(tmp_path / "residual.pt", ASIAutoencoder(),
+                           metadata={"inference": {"synthesis": "residual-bspline"}})
+    checkpoint = load_checkpoint(path)
+    voxels = makeVoxels(dtype=np.float32)
+    inputVolume = addVolume(scene, voxels)
+    logic = SemanticInterpolationLogic()
+    outputs = {}
+    for mode in ("plain", "residual", "residual-bspline", "auto", None):
+        outputs[mode] = arrayOf(logic.upsample(inputVolume, 3, checkpoint=path, device="cpu", synthesis=mode))
+    for mode in ("plain", "residual", "residual-bspline"):
+        expected = ASIEngine(checkpoint, "cpu", synthesis=mode).upsample(voxels, 3, axis=0)
+        np.testing.assert_allclose(outputs[mode], expected, rtol=1e-5, atol=1e-3)
+    assert np.abs(outputs["plain"] - outputs["residual-bspline"]).max() > 1.0  # the modes really differ
+    np.testing.assert_array_equal(outputs["auto"], outputs["residual-bspline"])
+    np.testing.assert_array_equal(outputs[None], outputs["residual-bspline"])
+    before = nodeCount(scene)
+    with pytest.raises(InputError, match="synthesis mode must be one of"):
+        logic.upsample(inputVolume, 3, checkpoint=path, device="cpu", synthesis="cubic")
+    assert nodeCount(scene) == before
+
+
 def test_oblique_volume_keeps_directions_and_voxel_positions(scene, logic, checkpointPath):
     rotation = rotationMatrix()
     matrix = ijkToRAS(spacing=(0.9, 0.9, 5.0), origin=(-12.5, 40.0, 7.25), rotation=rotation)
@@ -571,6 +598,9 @@ def test_batch_usage_errors_exit_with_2(tmp_path, checkpointPath):
                            log=messages.append) == 2
     with pytest.raises(SystemExit):
         mrml_batch.parseArguments(["--factor", "2"])  # --input and --output are required
+    with pytest.raises(SystemExit):
+        mrml_batch.parseArguments(["--input", "a", "--output", "b", "--factor", "2", "--synthesis", "cubic"])
+    assert mrml_batch.parseArguments(["--input", "a", "--output", "b", "--factor", "2"]).synthesis == "auto"
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 

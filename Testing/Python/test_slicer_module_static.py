@@ -237,7 +237,7 @@ def test_ui_values_and_limits_agree_with_the_wrapper(moduleTree, uiWidgets):
         if parameter not in defaults:
             continue
         default = ast.literal_eval(defaults[parameter]) if not defaults[parameter].startswith(
-            ("ComputeDevice", "SynthesisLoss")) else None
+            ("ComputeDevice", "SynthesisLoss", "SynthesisMode")) else None
         if isinstance(default, bool):
             shown = {p.get("name"): p.findtext("bool") for p in widget.findall("property")}.get("checked", "false")
             assert shown == ("true" if default else "false"), f"{widgetName} checked != {default}"
@@ -259,6 +259,10 @@ def test_training_and_evaluation_choices_match_the_library(moduleTree, uiWidgets
     enums = {node.name: node for node in moduleTree.body if isinstance(node, ast.ClassDef)}
     losses = {ast.literal_eval(s.value) for s in enums["SynthesisLoss"].body if isinstance(s, ast.Assign)}
     assert losses == set(SYNTHESIS_LOSSES)
+    from SemanticInterpolationLib.engine import SYNTHESIS_MODES
+    modes = {ast.literal_eval(s.value) for s in enums["SynthesisMode"].body if isinstance(s, ast.Assign)}
+    assert modes == {"auto", *SYNTHESIS_MODES}
+    assert uiWidgets["synthesisModeComboBox"].get("class") == "QComboBox"
     assert set(EVALUATION_METHODS) == set(METHODS)
     for method, box in (("asi", "evaluateASICheckBox"), ("linear", "evaluateLinearCheckBox"),
                         ("bspline", "evaluateBSplineCheckBox"), ("lanczos", "evaluateLanczosCheckBox")):
@@ -408,6 +412,7 @@ def test_importing_the_module_file_imports_neither_torch_nor_the_library():
         print("checkpoint:", SI.checkpointArgument(""), SI.checkpointArgument("."), SI.checkpointArgument("/m.pt"))
         print("requirements:", SI._readRequirements(SI._requirementsFile()))
         print("loss labels:", [d.label() for d in SI.SynthesisLoss])
+        print("synthesis labels:", [d.label() for d in SI.SynthesisMode])
         sample = SI.sampleDataSourceArguments()  # imports the light sampledata module only
         print("torch imported after sample:", "torch" in sys.modules)
         import hashlib, urllib.request
@@ -431,6 +436,7 @@ def test_importing_the_module_file_imports_neither_torch_nor_the_library():
     assert "title: Semantic Interpolation" in out
     assert "Filtering" in out
     assert "labels: ['Automatic (GPU if available)', 'CPU', 'GPU (CUDA)']" in out
+    assert "synthesis labels: [\"The model's recommendation\", 'Plain (the paper: decoded latent mix)'" in out
     assert "checkpoint: None None /m.pt" in out
     assert "requirements: []" in out
     assert "LPIPS (the paper's; needs lpips and torchvision)" in out
