@@ -66,3 +66,15 @@ def random_checkpoint(tmp_path: Path, random_model: ASIAutoencoder) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture()
+def scene():
+    """A fresh slicer-core MRML scene, also set as ``slicer.mrmlScene`` (as in Slicer) for the test."""
+    slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install slicer-core)")
+    newScene = slicer.vtkMRMLScene()
+    previous = getattr(slicer, "mrmlScene", None)
+    slicer.mrmlScene = newScene  # the logic itself must use the input node's scene, not this global
+    yield newScene
+    newScene.Clear(True)
+    slicer.mrmlScene = previous

@@ -18,25 +18,16 @@ from SemanticInterpolationLib import InputError, OperationCancelled, mrml  # noq
 from SemanticInterpolationLib import mrml_evaluation as me  # noqa: E402
 from SemanticInterpolationLib.mrml_training import tableNodeColumns  # noqa: E402
 
-
-@pytest.fixture()
-def scene():
-    newScene = slicer.vtkMRMLScene()
-    yield newScene
-    newScene.Clear(True)
+from mrml_helpers import addVolumeNode, smoothVoxels  # noqa: E402
 
 
 def fineVolume(scene, shapeKJI=(13, 24, 20), name="fine T1", matrix=None, className="vtkMRMLScalarVolumeNode"):
-    rng = np.random.default_rng(3)
-    k, j, i = np.meshgrid(*[np.linspace(0, 1, n) for n in shapeKJI], indexing="ij")
-    voxels = (300 + 200 * np.sin(4 * k + 3 * j) * np.cos(5 * i) + rng.normal(0, 5, shapeKJI)).astype(np.int16)
+    voxels = smoothVoxels(shapeKJI, np.int16, seed=3, base=300.0, amplitude=200.0, frequencies=(4.0, 3.0, 5.0),
+                          noise=5.0)
     if matrix is None:
         matrix = np.diag([1.0, 1.0, 1.2, 1.0])
         matrix[:3, 3] = (4.0, -8.0, 12.0)
-    node = scene.AddNewNodeByClass(className, name)
-    node.SetIJKToRASMatrix(mrml.arrayToMatrix(matrix))
-    node.SetAndObserveImageData(mrml.imageDataFromVoxels(voxels))
-    return node, voxels
+    return addVolumeNode(scene, voxels, matrix, name, className), voxels
 
 
 def test_sitk_image_matches_the_file_slicer_writes(scene, tmp_path):

@@ -22,22 +22,14 @@ from SemanticInterpolationLib import (ASIAutoencoder, CheckpointError, InputErro
                                       OperationCancelled, SemanticInterpolationLogic, save_checkpoint)
 from SemanticInterpolationLib import mrml  # noqa: E402
 
+from mrml_helpers import addVolumeNode, smoothVoxels  # noqa: E402
+
 
 # --------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def checkpointPath(tmp_path_factory):
     torch.manual_seed(0)
     return save_checkpoint(tmp_path_factory.mktemp("model") / "m.pt", ASIAutoencoder())
-
-
-@pytest.fixture()
-def scene():
-    newScene = slicer.vtkMRMLScene()
-    previous = getattr(slicer, "mrmlScene", None)
-    slicer.mrmlScene = newScene  # as in Slicer; the logic itself must use the input node's scene
-    yield newScene
-    newScene.Clear(True)
-    slicer.mrmlScene = previous
 
 
 @pytest.fixture(scope="module")
@@ -63,18 +55,11 @@ def rotationMatrix(ax=0.3, ay=-0.2, az=0.5) -> np.ndarray:
 
 
 def makeVoxels(shapeKJI=(6, 20, 16), dtype=np.int16, seed=1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    k, j, i = np.meshgrid(*[np.linspace(0, 1, n) for n in shapeKJI], indexing="ij")
-    values = 400 + 300 * np.sin(3 * k + 2 * j) * np.cos(4 * i) + rng.normal(0, 20, shapeKJI)
-    return values.astype(dtype)
+    return smoothVoxels(shapeKJI, dtype, seed)
 
 
 def addVolume(scene, voxels, matrix=None, name="MR", className="vtkMRMLScalarVolumeNode"):
-    node = scene.AddNewNodeByClass(className, name)
-    node.SetIJKToRASMatrix(mrml.arrayToMatrix(ijkToRAS() if matrix is None else matrix))
-    node.SetAndObserveImageData(mrml.imageDataFromVoxels(voxels))
-    node.CreateDefaultDisplayNodes()
-    return node
+    return addVolumeNode(scene, voxels, ijkToRAS() if matrix is None else matrix, name, className, displayNodes=True)
 
 
 def volumeCount(scene) -> int:

@@ -25,29 +25,18 @@ torch = pytest.importorskip("torch")
 from SemanticInterpolationLib import InputError, mrml  # noqa: E402
 from SemanticInterpolationLib import mrml_training as mt  # noqa: E402
 
-
-@pytest.fixture()
-def scene():
-    newScene = slicer.vtkMRMLScene()
-    yield newScene
-    newScene.Clear(True)
+from mrml_helpers import addVolumeNode, smoothVoxels  # noqa: E402
 
 
 def makeVoxels(shapeKJI=(6, 24, 20), dtype=np.int16, seed=1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    k, j, i = np.meshgrid(*[np.linspace(0, 1, n) for n in shapeKJI], indexing="ij")
-    values = 400 + 300 * np.sin(3 * k + 2 * j) * np.cos(4 * i) + rng.normal(0, 20, shapeKJI)
-    return values.astype(dtype)
+    return smoothVoxels(shapeKJI, dtype, seed)
 
 
 def addVolume(scene, voxels, matrix=None, name="MR", className="vtkMRMLScalarVolumeNode"):
     if matrix is None:
         matrix = np.diag([0.9, 0.8, 4.0, 1.0])
         matrix[:3, 3] = (10.0, -20.0, 30.0)
-    node = scene.AddNewNodeByClass(className, name)
-    node.SetIJKToRASMatrix(mrml.arrayToMatrix(matrix))
-    node.SetAndObserveImageData(mrml.imageDataFromVoxels(voxels))
-    return node
+    return addVolumeNode(scene, voxels, matrix, name, className)
 
 
 def obliqueMatrix(spacing=(0.9, 0.8, 4.0)):
@@ -219,7 +208,7 @@ def test_log_records_become_table_and_plot_nodes(scene):
     assert all(s.GetXColumnName() == "epoch" for s in plot.seriesNodes)
     validation = [plot.validationChart.GetNthPlotSeriesNode(n).GetYColumnName()
                   for n in range(plot.validationChart.GetNumberOfPlotSeriesNodes())]
-    assert validation == ["val_syn_psnr", "val_linear_psnr", "val_rec_psnr"]
+    assert validation == ["val_syn_psnr", "val_linear_psnr", "val_bspline_psnr", "val_rec_psnr"]
     assert all(node.GetScene() is scene for node in plot.nodes())
 
     plot.update(LOG[:1])  # refilled, not appended; the series still point at the same tables

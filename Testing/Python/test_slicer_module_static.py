@@ -358,48 +358,15 @@ def test_icon_is_a_128_pixel_png():
 
 
 # ------------------------------------------------------------------------------------------ import with stand-ins
-STAND_INS = textwrap.dedent('''
-    import enum, sys, types
-
-    def module(name, **attributes):
-        created = types.ModuleType(name)
-        created.__dict__.update(attributes)
-        sys.modules[name] = created
-        return created
-
-    class ScriptedLoadableModule:
-        def __init__(self, parent):
-            self.parent = parent
-    class ScriptedLoadableModuleWidget: pass
-    class ScriptedLoadableModuleTest: pass
-    class ScriptedLoadableModuleLogic:
-        def __init__(self, parent=None):
-            super().__init__()
-            self.moduleName = type(self).__name__[:-5]
-    class VTKObservationMixin: pass
-    class vtkMRMLScalarVolumeNode: pass
-
-    slicer = module("slicer", vtkMRMLScalarVolumeNode=vtkMRMLScalarVolumeNode)
-    slicer.__path__ = []
-    slicer.i18n = module("slicer.i18n", tr=lambda text: text, translate=lambda context, text: text)
-    slicer.ScriptedLoadableModule = module(
-        "slicer.ScriptedLoadableModule", ScriptedLoadableModule=ScriptedLoadableModule,
-        ScriptedLoadableModuleWidget=ScriptedLoadableModuleWidget, ScriptedLoadableModuleTest=ScriptedLoadableModuleTest,
-        ScriptedLoadableModuleLogic=ScriptedLoadableModuleLogic)
-    slicer.util = module("slicer.util", VTKObservationMixin=VTKObservationMixin)
-    slicer.parameterNodeWrapper = module("slicer.parameterNodeWrapper", parameterNodeWrapper=lambda cls: cls,
-                                         WithinRange=lambda low, high: ("WithinRange", low, high))
-    module("qt"); module("ctk")
-''')
+TESTING_DIR = Path(__file__).resolve().parent
+#: first lines of the subprocess scripts: Slicer's application-only parts as stand-ins (see slicer_stand_ins.py)
+STAND_INS_IMPORT = f"import sys\nsys.path.insert(0, {str(TESTING_DIR)!r})\nimport slicer_stand_ins\n"
 
 
 def test_importing_the_module_file_imports_neither_torch_nor_the_library():
-    code = STAND_INS + textwrap.dedent(f'''
-        import importlib.util
-        spec = importlib.util.spec_from_file_location("SemanticInterpolation", {str(MODULE_FILE)!r})
-        SI = importlib.util.module_from_spec(spec)
-        sys.modules["SemanticInterpolation"] = SI
-        spec.loader.exec_module(SI)
+    code = STAND_INS_IMPORT + textwrap.dedent(f'''
+        slicer = slicer_stand_ins.install(mrml=False)
+        SI = slicer_stand_ins.load_module_file({str(MODULE_FILE)!r})
         print("torch imported:", "torch" in sys.modules)
         print("library imported:", any(m.startswith("SemanticInterpolationLib") for m in sys.modules))
 
@@ -465,38 +432,9 @@ def test_self_test_logic_parts_run_with_slicer_core():
     helpers and the Sequences logic are the real slicer-core ones. test_GuiRun needs the GUI.
     """
     pytest.importorskip("slicer", reason="slicer-core is not installed: cannot run the self-test logic")
-    code = textwrap.dedent(f'''
-        import sys, tempfile, types, unittest
-        import slicer, slicer.util
-        if not hasattr(slicer, "vtkMRMLScene"):
-            print("NO MRML"); sys.exit(0)
-
-        def module(name, **attributes):
-            created = types.ModuleType(name)
-            created.__dict__.update(attributes)
-            sys.modules[name] = created
-            return created
-
-        class ScriptedLoadableModule:
-            def __init__(self, parent):
-                self.parent = parent
-        class ScriptedLoadableModuleWidget: pass
-        class ScriptedLoadableModuleLogic:
-            def __init__(self, parent=None):
-                super().__init__()
-                self.moduleName = type(self).__name__[:-5]
-        class ScriptedLoadableModuleTest(unittest.TestCase):
-            def delayDisplay(self, message, msec=0):
-                print("delayDisplay:", message)
-
-        slicer.i18n = module("slicer.i18n", tr=lambda text: text, translate=lambda context, text: text)
-        slicer.ScriptedLoadableModule = module(
-            "slicer.ScriptedLoadableModule", ScriptedLoadableModule=ScriptedLoadableModule,
-            ScriptedLoadableModuleWidget=ScriptedLoadableModuleWidget,
-            ScriptedLoadableModuleTest=ScriptedLoadableModuleTest, ScriptedLoadableModuleLogic=ScriptedLoadableModuleLogic)
-        slicer.parameterNodeWrapper = module("slicer.parameterNodeWrapper", parameterNodeWrapper=lambda cls: cls,
-                                             WithinRange=lambda low, high: None)
-        module("qt"); module("ctk")
+    code = STAND_INS_IMPORT + textwrap.dedent(f'''
+        import tempfile, types
+        slicer = slicer_stand_ins.install(mrml=True)
         slicer.mrmlScene = slicer.vtkMRMLScene()
         sequencesLogic = slicer.vtkSlicerSequencesLogic()
         sequencesLogic.SetMRMLScene(slicer.mrmlScene)
@@ -505,11 +443,7 @@ def test_self_test_logic_parts_run_with_slicer_core():
         slicer.app = types.SimpleNamespace(testingEnabled=lambda: True, commandOptions=lambda: options)
         slicer.util.tempDirectory = lambda key="tmp", **kwargs: tempfile.mkdtemp(prefix=key)
 
-        import importlib.util
-        spec = importlib.util.spec_from_file_location("SemanticInterpolation", {str(MODULE_FILE)!r})
-        SI = importlib.util.module_from_spec(spec)
-        sys.modules["SemanticInterpolation"] = SI
-        spec.loader.exec_module(SI)
+        SI = slicer_stand_ins.load_module_file({str(MODULE_FILE)!r})
 
         test = SI.SemanticInterpolationTest("test_UpsampleSmallVolume")
         for name in ("test_UpsampleSmallVolume", "test_BadInputCreatesNoNode", "test_Sequence",

@@ -25,30 +25,10 @@ HARNESS = textwrap.dedent('''
     import contextlib, os, subprocess, sys, tempfile, time, types
     import xml.etree.ElementTree as ElementTree
     import numpy as np
-    import slicer, slicer.util
-    if not hasattr(slicer, "vtkMRMLScene"):
-        print("NO MRML"); sys.exit(0)
-
-    def module(name, **attributes):
-        created = types.ModuleType(name)
-        created.__dict__.update(attributes)
-        sys.modules[name] = created
-        return created
-
-    class ScriptedLoadableModule:
-        def __init__(self, parent):
-            self.parent = parent
-    class ScriptedLoadableModuleWidget:
-        def __init__(self, parent=None):
-            self.parent = parent
-    class ScriptedLoadableModuleLogic:
-        def __init__(self, parent=None):
-            super().__init__()
-    class ScriptedLoadableModuleTest: pass
-    class VTKObservationMixin:
-        def __init__(self): pass
-        def addObserver(self, *a): pass
-        def removeObserver(self, *a): pass
+    sys.path.insert(0, TESTING_DIR)
+    import slicer_stand_ins
+    from slicer_stand_ins import module
+    slicer = slicer_stand_ins.install(mrml=True)
 
     # ---------------------------------------------------------------- Qt stand-ins
     class Widget:
@@ -142,17 +122,9 @@ HARNESS = textwrap.dedent('''
             errors.append(f"{message} {error}")
 
     shown = []
-    slicer.i18n = module("slicer.i18n", tr=lambda text: text, translate=lambda context, text: text)
-    slicer.ScriptedLoadableModule = module(
-        "slicer.ScriptedLoadableModule", ScriptedLoadableModule=ScriptedLoadableModule,
-        ScriptedLoadableModuleWidget=ScriptedLoadableModuleWidget, ScriptedLoadableModuleTest=ScriptedLoadableModuleTest,
-        ScriptedLoadableModuleLogic=ScriptedLoadableModuleLogic)
-    slicer.util.VTKObservationMixin = VTKObservationMixin
     slicer.util.tryWithErrorDisplay = tryWithErrorDisplay
     slicer.util.errorDisplay = lambda text, **kwargs: errors.append(text)
     slicer.util.tempDirectory = lambda key="tmp", **kwargs: tempfile.mkdtemp(prefix=key)
-    slicer.parameterNodeWrapper = module("slicer.parameterNodeWrapper", parameterNodeWrapper=lambda cls: cls,
-                                         WithinRange=lambda low, high: None)
     slicer.mrmlScene = slicer.vtkMRMLScene()
     plotsLogic = types.SimpleNamespace(ShowChartInLayout=lambda chart: shown.append(chart.GetName()))
     slicer.modules = types.SimpleNamespace(plots=types.SimpleNamespace(logic=lambda: plotsLogic))
@@ -160,11 +132,7 @@ HARNESS = textwrap.dedent('''
     slicer.app = types.SimpleNamespace(testingEnabled=lambda: True, commandOptions=lambda: options,
                                        defaultScenePath=tempfile.mkdtemp(prefix="scenes"))
 
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("SemanticInterpolation", MODULE_FILE)
-    SI = importlib.util.module_from_spec(spec)
-    sys.modules["SemanticInterpolation"] = SI
-    spec.loader.exec_module(SI)
+    SI = slicer_stand_ins.load_module_file(MODULE_FILE)
     from SemanticInterpolationLib import mrml
     from SemanticInterpolationLib.mrml_training import tableNodeColumns
 
@@ -199,6 +167,7 @@ HARNESS = textwrap.dedent('''
 def runHarness(body: str, tmp_path: Path) -> str:
     pytest.importorskip("slicer", reason="slicer-core is not installed: cannot drive the module's tabs")
     code = (f"MODULE_FILE = {str(MODULE_FILE)!r}\nUI_FILE = {str(UI_FILE)!r}\nTMP = {str(tmp_path)!r}\n"
+            f"TESTING_DIR = {str(Path(__file__).resolve().parent)!r}\n"
             + HARNESS + textwrap.dedent(body))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     if "NO MRML" in result.stdout:
