@@ -474,3 +474,22 @@ def test_residual_bspline_target_and_auto_target(tmp_path):
     assert tuned.dataset[0].shape[0] == 4
     (tmp_path / "scratch").mkdir()
     assert Trainer(small_config(tmp_path / "scratch")).synthesis_target == "decoded"
+
+
+def test_a_trainer_that_fails_its_checks_leaves_the_process_group(tmp_path, monkeypatch):
+    """Under torchrun the constructor joins the process group; a bad setting found afterwards must
+    leave it again (and a trainer that is never run can be closed)."""
+    from SemanticInterpolationLib.training import trainer as trainer_module
+    from SemanticInterpolationLib.training.distributed import DistributedContext
+
+    left = []
+    monkeypatch.setattr(trainer_module, "init_distributed", lambda device: DistributedContext())
+    monkeypatch.setattr(trainer_module, "shutdown", lambda context: left.append(context))
+    with pytest.raises(InputError, match="patch size"):
+        Trainer(small_config(tmp_path, patch_size=18))
+    assert len(left) == 1
+    ready = Trainer(small_config(tmp_path))
+    assert len(left) == 1
+    ready.close()
+    ready.close()  # once only
+    assert len(left) == 2

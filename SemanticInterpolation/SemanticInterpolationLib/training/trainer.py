@@ -418,6 +418,22 @@ class Trainer:
         # ---- device, distributed
         self.context = context if context is not None else init_distributed(resolve_device(c.device))
         self._owns_context = context is None
+        try:
+            self._prepare()
+        except BaseException:
+            self.close()  # a bad setting must not leave this process in a process group
+            raise
+
+    def close(self) -> None:
+        """Leave the process group this trainer joined (nothing for a single process). :meth:`run`
+        calls it when it ends; call it yourself for a trainer that is never run."""
+        if self._owns_context:
+            self._owns_context = False
+            shutdown(self.context)
+
+    def _prepare(self) -> None:
+        """Everything after the device and process group: start checkpoint, data, loss."""
+        c = self.config
         self.device = process_device(resolve_device(c.device), self.context)
         self.compute_dtype = resolve_precision(self.device, c.precision)
         if self.compute_dtype != torch.float32 and self.device.type == "cpu":
@@ -607,8 +623,7 @@ class Trainer:
                 pass
             raise
         finally:
-            if self._owns_context:
-                shutdown(self.context)
+            self.close()
 
     def _run(self, progress: ProgressCallback | None, should_cancel: CancelCallback | None) -> TrainingResult:
         c = self.config
