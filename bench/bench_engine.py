@@ -7,6 +7,8 @@ Prints, for a 256x256xN volume (N acquired slices) and K = 2, 4, 8:
     beside the same machine's fp32 (and on GPU fp16) matrix-multiply peak measured in this run,
   * peak resident memory (CPU: a fresh subprocess per case; GPU: max allocated),
   * the ratio of ASI's time to SimpleITK cubic B-spline on the same volume,
+  * time and peak memory of the three synthesis modes (plain, residual, residual-bspline: the
+    default model's), relative to plain,
 and compares memory formats and batch sizes within the same run (the machines are noisy).
 
 Usage: python bench/bench_engine.py [--device auto] [--slices 12] [--repeats 3] [--quick]
@@ -91,7 +93,7 @@ def peak_rss_mib() -> float:
 def memory_probe(args: argparse.Namespace) -> None:
     """Run one case in this fresh process and print its peak RSS (MiB) as JSON."""
     volume = make_volume(args.slices)
-    engine = ASIEngine(ASIAutoencoder(), args.device, batch_size=args.batch_size)
+    engine = ASIEngine(ASIAutoencoder(), args.device, batch_size=args.batch_size, synthesis=args.synthesis)
     engine.upsample(volume[:2], args.factor)
     before = peak_rss_mib()
     out = engine.upsample(volume, args.factor)
@@ -108,6 +110,7 @@ def main() -> None:
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--factor", type=int, default=4, help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, default=8, help=argparse.SUPPRESS)
+    parser.add_argument("--synthesis", default="plain", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
         memory_probe(args)
@@ -166,7 +169,16 @@ def main() -> None:
               f"{gflop / seconds:7.0f} GFLOP/s ({gflop / seconds / peak_fp32 * 100:5.1f}% of fp32 peak), "
               f"B-spline {bspline:6.3f} s, ASI/B-spline time ratio {seconds / bspline:6.1f}")
 
-    # 3) memory
+    # 3) synthesis modes at K=4 (the residual modes decode two more slices per pair; residual-bspline
+    #    also runs the B-spline of the whole output first)
+    print(f"\n== synthesis modes (K=4, {best_format}, batch {best_batch}) ==")
+    mode_seconds = {}
+    for mode in ("plain", "residual", "residual-bspline"):
+        mode_engine = ASIEngine(model, device, batch_size=best_batch, memory_format=best_format, synthesis=mode)
+        mode_seconds[mode] = time_engine(mode_engine, volume, 4, args.repeats)
+        print(f"{mode:17s}: {mode_seconds[mode]:7.3f} s, {mode_seconds[mode] / mode_seconds['plain']:5.2f}x plain")
+
+    # 4) memory
     print("\n== peak memory ==")
     if device.type == "cuda":
         for n in (args.slices, args.slices * 8):
@@ -181,6 +193,14 @@ def main() -> None:
         info = json.loads(probe.stdout.strip().splitlines()[-1])
         print(f"{n:4d} slices, K=4, batch {best_batch}: peak RSS {info['peak_rss_mib']:7.0f} MiB "
               f"(after a 2-slice warm-up {info['before_mib']:.0f} MiB, output array {info['output_mib']:.0f} MiB)")
+    n = args.slices * (1 if args.quick else 8)
+    for mode in ("residual", "residual-bspline"):
+        probe = subprocess.run(
+            [sys.executable, __file__, "--memory-probe", "--device", str(device), "--slices", str(n),
+             "--factor", "4", "--batch-size", str(best_batch), "--synthesis", mode],
+            capture_output=True, text=True, check=True)
+        info = json.loads(probe.stdout.strip().splitlines()[-1])
+        print(f"{n:4d} slices, K=4, batch {best_batch}, {mode}: peak RSS {info['peak_rss_mib']:7.0f} MiB")
 
 
 if __name__ == "__main__":
