@@ -97,6 +97,7 @@ def main() -> int:
     parser.add_argument("--synthesis-target", choices=("decoded", "residual", "residual-bspline"), default="decoded",
                         help="what the synthesis loss scores (second stage: residual)")
     parser.add_argument("--learning-rate", type=float, default=RECIPE["learning_rate"])
+    parser.add_argument("--noise-std", type=float, default=0.0, help="noise augmentation (stage 4: 0.05)")
     parser.add_argument("--export", type=Path, help="only export the best epoch of --run to this file")
     parser.add_argument("--synthesis", choices=("plain", "residual", "residual-bspline"), default="residual",
                         help="inference mode recorded in the exported checkpoint")
@@ -116,7 +117,7 @@ def main() -> int:
     resume = args.run.is_file()
     config = TrainingConfig(training_volumes=volumes, validation_volumes=[str(CACHE / n) for n in VALIDATION],
                             output=args.run, resume=resume, init=None if resume else args.init, device=args.device,
-                            synthesis_target=args.synthesis_target, **recipe)
+                            synthesis_target=args.synthesis_target, noise_std=args.noise_std, **recipe)
 
     def report(info) -> None:
         if info.phase == "epoch" and info.record:

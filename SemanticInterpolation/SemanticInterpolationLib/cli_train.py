@@ -103,6 +103,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="triplets are slices (n-S, n, n+S) (default 1: consecutive slices)")
     parser.add_argument("--slice-axis", default="auto", choices=("auto", "0", "1", "2"),
                         help="slice axis in ITK index order; auto = largest spacing, per volume")
+    parser.add_argument("--noise-std", type=float, default=0.0, metavar="S",
+                        help="noise augmentation: independent Gaussian noise per slice with a standard deviation "
+                             "drawn from [0, S] (a fraction of the normalised intensity range; default 0 = off). "
+                             "Use about 0.05 when the scans to upsample are noisier than the training volumes "
+                             "(e.g. fine-tuning on averaged templates for single-subject scans)")
     parser.add_argument("--no-augment", dest="augment", action="store_false",
                         help="no rotations, flips or intensity changes")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
@@ -135,7 +140,8 @@ def config_from_args(args: argparse.Namespace):
         init=args.init, resume=bool(args.resume), architecture=args.architecture, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, patch_size=args.patch_size,
         learning_rate=args.learning_rate, synthesis_loss=args.synthesis_loss, synthesis_target=args.synthesis_target, lam=args.lam,
-        triplet_stride=args.triplet_stride, slice_axis=args.slice_axis, augment=args.augment, seed=args.seed,
+        triplet_stride=args.triplet_stride, slice_axis=args.slice_axis, augment=args.augment,
+        noise_std=args.noise_std, seed=args.seed,
         device=args.device, precision=args.precision, num_workers=args.workers,
         validation_triplets=args.validation_triplets, best_metric=args.best_metric,
         best_output=args.best_output, log_path=args.log)

@@ -493,3 +493,32 @@ def test_a_trainer_that_fails_its_checks_leaves_the_process_group(tmp_path, monk
     ready.close()
     ready.close()  # once only
     assert len(left) == 2
+
+
+def test_noise_augmentation_adds_independent_noise_to_every_slice(tmp_path):
+    from SemanticInterpolationLib.training import Augmentation
+
+    volume = TrainingVolume.load(str(T1_2MM))
+    quiet = Augmentation(rotate=False, flip=False, intensity_probability=0.0)
+    noisy = Augmentation(rotate=False, flip=False, intensity_probability=0.0, noise_std_max=0.08, noise_probability=1.0)
+    clean = TripletDataset([volume], 32, augmentation=quiet, seed=2)
+    with_noise = TripletDataset([volume], 32, augmentation=noisy, seed=2)
+    stds, correlations = [], []
+    for i in range(len(clean)):
+        a, b = clean[i].numpy(), with_noise[i].numpy()
+        inside = (a > 0.1) & (a < 0.9)  # away from the clipping at 0 and 1
+        difference = (b - a)[:3]
+        stds.append(float(difference[inside[:3]].std()))
+        correlations.append(float(np.corrcoef(difference[0].ravel(), difference[2].ravel())[0, 1]))
+    assert 0.01 < np.mean(stds) < 0.06  # sigma uniform in [0, 0.08]: mean 0.04
+    assert abs(np.mean(correlations)) < 0.1  # independent per slice
+    np.testing.assert_array_equal(with_noise[3].numpy(), with_noise[3].numpy())  # still deterministic
+    with pytest.raises(InputError, match="noise std"):
+        Trainer(small_config(tmp_path, noise_std=-0.1))
+    with pytest.raises(InputError, match="needs augmentation"):
+        Trainer(small_config(tmp_path, noise_std=0.05, augment=False))
+    from SemanticInterpolationLib.cli_train import config_from_args
+    config = small_config(tmp_path, noise_std=0.05)
+    assert config_from_args(_parser().parse_args(["train", *config.to_cli_args()])).noise_std == 0.05
+    result = train(small_config(tmp_path, noise_std=0.05, epochs=1, steps_per_epoch=2))
+    assert load_checkpoint(result.output).training["settings"]["noise_std"] == 0.05

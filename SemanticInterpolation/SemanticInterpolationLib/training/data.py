@@ -241,6 +241,11 @@ class Augmentation:
     contrast_range: tuple[float, float] = (0.9, 1.1)  # multiplied around 0.5
     brightness_range: tuple[float, float] = (-0.05, 0.05)  # added
     intensity_probability: float = 0.8  # share of triplets whose intensities are changed
+    #: independent Gaussian noise per slice, standard deviation uniform in [0, noise_std_max] ([0, 1]
+    #: units; 0 = off). Teaches the network scans noisier than its training volumes (averaged templates
+    #: are nearly noise-free); noisy targets with independent noise have the clean optimum (Noise2Noise).
+    noise_std_max: float = 0.0
+    noise_probability: float = 0.7  # share of triplets that get noise (when noise_std_max > 0)
 
     @classmethod
     def none(cls) -> "Augmentation":
@@ -249,7 +254,8 @@ class Augmentation:
     def to_dict(self) -> dict[str, Any]:
         return {"rotate": self.rotate, "flip": self.flip, "gamma_range": list(self.gamma_range),
                 "contrast_range": list(self.contrast_range), "brightness_range": list(self.brightness_range),
-                "intensity_probability": self.intensity_probability}
+                "intensity_probability": self.intensity_probability, "noise_std_max": self.noise_std_max,
+                "noise_probability": self.noise_probability}
 
 
 class TripletDataset(Dataset):
@@ -315,6 +321,9 @@ class TripletDataset(Dataset):
             patch = np.power(np.clip(patch, 0.0, 1.0), gamma)
             patch = (patch - 0.5) * contrast + 0.5 + brightness
             patch = np.clip(patch, 0.0, 1.0)
+        if aug.noise_std_max > 0 and rng.random() < aug.noise_probability:
+            sigma = float(rng.uniform(0.0, aug.noise_std_max))
+            patch = np.clip(patch + rng.normal(0.0, sigma, patch.shape).astype(np.float32), 0.0, 1.0)
         if self.with_bspline_anchor:
             from ..baselines import bspline_midpoint_weights
 

@@ -189,6 +189,7 @@ class TrainingConfig:
     triplet_stride: int = 1
     slice_axis: int | str = "auto"
     augment: bool = True
+    noise_std: float = 0.0
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -239,6 +240,8 @@ class TrainingConfig:
             args += ["--validation-triplets", str(self.validation_triplets)]
         if not self.augment:
             args.append("--no-augment")
+        if self.noise_std:
+            args += ["--noise-std", repr(float(self.noise_std))]
         if self.best_output is not None:
             args += ["--best-output", str(self.best_output)]
         if self.log_path is not None:
@@ -394,6 +397,12 @@ class Trainer:
         if c.synthesis_target != "auto" and c.synthesis_target not in SYNTHESIS_TARGETS:
             raise InputError(f"unknown synthesis target {c.synthesis_target!r}: use auto or one of "
                              f"{', '.join(SYNTHESIS_TARGETS)}")
+        if (isinstance(c.noise_std, bool) or not isinstance(c.noise_std, (int, float))
+                or not 0.0 <= float(c.noise_std) <= 0.5):
+            raise InputError(f"noise std must be a number from 0 to 0.5 (a fraction of the intensity range), got "
+                             f"{c.noise_std!r}; 0 adds no noise")
+        if c.noise_std and not c.augment:
+            raise InputError("noise augmentation (--noise-std) needs augmentation: drop --no-augment or --noise-std")
         if c.best_metric not in BEST_METRICS:
             raise InputError(f"unknown best metric {c.best_metric!r}: use one of {', '.join(BEST_METRICS)}")
         if c.architecture is not None and str(c.architecture).lower() not in ARCHITECTURES:
@@ -490,7 +499,8 @@ class Trainer:
                 raise InputError(f"validation volume {v.name!r} has slices of {v.slice_shape[0]}x{v.slice_shape[1]} "
                                  "pixels; SSIM needs at least 11x11")
         self.dataset = TripletDataset(self.volumes, self.patch_size, triplet_stride=c.triplet_stride,
-                                      augmentation=Augmentation() if c.augment else Augmentation.none(), seed=c.seed,
+                                      augmentation=(Augmentation(noise_std_max=float(c.noise_std)) if c.augment
+                                                    else Augmentation.none()), seed=c.seed,
                                       bspline_anchor=self.synthesis_target == "residual-bspline")
         spacings = np.array([v.in_plane_spacing_mm for v in self.volumes], dtype=np.float64)
         self.in_plane_spacing_mm = tuple(float(s) for s in np.median(spacings, axis=0))
@@ -667,7 +677,7 @@ class Trainer:
             previous = st.get("settings") or {}
             changed = [k for k in ("batch_size", "patch_size", "lambda", "synthesis_loss", "synthesis_target",
                                    "learning_rate", "seed",
-                                   "triplet_stride", "steps_per_epoch")
+                                   "triplet_stride", "steps_per_epoch", "noise_std")
                        if k in previous and previous[k] != c.settings().get(k)]
             if changed:
                 logger.warning("resuming with changed settings %s: the result will differ from an uninterrupted run",
