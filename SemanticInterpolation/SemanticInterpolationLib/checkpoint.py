@@ -223,15 +223,17 @@ def default_checkpoint_candidates() -> list[Path]:
 
     1. the file named by the environment variable ``SEMANTIC_INTERPOLATION_DEFAULT_CHECKPOINT``;
     2. ``<module folder>/Resources/Models/asi-default.pt`` (the Slicer module's resources);
-    3. ``<repository>/Resources/Models/asi-default.pt`` (a source checkout or editable install).
+    3. ``<repository>/Resources/Models/asi-default.pt`` (a source checkout or editable install);
+    4. ``<prefix>/share/semantic-interpolation/Models/asi-default.pt`` (a wheel install; see
+       :mod:`.datafiles`).
     """
+    from .datafiles import bundled_data_folders
+
     candidates = []
     env = os.environ.get(DEFAULT_CHECKPOINT_ENV)
     if env:
         candidates.append(Path(env).expanduser())
-    package_dir = Path(__file__).resolve().parent
-    candidates.append(package_dir.parent / "Resources" / "Models" / DEFAULT_CHECKPOINT_NAME)
-    candidates.append(package_dir.parent.parent / "Resources" / "Models" / DEFAULT_CHECKPOINT_NAME)
+    candidates += [folder / DEFAULT_CHECKPOINT_NAME for folder in bundled_data_folders("Models")]
     return candidates
 
 

@@ -37,14 +37,15 @@ SAMPLE = SampleVolume(
 
 def sample_data_folders() -> list[Path]:
     """Where the sample is looked for, in order: ``$SEMANTIC_INTERPOLATION_SAMPLE_DATA``, the Slicer
-    module's ``Resources/SampleData``, the repository's ``Resources/SampleData``."""
+    module's ``Resources/SampleData``, the repository's ``Resources/SampleData``, a wheel install's
+    ``<prefix>/share/semantic-interpolation/SampleData`` (see :mod:`.datafiles`)."""
+    from .datafiles import bundled_data_folders
+
     folders = []
     env = os.environ.get(SAMPLE_DATA_ENV)
     if env:
         folders.append(Path(env).expanduser())
-    package_dir = Path(__file__).resolve().parent
-    folders.append(package_dir.parent / "Resources" / "SampleData")
-    folders.append(package_dir.parent.parent / "Resources" / "SampleData")
+    folders += bundled_data_folders("SampleData")
     return folders
 
 
@@ -57,5 +58,5 @@ def find_sample(sample: SampleVolume = SAMPLE) -> Path:
             return candidate
     raise InputError(
         f"the bundled sample {sample.file_name} was not found (looked in {', '.join(str(f) for f in folders)}); "
-        f"run from a source checkout, or set {SAMPLE_DATA_ENV} to the folder holding it"
+        f"reinstall the package, run from a source checkout, or set {SAMPLE_DATA_ENV} to the folder holding it"
     )

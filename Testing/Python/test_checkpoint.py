@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import file_digest
+
 from SemanticInterpolationLib import (ASIAutoencoder, AutoencoderConfig, CheckpointError, IntensityNormalization,
                                       __version__, load_checkpoint, save_checkpoint)
 from SemanticInterpolationLib.checkpoint import CHECKPOINT_FORMAT, resolve_checkpoint
@@ -180,3 +182,50 @@ def test_metadata_cannot_override_reserved_fields(tmp_path: Path, random_model: 
     with pytest.raises(ValueError, match="must not override"):
         save_checkpoint(tmp_path / "m.pt", random_model, metadata={"training": {}})
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_wheel_install_finds_the_default_model_and_the_sample(tmp_path):
+    """pip install of a built wheel (not editable): the default model and the sample are installed as
+    data files and found from outside the source tree."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    repository = Path(__file__).resolve().parents[2]
+    if not (repository / "Resources" / "Models" / "asi-default.pt").is_file():
+        pytest.skip("no default model in this checkout")
+    pip = [sys.executable, "-m", "pip"]
+    source = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        skipped = {".venv", ".git", "build", "__pycache__"} | {n for n in names if n.endswith(".egg-info")}
+        if Path(folder) == repository:  # outputs of the demo and the evaluation command
+            skipped |= {"evaluation", "demo"}
+        return skipped & set(names)
+
+    shutil.copytree(repository, source, ignore=ignore)
+    built = subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "wheels"),
+                                  str(source)], capture_output=True, text=True, timeout=300)
+    if built.returncode != 0 and "No module named" in built.stderr:
+        pytest.skip(f"cannot build a wheel here: {built.stderr.strip().splitlines()[-1]}")
+    assert built.returncode == 0, built.stderr[-2000:]
+    wheel = next((tmp_path / "wheels").glob("semantic_interpolation-*.whl"))
+    prefix = tmp_path / "prefix"
+    installed = subprocess.run(pip + ["install", "--no-deps", "--no-index", "-q", "--prefix", str(prefix), str(wheel)],
+                               capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    site_packages = next(prefix.glob("lib*/python*/site-packages"))
+    code = ("from SemanticInterpolationLib.checkpoint import find_default_checkpoint\n"
+            "from SemanticInterpolationLib.sampledata import find_sample\n"
+            "import SemanticInterpolationLib\n"
+            "print(SemanticInterpolationLib.__file__)\nprint(find_default_checkpoint())\nprint(find_sample())\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEMANTIC_INTERPOLATION")}
+    env["PYTHONPATH"] = str(site_packages)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    package, model, sample = run.stdout.strip().splitlines()
+    assert Path(package).is_relative_to(site_packages)
+    assert Path(model) == prefix / "share" / "semantic-interpolation" / "Models" / "asi-default.pt"
+    assert Path(sample) == prefix / "share" / "semantic-interpolation" / "SampleData" / "brain1_image.nrrd"
+    assert file_digest(Path(model)) == file_digest(repository / "Resources" / "Models" / "asi-default.pt")
