@@ -211,7 +211,9 @@ def test_a_wheel_install_finds_the_default_model_and_the_sample(tmp_path):
     assert built.returncode == 0, built.stderr[-2000:]
     wheel = next((tmp_path / "wheels").glob("semantic_interpolation-*.whl"))
     prefix = tmp_path / "prefix"
-    installed = subprocess.run(pip + ["install", "--no-deps", "--no-index", "-q", "--prefix", str(prefix), str(wheel)],
+    # --ignore-installed: never uninstall the environment's own (editable) install of the project
+    installed = subprocess.run(pip + ["install", "--no-deps", "--no-index", "--ignore-installed", "-q", "--prefix",
+                                      str(prefix), str(wheel)],
                                capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr[-2000:]
     site_packages = next(prefix.glob("lib*/python*/site-packages"))
@@ -229,3 +231,7 @@ def test_a_wheel_install_finds_the_default_model_and_the_sample(tmp_path):
     assert Path(model) == prefix / "share" / "semantic-interpolation" / "Models" / "asi-default.pt"
     assert Path(sample) == prefix / "share" / "semantic-interpolation" / "SampleData" / "brain1_image.nrrd"
     assert file_digest(Path(model)) == file_digest(repository / "Resources" / "Models" / "asi-default.pt")
+    # the environment's own install of the project is untouched
+    still = subprocess.run([sys.executable, "-c", "import SemanticInterpolationLib as m; print(m.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert still.returncode == 0 and not Path(still.stdout.strip()).is_relative_to(prefix), still.stderr
