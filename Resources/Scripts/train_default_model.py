@@ -5,7 +5,14 @@
     python Resources/Scripts/train_default_model.py --minutes 70  # trains; run again to continue
     python Resources/Scripts/train_default_model.py --run stage2.pt --init ~/.cache/semantic-interpolation/train/asi-default-run.pt \
         --synthesis-target residual --learning-rate 1e-4 --minutes 25           # second stage
-    python Resources/Scripts/train_default_model.py --run stage2.pt --export Resources/Models/asi-default.pt
+    python Resources/Scripts/train_default_model.py --run stage2.pt --export Resources/Models/asi-default.pt \
+        --synthesis residual-bspline                                # the shipped model
+
+Experiments after the release (see the model card; not shipped):
+    python Resources/Scripts/train_default_model.py --run stage3.pt --init stage2.best.pt \
+        --synthesis-target residual-bspline --learning-rate 1e-4 --minutes 55
+    python Resources/Scripts/train_default_model.py --run stage4.pt --init stage3.best.pt \
+        --synthesis-target residual-bspline --learning-rate 1e-4 --noise-std 0.05 --minutes 40
 
 Data split (fixed, see Resources/Models/MODEL_CARD.md):
   training   : MNI152 2009a (1 mm), pydeface mean T1 (1 mm): in-plane slices along all three axes with
