@@ -37,6 +37,10 @@ def upsampled_reference(image: sitk.Image, axis: int, factor: int) -> sitk.Image
     return reference
 
 
+#: in-plane voxels resampled per SimpleITK call by :func:`interpolate_slices` (bounds its temporaries)
+CHUNK_VOXELS = 1 << 18
+
+
 def interpolate_array(volume: np.ndarray, axis: int, factor: int, method: str) -> np.ndarray:
     """Interpolate a numpy volume along numpy axis ``axis`` by ``factor``; returns float64.
 
@@ -47,7 +51,32 @@ def interpolate_array(volume: np.ndarray, axis: int, factor: int, method: str) -
         raise ValueError(f"unknown baseline {method!r}: use one of {', '.join(BASELINE_METHODS)}")
     moved = np.moveaxis(np.asarray(volume, dtype=np.float64), axis, 0)
     n_slices, in_plane_shape = moved.shape[0], moved.shape[1:]
-    rows = np.ascontiguousarray(moved.reshape(n_slices, -1))  # [slice, in-plane voxel]
+    out = _interpolate_rows(np.ascontiguousarray(moved.reshape(n_slices, -1)), factor, method)
+    return np.moveaxis(out.reshape((out.shape[0], *in_plane_shape)), 0, axis)
+
+
+def interpolate_slices(slices: np.ndarray, factor: int, method: str, dtype=np.float32,
+                       chunk_voxels: int = CHUNK_VOXELS) -> np.ndarray:
+    """Like :func:`interpolate_array` along axis 0 of ``slices`` ``[n, ...]``, into a new ``dtype`` array,
+    resampling ``chunk_voxels`` in-plane voxels at a time: the temporaries stay small (the float64
+    working copies of :func:`interpolate_array` would be several times the output). The values are
+    those of :func:`interpolate_array` (each in-plane voxel is interpolated on its own)."""
+    if method not in INTERPOLATORS:
+        raise ValueError(f"unknown baseline {method!r}: use one of {', '.join(BASELINE_METHODS)}")
+    n_slices, in_plane_shape = slices.shape[0], slices.shape[1:]
+    rows = slices.reshape(n_slices, -1)
+    voxels = rows.shape[1]
+    out = np.empty(((n_slices - 1) * factor + 1, voxels), dtype=dtype)
+    step = max(1, int(chunk_voxels))
+    for start in range(0, voxels, step):
+        block = np.ascontiguousarray(rows[:, start:start + step], dtype=np.float64)
+        out[:, start:start + step] = _interpolate_rows(block, factor, method)
+    return out.reshape((out.shape[0], *in_plane_shape))
+
+
+def _interpolate_rows(rows: np.ndarray, factor: int, method: str) -> np.ndarray:
+    """``rows`` float64 ``[slice, in-plane voxel]`` -> ``[(n - 1) factor + 1, voxel]`` float64."""
+    n_slices = rows.shape[0]
     source = sitk.GetImageFromArray(rows)  # 2-D image: index 0 = in-plane voxel, index 1 = slice
     source.SetSpacing((1.0, 1.0))
     n_out = (n_slices - 1) * factor + 1
@@ -63,8 +92,7 @@ def interpolate_array(volume: np.ndarray, axis: int, factor: int, method: str) -
         sitk.sitkFloat64,
         True,  # nearest-neighbour extrapolation: round-off at the last slice never yields the default value
     )
-    out = sitk.GetArrayFromImage(result).reshape((n_out, *in_plane_shape))
-    return np.moveaxis(out, 0, axis)
+    return sitk.GetArrayFromImage(result).reshape((n_out, rows.shape[1]))
 
 
 def interpolate_baseline(image: sitk.Image, axis: int, factor: int, method: str) -> sitk.Image:

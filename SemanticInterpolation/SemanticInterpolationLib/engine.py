@@ -268,9 +268,10 @@ class ASIEngine:
         residual = self.synthesis.startswith("residual")
         anchor = None  # [n_out, H, W] float32 view: the B-spline interpolation the correction is added to
         if self.synthesis == "residual-bspline":
-            from .baselines import interpolate_array  # SimpleITK; only needed for this mode
+            from .baselines import interpolate_slices  # SimpleITK; only needed for this mode
 
-            anchor = np.moveaxis(interpolate_array(volume, axis, factor, "bspline").astype(np.float32), axis, 0)
+            # one output-sized float32 array; the B-spline runs in chunks of in-plane voxels
+            anchor = interpolate_slices(np.moveaxis(volume, axis, 0), factor, "bspline", dtype=np.float32)
         need_reconstructions = residual or not keep_acquired
         jobs_total = (n_slices - 1) * (factor - 1)
         total = n_slices + jobs_total + (n_slices if need_reconstructions else 0)
