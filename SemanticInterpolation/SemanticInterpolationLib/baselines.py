@@ -37,8 +37,8 @@ def upsampled_reference(image: sitk.Image, axis: int, factor: int) -> sitk.Image
     return reference
 
 
-#: in-plane voxels resampled per SimpleITK call by :func:`interpolate_slices` (bounds its temporaries)
-CHUNK_VOXELS = 1 << 18
+#: float64 output bytes per SimpleITK call of :func:`interpolate_slices` (bounds its temporaries)
+CHUNK_BYTES = 16 << 20
 
 
 def interpolate_array(volume: np.ndarray, axis: int, factor: int, method: str) -> np.ndarray:
@@ -56,18 +56,20 @@ def interpolate_array(volume: np.ndarray, axis: int, factor: int, method: str) -
 
 
 def interpolate_slices(slices: np.ndarray, factor: int, method: str, dtype=np.float32,
-                       chunk_voxels: int = CHUNK_VOXELS) -> np.ndarray:
+                       chunk_voxels: int | None = None) -> np.ndarray:
     """Like :func:`interpolate_array` along axis 0 of ``slices`` ``[n, ...]``, into a new ``dtype`` array,
-    resampling ``chunk_voxels`` in-plane voxels at a time: the temporaries stay small (the float64
-    working copies of :func:`interpolate_array` would be several times the output). The values are
-    those of :func:`interpolate_array` (each in-plane voxel is interpolated on its own)."""
+    resampling ``chunk_voxels`` in-plane voxels at a time (None: as many as give :data:`CHUNK_BYTES`
+    of float64 output per call), so the temporaries stay small (the float64 working copies of
+    :func:`interpolate_array` are several times the output). The values are those of
+    :func:`interpolate_array` (each in-plane voxel is interpolated on its own)."""
     if method not in INTERPOLATORS:
         raise ValueError(f"unknown baseline {method!r}: use one of {', '.join(BASELINE_METHODS)}")
     n_slices, in_plane_shape = slices.shape[0], slices.shape[1:]
     rows = slices.reshape(n_slices, -1)
     voxels = rows.shape[1]
-    out = np.empty(((n_slices - 1) * factor + 1, voxels), dtype=dtype)
-    step = max(1, int(chunk_voxels))
+    n_out = (n_slices - 1) * factor + 1
+    out = np.empty((n_out, voxels), dtype=dtype)
+    step = max(1, int(chunk_voxels) if chunk_voxels is not None else CHUNK_BYTES // (8 * n_out))
     for start in range(0, voxels, step):
         block = np.ascontiguousarray(rows[:, start:start + step], dtype=np.float64)
         out[:, start:start + step] = _interpolate_rows(block, factor, method)
