@@ -51,8 +51,16 @@ RECIPE = dict(patch_size=64, batch_size=12, learning_rate=3e-4, synthesis_loss="
               steps_per_epoch=300, epochs=10000, seed=0, validation_triplets=24, best_metric="val_syn_psnr")
 
 
-def isotropic_views(path: Path) -> list[TrainingVolume]:
-    """In-plane slices along each of the three axes, at triplet strides 1..3 (all offsets)."""
+def isotropic_views(path: Path, thick: bool = False) -> list[TrainingVolume]:
+    """In-plane slices along each of the three axes, at triplet strides 1..3 (all offsets).
+
+    ``thick``: also give each view its simulated thick-slice version (the fine volume blurred along
+    the axis with FWHM = twice the view's slice spacing, then thinned alike), for
+    ``--thick-slice-probability``; normalised with the sharp view's intensity range.
+    """
+    from SemanticInterpolationLib.normalization import IntensityNormalization
+    from SemanticInterpolationLib.training.data import blur_slices
+
     image = read_image(path)
     array = sitk.GetArrayFromImage(image)  # [k, j, i]
     spacing = list(image.GetSpacing())
@@ -60,20 +68,29 @@ def isotropic_views(path: Path) -> list[TrainingVolume]:
     for axis in (0, 1, 2):  # ITK axis
         np_axis = 2 - axis
         for stride in STRIDES:
+            blurred = None
+            if thick:  # blur along np_axis: move it first, blur, move back
+                blurred = np.moveaxis(blur_slices(np.moveaxis(array.astype(np.float32), np_axis, 0), 2 * stride),
+                                      0, np_axis)
             for offset in range(stride):
                 index = [slice(None)] * 3
                 index[np_axis] = slice(offset, None, stride)
                 view_spacing = list(spacing)
                 view_spacing[axis] = spacing[axis] * stride
-                views.append(TrainingVolume.from_array(array[tuple(index)], view_spacing, axis=axis,
-                                                       name=f"{path.parent.name} axis{axis} stride{stride}+{offset}"))
+                view = TrainingVolume.from_array(array[tuple(index)], view_spacing, axis=axis,
+                                                 name=f"{path.parent.name} axis{axis} stride{stride}+{offset}")
+                if blurred is not None:
+                    norm = IntensityNormalization()
+                    unit = norm.to_unit_range(blurred[tuple(index)], norm.fit(array[tuple(index)]))
+                    view.thick_slices = np.ascontiguousarray(np.moveaxis(unit, np_axis, 0), dtype=np.float32)
+                views.append(view)
     return views
 
 
-def build_training_set() -> list[TrainingVolume]:
+def build_training_set(thick: bool = False) -> list[TrainingVolume]:
     volumes: list[TrainingVolume] = []
     for name in ISOTROPIC_TRAINING:
-        volumes += isotropic_views(CACHE / name)
+        volumes += isotropic_views(CACHE / name, thick)
     for name in ANISOTROPIC_TRAINING:
         volumes.append(TrainingVolume.load(str(CACHE / name)))
     return volumes
@@ -105,6 +122,8 @@ def main() -> int:
                         help="what the synthesis loss scores (second stage: residual)")
     parser.add_argument("--learning-rate", type=float, default=RECIPE["learning_rate"])
     parser.add_argument("--noise-std", type=float, default=0.0, help="noise augmentation (stage 4: 0.05)")
+    parser.add_argument("--thick-slice-probability", type=float, default=0.0,
+                        help="share of the isotropic views' triplets with simulated thick outer slices")
     parser.add_argument("--export", type=Path, help="only export the best epoch of --run to this file")
     parser.add_argument("--synthesis", choices=("plain", "residual", "residual-bspline"), default="residual",
                         help="inference mode recorded in the exported checkpoint")
@@ -117,14 +136,15 @@ def main() -> int:
         print(f"missing data in {CACHE}: {missing}; run Resources/Scripts/fetch_data.py first", file=sys.stderr)
         return 1
     args.run.parent.mkdir(parents=True, exist_ok=True)
-    volumes = build_training_set()
+    volumes = build_training_set(thick=args.thick_slice_probability > 0)
     print(f"{len(volumes)} training views, {sum(v.n_slices for v in volumes)} slices")
     deadline = time.monotonic() + args.minutes * 60
     recipe = dict(RECIPE, learning_rate=args.learning_rate)
     resume = args.run.is_file()
     config = TrainingConfig(training_volumes=volumes, validation_volumes=[str(CACHE / n) for n in VALIDATION],
                             output=args.run, resume=resume, init=None if resume else args.init, device=args.device,
-                            synthesis_target=args.synthesis_target, noise_std=args.noise_std, **recipe)
+                            synthesis_target=args.synthesis_target, noise_std=args.noise_std,
+                            thick_slice_probability=args.thick_slice_probability, **recipe)
 
     def report(info) -> None:
         if info.phase == "epoch" and info.record:

@@ -108,6 +108,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "drawn from [0, S] (a fraction of the normalised intensity range; default 0 = off). "
                              "Use about 0.05 when the scans to upsample are noisier than the training volumes "
                              "(e.g. fine-tuning on averaged templates for single-subject scans)")
+    parser.add_argument("--thick-slice-probability", type=float, default=0.0, metavar="P",
+                        help="share of the triplets of fine volumes (slice spacing at most 1.5 x in-plane) whose "
+                             "outer slices are simulated thick slices (Gaussian through-plane blur, FWHM = twice the "
+                             "triplet gap) while the middle stays sharp: trains synthesis from thick-slice "
+                             "acquisitions. Default 0 (off)")
     parser.add_argument("--no-augment", dest="augment", action="store_false",
                         help="no rotations, flips or intensity changes")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
@@ -141,7 +146,7 @@ def config_from_args(args: argparse.Namespace):
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, patch_size=args.patch_size,
         learning_rate=args.learning_rate, synthesis_loss=args.synthesis_loss, synthesis_target=args.synthesis_target, lam=args.lam,
         triplet_stride=args.triplet_stride, slice_axis=args.slice_axis, augment=args.augment,
-        noise_std=args.noise_std, seed=args.seed,
+        noise_std=args.noise_std, thick_slice_probability=args.thick_slice_probability, seed=args.seed,
         device=args.device, precision=args.precision, num_workers=args.workers,
         validation_triplets=args.validation_triplets, best_metric=args.best_metric,
         best_output=args.best_output, log_path=args.log)

@@ -522,3 +522,36 @@ def test_noise_augmentation_adds_independent_noise_to_every_slice(tmp_path):
     assert config_from_args(_parser().parse_args(["train", *config.to_cli_args()])).noise_std == 0.05
     result = train(small_config(tmp_path, noise_std=0.05, epochs=1, steps_per_epoch=2))
     assert load_checkpoint(result.output).training["settings"]["noise_std"] == 0.05
+
+
+def test_thick_slice_triplets_blur_the_inputs_of_fine_volumes_only(tmp_path):
+    """--thick-slice-probability: outer slices (and anchor context) from a through-plane blurred copy,
+    the same blur as the evaluation's thick-slice model; the middle stays sharp; thick stacks untouched."""
+    from SemanticInterpolationLib.training import Augmentation
+    from SemanticInterpolationLib.training.data import blur_slices
+
+    volume = TrainingVolume.load(str(T1_2MM))  # 2 mm isotropic: fine
+    blurred = blur_slices(volume.slices, 2)
+    scipy_ndimage = pytest.importorskip("scipy.ndimage", reason="scipy gives the reference blur")
+    reference = scipy_ndimage.gaussian_filter1d(volume.slices, 2 / 2.3548200450309493, axis=0, mode="nearest",
+                                                truncate=4.0)
+    np.testing.assert_allclose(blurred, reference, atol=1e-5)
+    plain = Augmentation.none()
+    dataset = TripletDataset([volume], 16, augmentation=plain, seed=0, thick_slice_probability=1.0)
+    sharp = TripletDataset([volume], 16, augmentation=plain, seed=0)
+    item, reference_item = dataset[9].numpy(), sharp[9].numpy()  # middle slice 10, same patch location
+    np.testing.assert_array_equal(item[1], reference_item[1])  # the target is the sharp slice
+    found = [(t, l) for t in range(volume.slices.shape[1] - 15) for l in range(volume.slices.shape[2] - 15)
+             if np.array_equal(volume.slices[10, t:t + 16, l:l + 16], item[1])]
+    t, l = found[0]
+    np.testing.assert_allclose(item[0], blurred[9, t:t + 16, l:l + 16], atol=1e-6)
+    np.testing.assert_allclose(item[2], blurred[11, t:t + 16, l:l + 16], atol=1e-6)
+    # a thick anisotropic stack (6 mm slices, 1 mm pixels) is never blurred
+    thick_stack = TrainingVolume.from_array(np.repeat(volume.slices[None, 5], 7, axis=0) + np.arange(7)[:, None, None],
+                                            (2.0, 2.0, 6.0), axis=2)
+    assert TripletDataset([thick_stack], 16, augmentation=plain, thick_slice_probability=1.0).thick == {}
+    with pytest.raises(InputError, match="thick-slice probability"):
+        Trainer(small_config(tmp_path, thick_slice_probability=1.5))
+    from SemanticInterpolationLib.cli_train import config_from_args
+    config = small_config(tmp_path, thick_slice_probability=0.5)
+    assert config_from_args(_parser().parse_args(["train", *config.to_cli_args()])).thick_slice_probability == 0.5

@@ -66,6 +66,30 @@ def anchor_context_indices(middle: int, stride: int, n_slices: int,
     return indices
 
 
+#: a volume is "fine" (its slices may be blurred into simulated thick slices) when its slice spacing is
+#: at most this many times its largest in-plane spacing
+FINE_SLICE_RATIO = 1.5
+
+
+def blur_slices(slices: np.ndarray, fwhm_slices: float) -> np.ndarray:
+    """Gaussian blur of ``[n, H, W]`` along the slice axis (FWHM in slices; edges repeated), float32.
+
+    The thick-slice model of the evaluation (:mod:`..evaluation.simulate`) without scipy: a slice of
+    thickness FWHM, centred where the fine slice is.
+    """
+    sigma = float(fwhm_slices) / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    radius = max(1, int(4.0 * sigma + 0.5))  # as scipy.ndimage.gaussian_filter1d(truncate=4)
+    offsets = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    weights /= weights.sum()
+    n = slices.shape[0]
+    out = np.zeros(slices.shape, dtype=np.float32)
+    for offset, weight in zip(offsets, weights):
+        source = np.clip(np.arange(n) + offset, 0, n - 1)
+        out += np.float32(weight) * slices[source]
+    return out
+
+
 def bspline_anchor(slices: np.ndarray, middle: int, stride: int) -> np.ndarray:
     """The B-spline anchor of ``slices[middle]`` (float32 ``[H, W]``) from ``slices`` ``[n, H, W]``:
     see :func:`anchor_context_indices`."""
@@ -124,6 +148,9 @@ class TrainingVolume:
     slice_axis: int
     slice_spacing_mm: float = float("nan")
     original_size: tuple[int, int, int] = (0, 0, 0)
+    #: optional simulated thick-slice version of ``slices`` (same shape), used as network input by
+    #: ``TripletDataset(thick_slice_probability > 0)``; None = blurred automatically when the volume is fine
+    thick_slices: np.ndarray | None = None
 
     @property
     def n_slices(self) -> int:
@@ -265,11 +292,19 @@ class TripletDataset(Dataset):
     ``bspline_anchor`` it is ``[4, P, P]``, the fourth being the middle slice's B-spline anchor
     (:func:`bspline_anchor`) computed from the augmented slices, so that intensity augmentation
     (not linear) is applied before the spline as it would be to a real volume.
+
+    ``thick_slice_probability``: share of the triplets of *fine* volumes (slice spacing at most
+    :data:`FINE_SLICE_RATIO` times the in-plane spacing) whose outer slices (and anchor context) come
+    from a copy blurred along the slice axis with FWHM = ``2 s`` slices (the slices the network sees
+    are then thick, as in an acquisition with slice thickness = spacing), while the middle slice stays
+    the sharp one: the network learns to synthesise fine slices from thick ones. Real anisotropic
+    stacks are thick already and are never blurred.
     Call :meth:`set_epoch` at the start of each epoch for new random patches.
     """
 
     def __init__(self, volumes: Sequence[TrainingVolume], patch_size: int, *, triplet_stride: int = 1,
-                 augmentation: Augmentation | None = None, seed: int = 0, bspline_anchor: bool = False) -> None:
+                 augmentation: Augmentation | None = None, seed: int = 0, bspline_anchor: bool = False,
+                 thick_slice_probability: float = 0.0) -> None:
         if not volumes:
             raise InputError("give at least one training volume")
         self.volumes = list(volumes)
@@ -280,10 +315,24 @@ class TripletDataset(Dataset):
         self.augmentation = augmentation if augmentation is not None else Augmentation()
         self.seed = int(seed)
         self.with_bspline_anchor = bool(bspline_anchor)
+        self.thick_slice_probability = float(thick_slice_probability)
+        if not 0.0 <= self.thick_slice_probability <= 1.0:
+            raise InputError(f"thick-slice probability must be from 0 to 1, got {thick_slice_probability!r}")
         self.epoch = 0
         for v in self.volumes:
             v.check_usable(patch_size=self.patch_size, triplet_stride=self.triplet_stride)
         s = self.triplet_stride
+        #: blurred copies (simulated thick slices) of the fine volumes, by volume index
+        self.thick: dict[int, np.ndarray] = {}
+        if self.thick_slice_probability > 0:
+            for vi, v in enumerate(self.volumes):
+                if v.thick_slices is not None:
+                    if v.thick_slices.shape != v.slices.shape:
+                        raise InputError(f"{v.name}: thick_slices has shape {v.thick_slices.shape}, slices "
+                                         f"{v.slices.shape}: they must match")
+                    self.thick[vi] = v.thick_slices
+                elif v.slice_spacing_mm <= FINE_SLICE_RATIO * max(v.in_plane_spacing_mm):
+                    self.thick[vi] = blur_slices(v.slices, 2 * s)
         self.index: list[tuple[int, int]] = [
             (vi, n) for vi, v in enumerate(self.volumes) for n in range(s, v.n_slices - s)
         ]
@@ -306,6 +355,9 @@ class TripletDataset(Dataset):
         if self.with_bspline_anchor:
             rows += anchor_context_indices(n, s, volume.n_slices)
         patch = volume.slices[rows, top:top + p, left:left + p].astype(np.float32, copy=True)
+        if vi in self.thick and rng.random() < self.thick_slice_probability:
+            inputs = [0, 2] + list(range(3, len(rows)))  # the outer slices and the anchor context
+            patch[inputs] = self.thick[vi][[rows[i] for i in inputs], top:top + p, left:left + p]
         aug = self.augmentation
         k = int(rng.integers(0, 4))
         flip = bool(rng.integers(0, 2))

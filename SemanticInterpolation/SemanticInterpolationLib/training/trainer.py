@@ -190,6 +190,7 @@ class TrainingConfig:
     slice_axis: int | str = "auto"
     augment: bool = True
     noise_std: float = 0.0
+    thick_slice_probability: float = 0.0
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -242,6 +243,8 @@ class TrainingConfig:
             args.append("--no-augment")
         if self.noise_std:
             args += ["--noise-std", repr(float(self.noise_std))]
+        if self.thick_slice_probability:
+            args += ["--thick-slice-probability", repr(float(self.thick_slice_probability))]
         if self.best_output is not None:
             args += ["--best-output", str(self.best_output)]
         if self.log_path is not None:
@@ -401,6 +404,9 @@ class Trainer:
                 or not 0.0 <= float(c.noise_std) <= 0.5):
             raise InputError(f"noise std must be a number from 0 to 0.5 (a fraction of the intensity range), got "
                              f"{c.noise_std!r}; 0 adds no noise")
+        if (isinstance(c.thick_slice_probability, bool) or not isinstance(c.thick_slice_probability, (int, float))
+                or not 0.0 <= float(c.thick_slice_probability) <= 1.0):
+            raise InputError(f"thick-slice probability must be a number from 0 to 1, got {c.thick_slice_probability!r}")
         if c.noise_std and not c.augment:
             raise InputError("noise augmentation (--noise-std) needs augmentation: drop --no-augment or --noise-std")
         if c.best_metric not in BEST_METRICS:
@@ -501,7 +507,8 @@ class Trainer:
         self.dataset = TripletDataset(self.volumes, self.patch_size, triplet_stride=c.triplet_stride,
                                       augmentation=(Augmentation(noise_std_max=float(c.noise_std)) if c.augment
                                                     else Augmentation.none()), seed=c.seed,
-                                      bspline_anchor=self.synthesis_target == "residual-bspline")
+                                      bspline_anchor=self.synthesis_target == "residual-bspline",
+                                      thick_slice_probability=float(c.thick_slice_probability))
         spacings = np.array([v.in_plane_spacing_mm for v in self.volumes], dtype=np.float64)
         self.in_plane_spacing_mm = tuple(float(s) for s in np.median(spacings, axis=0))
 
@@ -677,7 +684,8 @@ class Trainer:
             previous = st.get("settings") or {}
             changed = [k for k in ("batch_size", "patch_size", "lambda", "synthesis_loss", "synthesis_target",
                                    "learning_rate", "seed",
-                                   "triplet_stride", "steps_per_epoch", "noise_std")
+                                   "triplet_stride", "steps_per_epoch", "noise_std",
+                                   "thick_slice_probability")
                        if k in previous and previous[k] != c.settings().get(k)]
             if changed:
                 logger.warning("resuming with changed settings %s: the result will differ from an uninterrupted run",
