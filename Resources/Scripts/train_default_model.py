@@ -13,6 +13,8 @@ Experiments after the release (see the model card; not shipped):
         --synthesis-target residual-bspline --learning-rate 1e-4 --minutes 55
     python Resources/Scripts/train_default_model.py --run stage4.pt --init stage3.best.pt \
         --synthesis-target residual-bspline --learning-rate 1e-4 --noise-std 0.05 --minutes 40
+    python Resources/Scripts/train_default_model.py --run stage5.pt --init stage2.best.pt \
+        --synthesis-target residual-bspline --learning-rate 1e-4 --thick-slice-probability 0.5 --minutes 30
 
 Data split (fixed, see Resources/Models/MODEL_CARD.md):
   training   : MNI152 2009a (1 mm), pydeface mean T1 (1 mm): in-plane slices along all three axes with
