@@ -101,6 +101,15 @@ def memory_probe(args: argparse.Namespace) -> None:
     print(json.dumps({"peak_rss_mib": peak, "before_mib": before, "output_mib": out.nbytes / 2**20}))
 
 
+def memory_of_fresh_process(device: torch.device, n_slices: int, batch_size: int, synthesis: str) -> dict:
+    """Run :func:`memory_probe` (K=4) in a new interpreter; its JSON result (peak RSS in MiB)."""
+    probe = subprocess.run(
+        [sys.executable, __file__, "--memory-probe", "--device", str(device), "--slices", str(n_slices),
+         "--factor", "4", "--batch-size", str(batch_size), "--synthesis", synthesis],
+        capture_output=True, text=True, check=True)
+    return json.loads(probe.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
@@ -169,8 +178,8 @@ def main() -> None:
               f"{gflop / seconds:7.0f} GFLOP/s ({gflop / seconds / peak_fp32 * 100:5.1f}% of fp32 peak), "
               f"B-spline {bspline:6.3f} s, ASI/B-spline time ratio {seconds / bspline:6.1f}")
 
-    # 3) synthesis modes at K=4 (the residual modes decode two more slices per pair; residual-bspline
-    #    also runs the B-spline of the whole output first)
+    # 3) synthesis modes at K=4 (the residual modes also decode each acquired slice's reconstruction;
+    #    residual-bspline also runs the B-spline of the whole output first)
     print(f"\n== synthesis modes (K=4, {best_format}, batch {best_batch}) ==")
     mode_seconds = {}
     for mode in ("plain", "residual", "residual-bspline"):
@@ -187,19 +196,12 @@ def main() -> None:
             print(f"{n:4d} slices, K=4: peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:8.0f} MiB "
                   f"(output array {out.nbytes / 2**20:.0f} MiB on the host)")
     for n in ([args.slices] if args.quick else [args.slices, args.slices * 8]):
-        probe = subprocess.run(
-            [sys.executable, __file__, "--memory-probe", "--device", str(device), "--slices", str(n),
-             "--factor", "4", "--batch-size", str(best_batch)], capture_output=True, text=True, check=True)
-        info = json.loads(probe.stdout.strip().splitlines()[-1])
+        info = memory_of_fresh_process(device, n, best_batch, "plain")
         print(f"{n:4d} slices, K=4, batch {best_batch}: peak RSS {info['peak_rss_mib']:7.0f} MiB "
               f"(after a 2-slice warm-up {info['before_mib']:.0f} MiB, output array {info['output_mib']:.0f} MiB)")
     n = args.slices * (1 if args.quick else 8)
     for mode in ("residual", "residual-bspline"):
-        probe = subprocess.run(
-            [sys.executable, __file__, "--memory-probe", "--device", str(device), "--slices", str(n),
-             "--factor", "4", "--batch-size", str(best_batch), "--synthesis", mode],
-            capture_output=True, text=True, check=True)
-        info = json.loads(probe.stdout.strip().splitlines()[-1])
+        info = memory_of_fresh_process(device, n, best_batch, mode)
         print(f"{n:4d} slices, K=4, batch {best_batch}, {mode}: peak RSS {info['peak_rss_mib']:7.0f} MiB")
 
 

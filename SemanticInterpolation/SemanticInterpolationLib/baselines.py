@@ -47,21 +47,18 @@ def interpolate_array(volume: np.ndarray, axis: int, factor: int, method: str) -
     The result has ``(n - 1) * factor + 1`` samples along ``axis``; sample ``s * factor`` is
     input sample ``s``.
     """
-    if method not in INTERPOLATORS:
-        raise ValueError(f"unknown baseline {method!r}: use one of {', '.join(BASELINE_METHODS)}")
-    moved = np.moveaxis(np.asarray(volume, dtype=np.float64), axis, 0)
-    n_slices, in_plane_shape = moved.shape[0], moved.shape[1:]
-    out = _interpolate_rows(np.ascontiguousarray(moved.reshape(n_slices, -1)), factor, method)
-    return np.moveaxis(out.reshape((out.shape[0], *in_plane_shape)), 0, axis)
+    moved = np.moveaxis(np.asarray(volume), axis, 0)
+    return np.moveaxis(interpolate_slices(moved, factor, method, dtype=np.float64), 0, axis)
 
 
 def interpolate_slices(slices: np.ndarray, factor: int, method: str, dtype=np.float32,
                        chunk_voxels: int | None = None) -> np.ndarray:
-    """Like :func:`interpolate_array` along axis 0 of ``slices`` ``[n, ...]``, into a new ``dtype`` array,
-    resampling ``chunk_voxels`` in-plane voxels at a time (None: as many as give :data:`CHUNK_BYTES`
-    of float64 output per call), so the temporaries stay small (the float64 working copies of
-    :func:`interpolate_array` are several times the output). The values are those of
-    :func:`interpolate_array` (each in-plane voxel is interpolated on its own)."""
+    """Interpolate along axis 0 of ``slices`` ``[n, ...]`` by ``factor`` into a new ``dtype`` array
+    (:func:`interpolate_array` is this with float64, along any axis).
+
+    ``chunk_voxels`` in-plane voxels are resampled per SimpleITK call (None: as many as give
+    :data:`CHUNK_BYTES` of float64 output), so the float64 working copies stay small next to the
+    output. Chunking does not change the values: each in-plane voxel is interpolated on its own."""
     if method not in INTERPOLATORS:
         raise ValueError(f"unknown baseline {method!r}: use one of {', '.join(BASELINE_METHODS)}")
     n_slices, in_plane_shape = slices.shape[0], slices.shape[1:]

@@ -11,7 +11,7 @@ axis. Output slice ``s * K`` is acquired slice ``s`` (bit-exact by default), and
 ``z`` are the latent maps (journal eq. 1 and 2): the first new slice is the one closest to
 slice ``s``.
 
-Two synthesis modes (``synthesis=``):
+Three synthesis modes (``synthesis=``):
 
 * ``"plain"`` (the paper): the new slice is the decoded latent mix, ``g((1-a) z_s + a z_{s+1})``.
 * ``"residual"`` (detail-preserving): the linear mix of the two acquired slices plus the
@@ -115,6 +115,14 @@ def validate_synthesis(mode: str) -> str:
     if mode not in SYNTHESIS_MODES:
         raise InputError(f"synthesis mode must be one of {', '.join(SYNTHESIS_MODES)}, got {mode!r}")
     return mode
+
+
+def synthesis_choice(value: str | None) -> str | None:
+    """A user's synthesis choice as the engine's ``synthesis`` argument: None for the checkpoint's
+    recommendation (None, ``""`` or ``"auto"``), else the mode, checked by :func:`validate_synthesis`."""
+    if value is None or str(value).strip().lower() in ("", "auto"):
+        return None
+    return validate_synthesis(str(value).strip().lower())
 
 
 def output_slice_count(n_slices: int, factor: int) -> int:

@@ -476,11 +476,10 @@ class SemanticInterpolationLogic:
         Raises InputError (factor, batch size, synthesis mode), CheckpointError (no such file, no
         default model) or DeviceError (device not available). Batch jobs call it once before the first file.
         """
-        from .engine import validate_factor, validate_synthesis  # imports torch, so only on use
+        from .engine import synthesis_choice, validate_factor  # imports torch, so only on use
 
         factor = validate_factor(factor)
-        mode = None if synthesis is None or str(synthesis).strip().lower() in ("", "auto") else \
-            validate_synthesis(str(synthesis).strip().lower())
+        mode = synthesis_choice(synthesis)
         batch = self.batchSize if batchSize is None else batchSize
         if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1):
             raise InputError(f"batch size must be a positive whole number, got {batch!r}")

@@ -97,6 +97,7 @@ def prepareEvaluation(settings: EvaluationTabSettings) -> EvaluationJob:
     no or a bad volume (label map, vector volume), bad factors, no method, a volume too short for the
     largest factor, missing scipy/matplotlib, a missing checkpoint for ASI, an unwritable folder.
     """
+    from .engine import synthesis_choice
     from .evaluation import EvaluationSettings, parse_factors, parse_methods, require_dependencies
     from .evaluation.runner import check_volumes
 
@@ -109,7 +110,7 @@ def prepareEvaluation(settings: EvaluationTabSettings) -> EvaluationJob:
         checkpoint = None
     evaluationSettings = EvaluationSettings(factors=factors, methods=methods, thick_slices=bool(settings.thickSlices),
                                             checkpoint=checkpoint, device=str(settings.device),
-                                            synthesis=_synthesisMode(settings.synthesis)).validated()
+                                            synthesis=synthesis_choice(settings.synthesis)).validated()
     name = settings.volume.GetName() or "volume"
     image = sitkImageFromVolumeNode(settings.volume)
     check_volumes({name: image}, evaluationSettings)
@@ -209,12 +210,3 @@ class BackgroundEvaluation(BackgroundTask):
         super().__init__(lambda progress, shouldCancel: runEvaluationJob(job, progress=progress, shouldCancel=shouldCancel),
                          "SemanticInterpolation evaluation")
         self.job = job
-
-
-def _synthesisMode(value: str | None) -> str | None:
-    """None for the checkpoint's recommendation ("auto", "" or None), else the engine mode, checked."""
-    if value is None or str(value).strip().lower() in ("", "auto"):
-        return None
-    from .engine import validate_synthesis
-
-    return validate_synthesis(str(value).strip().lower())

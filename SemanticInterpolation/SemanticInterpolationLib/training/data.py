@@ -19,6 +19,7 @@ Volumes of different sizes and spacings mix in one run: the triplet index runs o
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -90,14 +91,25 @@ def blur_slices(slices: np.ndarray, fwhm_slices: float) -> np.ndarray:
     return out
 
 
-def bspline_anchor(slices: np.ndarray, middle: int, stride: int) -> np.ndarray:
-    """The B-spline anchor of ``slices[middle]`` (float32 ``[H, W]``) from ``slices`` ``[n, H, W]``:
-    see :func:`anchor_context_indices`."""
+@functools.lru_cache(maxsize=1)
+def _anchor_weights() -> np.ndarray:
     from ..baselines import bspline_midpoint_weights
 
     weights = bspline_midpoint_weights(ANCHOR_TAPS_PER_SIDE).astype(np.float32)
-    context = slices[anchor_context_indices(middle, stride, slices.shape[0])]
-    return np.tensordot(weights, context.astype(np.float32, copy=False), axes=1)
+    weights.setflags(write=False)
+    return weights
+
+
+def mix_anchor_context(context: np.ndarray) -> np.ndarray:
+    """The B-spline anchor from its context slices ``[2T, ...]`` in the order of
+    :func:`anchor_context_indices`; float32 ``[...]``."""
+    return np.tensordot(_anchor_weights(), context.astype(np.float32, copy=False), axes=1)
+
+
+def bspline_anchor(slices: np.ndarray, middle: int, stride: int) -> np.ndarray:
+    """The B-spline anchor of ``slices[middle]`` (float32 ``[H, W]``) from ``slices`` ``[n, H, W]``:
+    see :func:`anchor_context_indices`."""
+    return mix_anchor_context(slices[anchor_context_indices(middle, stride, slices.shape[0])])
 
 
 def read_volume_image(path: str | os.PathLike):
@@ -377,11 +389,7 @@ class TripletDataset(Dataset):
             sigma = float(rng.uniform(0.0, aug.noise_std_max))
             patch = np.clip(patch + rng.normal(0.0, sigma, patch.shape).astype(np.float32), 0.0, 1.0)
         if self.with_bspline_anchor:
-            from ..baselines import bspline_midpoint_weights
-
-            weights = bspline_midpoint_weights(ANCHOR_TAPS_PER_SIDE).astype(np.float32)
-            anchor = np.tensordot(weights, patch[3:], axes=1)
-            patch = np.concatenate([patch[:3], anchor[None]])
+            patch = np.concatenate([patch[:3], mix_anchor_context(patch[3:])[None]])
         return torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))
 
 
