@@ -87,6 +87,24 @@ def test_asi_is_evaluated_with_the_given_checkpoint(scene, random_checkpoint):
     assert job.reportFiles == {} and job.result.model
 
 
+def test_the_synthesis_choice_reaches_the_evaluation(scene, random_checkpoint):
+    """The Evaluate tab passes the Upsample tab's synthesis choice: auto -> the checkpoint's, a mode
+    as given (and reported with the model), an unknown mode -> a clear error before any work."""
+    node, _ = fineVolume(scene, shapeKJI=(9, 24, 20))
+
+    def settings(synthesis):
+        return me.EvaluationTabSettings(node, factors="2", methods=("asi",), checkpoint=str(random_checkpoint),
+                                        device="cpu", synthesis=synthesis)
+
+    assert me.prepareEvaluation(settings("auto")).settings.synthesis is None
+    job = me.prepareEvaluation(settings("residual-bspline"))
+    assert job.settings.synthesis == "residual-bspline"
+    me.runEvaluationJob(job)
+    assert job.result.model.endswith("residual-bspline synthesis")
+    with pytest.raises(InputError, match="synthesis mode must be one of"):
+        me.prepareEvaluation(settings("cubic"))
+
+
 def test_bad_inputs_are_clear_errors_before_any_work(scene, tmp_path):
     node, _ = fineVolume(scene)
     short, _ = fineVolume(scene, shapeKJI=(5, 24, 20), name="short")
