@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from SemanticInterpolationLib import ASIAutoencoder, ASIEngine
-from SemanticInterpolationLib.baselines import interpolate_array
-from SemanticInterpolationLib.devices import describe_device, resolve_device
+from SemanticInterpolationLib.engine.baselines import interpolate_array
+from SemanticInterpolationLib.engine.devices import describe_device, resolve_device
 
 
 def synchronize(device: torch.device) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from SemanticInterpolationLib.devices import describe_device, resolve_device
+from SemanticInterpolationLib.engine.devices import describe_device, resolve_device
 from SemanticInterpolationLib.training import Trainer, TrainingConfig, TrainingVolume
 
 

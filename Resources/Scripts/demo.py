@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 try:
-    from SemanticInterpolationLib.cli_demo import main
+    from SemanticInterpolationLib.cli.demo import main
 except ImportError:  # not installed: use the checkout's package
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "SemanticInterpolation"))
-    from SemanticInterpolationLib.cli_demo import main
+    from SemanticInterpolationLib.cli.demo import main
 
 if __name__ == "__main__":
     sys.exit(main())

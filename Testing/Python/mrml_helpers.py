@@ -22,7 +22,7 @@ def smoothVoxels(shapeKJI=(6, 20, 16), dtype=np.int16, seed=1, base=400.0, ampli
 def addVolumeNode(scene, voxels: np.ndarray, matrix: np.ndarray, name: str = "MR",
                   className: str = "vtkMRMLScalarVolumeNode", displayNodes: bool = False):
     """A new volume node in ``scene`` holding ``voxels`` with IJK-to-RAS ``matrix``."""
-    from SemanticInterpolationLib import mrml
+    from SemanticInterpolationLib.mrml import logic as mrml
 
     node = scene.AddNewNodeByClass(className, name)
     node.SetIJKToRASMatrix(mrml.arrayToMatrix(matrix))

@@ -15,7 +15,7 @@ from conftest import file_digest
 
 from SemanticInterpolationLib import (ASIAutoencoder, AutoencoderConfig, CheckpointError, IntensityNormalization,
                                       __version__, load_checkpoint, save_checkpoint)
-from SemanticInterpolationLib.checkpoint import CHECKPOINT_FORMAT, resolve_checkpoint
+from SemanticInterpolationLib.models.checkpoint import CHECKPOINT_FORMAT, resolve_checkpoint
 
 
 def test_round_trip_keeps_weights_and_metadata(tmp_path: Path, random_model: ASIAutoencoder) -> None:
@@ -129,7 +129,7 @@ def test_failed_save_keeps_the_existing_file(tmp_path: Path, random_checkpoint: 
 
 
 def test_missing_default_checkpoint_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
-    import SemanticInterpolationLib.checkpoint as checkpoint_module
+    import SemanticInterpolationLib.models.checkpoint as checkpoint_module
 
     monkeypatch.setattr(checkpoint_module, "find_default_checkpoint", lambda: None)
     with pytest.raises(CheckpointError, match="needs a checkpoint.*--checkpoint"):
@@ -217,8 +217,8 @@ def test_a_wheel_install_finds_the_default_model_and_the_sample(tmp_path):
                                capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr[-2000:]
     site_packages = next(prefix.glob("lib*/python*/site-packages"))
-    code = ("from SemanticInterpolationLib.checkpoint import find_default_checkpoint\n"
-            "from SemanticInterpolationLib.sampledata import find_sample\n"
+    code = ("from SemanticInterpolationLib.models.checkpoint import find_default_checkpoint\n"
+            "from SemanticInterpolationLib.bundled.sampledata import find_sample\n"
             "import SemanticInterpolationLib\n"
             "print(SemanticInterpolationLib.__file__)\nprint(find_default_checkpoint())\nprint(find_sample())\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEMANTIC_INTERPOLATION")}

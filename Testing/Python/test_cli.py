@@ -15,7 +15,7 @@ import torch
 
 from conftest import OBLIQUE_ANISO, T1_2MM, file_digest
 from SemanticInterpolationLib import ASIAutoencoder, AutoencoderConfig
-from SemanticInterpolationLib.checkpoint import CHECKPOINT_FORMAT
+from SemanticInterpolationLib.models.checkpoint import CHECKPOINT_FORMAT
 from SemanticInterpolationLib.cli import main
 
 
@@ -100,7 +100,7 @@ def test_help_is_complete(capsys) -> None:
 
 
 def test_asi_without_checkpoint_says_a_checkpoint_is_needed(work: Path, capsys, monkeypatch) -> None:
-    import SemanticInterpolationLib.checkpoint as checkpoint_module
+    import SemanticInterpolationLib.models.checkpoint as checkpoint_module
 
     monkeypatch.setattr(checkpoint_module, "find_default_checkpoint", lambda: None)
     code, err = run_cli(capsys, "upsample", work / "input.nii.gz", work / "out.nii.gz", "--factor", 2)
@@ -180,7 +180,7 @@ def test_bad_inputs_fail_with_one_clear_line_and_leave_no_output(work: Path, tmp
 
 
 def test_cancel_during_upsampling_leaves_no_output(work: Path, monkeypatch, capsys) -> None:
-    import SemanticInterpolationLib.cli_upsample as cli_upsample
+    import SemanticInterpolationLib.cli.upsample as cli_upsample
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -210,7 +210,7 @@ def test_checkpoint_metadata_chooses_the_default_synthesis(tmp_path, random_mode
 
 
 def test_residual_bspline_adds_the_same_correction_to_cubic_bspline(random_model, rng) -> None:
-    from SemanticInterpolationLib.baselines import interpolate_array
+    from SemanticInterpolationLib.engine.baselines import interpolate_array
 
     volume = rng.normal(500.0, 120.0, size=(5, 16, 12)).astype(np.float32)
     factor = 3

@@ -51,8 +51,8 @@ def _index_volume(shape_kji=(13, 6, 7), spacing=(1.0, 1.5, 2.0)) -> sitk.Image:
 def _random_checkpoint(path: Path) -> Path:
     import torch
 
-    from SemanticInterpolationLib.checkpoint import save_checkpoint
-    from SemanticInterpolationLib.model import ASIAutoencoder
+    from SemanticInterpolationLib.models.checkpoint import save_checkpoint
+    from SemanticInterpolationLib.models.asi import ASIAutoencoder
 
     torch.manual_seed(0)
     return save_checkpoint(path, ASIAutoencoder())
@@ -270,7 +270,7 @@ def test_evaluate_command_end_to_end(tmp_path, capsys):
 
 def test_evaluate_without_model_runs_baselines_and_says_so(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SEMANTIC_INTERPOLATION_DEFAULT_CHECKPOINT", str(tmp_path / "none.pt"))
-    import SemanticInterpolationLib.cli_evaluate as cli_evaluate
+    import SemanticInterpolationLib.cli.evaluate as cli_evaluate
 
     monkeypatch.setattr(cli_evaluate, "find_default_checkpoint", lambda: None)
     assert main(["evaluate", str(T1), "--factors", "2", "-o", str(tmp_path / "r")]) == 0
@@ -281,7 +281,7 @@ def test_evaluate_without_model_runs_baselines_and_says_so(tmp_path, capsys, mon
 
 # ------------------------------------------------------------------------------------------ sample and demo
 def test_bundled_sample_is_the_documented_file():
-    from SemanticInterpolationLib.sampledata import SAMPLE, find_sample
+    from SemanticInterpolationLib.bundled.sampledata import SAMPLE, find_sample
 
     path = find_sample()
     assert path.stat().st_size < 2.1e6
@@ -294,7 +294,7 @@ def test_bundled_sample_is_the_documented_file():
 
 
 def test_demo_writes_volume_and_png(tmp_path, capsys, monkeypatch):
-    import SemanticInterpolationLib.cli_demo as cli_demo
+    import SemanticInterpolationLib.cli.demo as cli_demo
 
     monkeypatch.setattr(cli_demo, "find_default_checkpoint", lambda: None)
     assert cli_demo.main(["-o", str(tmp_path), "--factor", "2"]) == 0

@@ -1,4 +1,4 @@
-"""The Evaluate tab's Qt-free logic (SemanticInterpolationLib.mrml_evaluation) on real MRML nodes (slicer-core)."""
+"""The Evaluate tab's Qt-free logic (SemanticInterpolationLib.mrml.evaluation) on real MRML nodes (slicer-core)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ if not hasattr(slicer, "vtkMRMLScene"):
 sitk = pytest.importorskip("SimpleITK")
 pytest.importorskip("scipy", reason="the evaluation needs scipy")
 
-from SemanticInterpolationLib import InputError, OperationCancelled, mrml  # noqa: E402
-from SemanticInterpolationLib import mrml_evaluation as me  # noqa: E402
-from SemanticInterpolationLib.mrml_training import tableNodeColumns  # noqa: E402
+from SemanticInterpolationLib import InputError, OperationCancelled  # noqa: E402
+from SemanticInterpolationLib.mrml import logic as mrml  # noqa: E402
+from SemanticInterpolationLib.mrml import evaluation as me  # noqa: E402
+from SemanticInterpolationLib.mrml.training import tableNodeColumns  # noqa: E402
 
 from mrml_helpers import addVolumeNode, smoothVoxels  # noqa: E402
 

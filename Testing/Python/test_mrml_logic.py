@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 
 from SemanticInterpolationLib import (ASIAutoencoder, CheckpointError, InputError,  # noqa: E402
                                       OperationCancelled, SemanticInterpolationLogic, save_checkpoint)
-from SemanticInterpolationLib import mrml  # noqa: E402
+from SemanticInterpolationLib.mrml import logic as mrml  # noqa: E402
 
 from mrml_helpers import addVolumeNode, smoothVoxels  # noqa: E402
 
@@ -320,7 +320,7 @@ def addSequence(scene, frames, indexValues, name="cine"):
 
 
 def test_sequence_frames_keep_index_values_and_share_one_model(scene, checkpointPath, monkeypatch):
-    from SemanticInterpolationLib import checkpoint as checkpointModule
+    from SemanticInterpolationLib.models import checkpoint as checkpointModule
 
     loads = []
     original = checkpointModule.resolve_checkpoint
@@ -450,7 +450,7 @@ def test_missing_checkpoint_file_fails_before_any_node(scene, logic, tmp_path):
 
 
 def test_no_default_checkpoint_gives_advice(scene, logic, monkeypatch):
-    from SemanticInterpolationLib import checkpoint as checkpointModule
+    from SemanticInterpolationLib.models import checkpoint as checkpointModule
 
     monkeypatch.setattr(checkpointModule, "find_default_checkpoint", lambda: None)
     inputVolume = addVolume(scene, makeVoxels())
@@ -528,7 +528,7 @@ def writeNifti(path, voxels, spacing=(1.0, 1.2, 4.0)):
 
 def test_batch_upsamples_a_folder_counts_failures_and_skips_existing(tmp_path, checkpointPath):
     import SimpleITK as sitk
-    from SemanticInterpolationLib import mrml_batch
+    from SemanticInterpolationLib.mrml import batch as mrml_batch
 
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -565,7 +565,7 @@ def test_batch_upsamples_a_folder_counts_failures_and_skips_existing(tmp_path, c
 
 
 def test_batch_usage_errors_exit_with_2(tmp_path, checkpointPath):
-    from SemanticInterpolationLib import mrml_batch
+    from SemanticInterpolationLib.mrml import batch as mrml_batch
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -590,7 +590,7 @@ def test_batch_usage_errors_exit_with_2(tmp_path, checkpointPath):
 
 
 def test_batch_helpers():
-    from SemanticInterpolationLib import mrml_batch
+    from SemanticInterpolationLib.mrml import batch as mrml_batch
 
     assert mrml_batch.volumeExtension("x/scan.NII.GZ") == ".nii.gz"
     assert mrml_batch.volumeExtension("scan.txt") is None

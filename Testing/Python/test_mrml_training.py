@@ -1,4 +1,4 @@
-"""The Training tab's Qt-free logic (SemanticInterpolationLib.mrml_training) on real MRML nodes (slicer-core).
+"""The Training tab's Qt-free logic (SemanticInterpolationLib.mrml.training) on real MRML nodes (slicer-core).
 
 Exported volumes read back equal, the command line is what cli_train parses, log records become
 table/plot nodes, bad inputs fail before any process starts, and a real tiny training run through
@@ -22,8 +22,9 @@ if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the 'slicer' package here has no MRML classes (install slicer-core)", allow_module_level=True)
 torch = pytest.importorskip("torch")
 
-from SemanticInterpolationLib import InputError, mrml  # noqa: E402
-from SemanticInterpolationLib import mrml_training as mt  # noqa: E402
+from SemanticInterpolationLib import InputError  # noqa: E402
+from SemanticInterpolationLib.mrml import logic as mrml  # noqa: E402
+from SemanticInterpolationLib.mrml import training as mt  # noqa: E402
 
 from mrml_helpers import addVolumeNode, smoothVoxels  # noqa: E402
 
@@ -112,8 +113,8 @@ def test_bad_inputs_fail_before_any_file_or_process(scene, tmp_path):
 
 # --------------------------------------------------------------------------------------------- command line
 def test_command_line_is_what_cli_train_parses(scene, tmp_path):
-    from SemanticInterpolationLib.cli import build_parser
-    from SemanticInterpolationLib.cli_train import config_from_args
+    from SemanticInterpolationLib.cli.app import build_parser
+    from SemanticInterpolationLib.cli.train import config_from_args
 
     volumes = [addVolume(scene, makeVoxels(seed=s), name=f"scan {s}") for s in range(2)]
     validation = addVolume(scene, makeVoxels(seed=9), name="held out")
@@ -121,7 +122,7 @@ def test_command_line_is_what_cli_train_parses(scene, tmp_path):
                            synthesisLoss="L1", batchSize=3, seed=5, learningRate=1e-4, stepsPerEpoch=4)
     job = mt.prepareTraining(settings, tmp_path / "work", python="/opt/Slicer/bin/PythonSlicer")
 
-    assert job.command[:3] == ["/opt/Slicer/bin/PythonSlicer", "-m", "SemanticInterpolationLib.cli_train"]
+    assert job.command[:3] == ["/opt/Slicer/bin/PythonSlicer", "-m", "SemanticInterpolationLib.cli.train"]
     assert job.command[-2:] == ["--stop-file", str(job.stopFile)]
     assert "2 training volume(s)" in job.description and "1 validation volume(s)" in job.description
     args = build_parser().parse_args(["train", *job.arguments[2:]])
@@ -135,7 +136,7 @@ def test_command_line_is_what_cli_train_parses(scene, tmp_path):
     assert args.stop_file == str(job.stopFile)
     assert job.logPath == tmp_path / "out" / "model.log.jsonl"
     assert job.environment["PYTHONPATH"].split(os.pathsep)[0] == str(mt.libraryFolder())
-    assert (mt.libraryFolder() / "SemanticInterpolationLib" / "cli_train.py").is_file()
+    assert (mt.libraryFolder() / "SemanticInterpolationLib" / "cli" / "train.py").is_file()
 
     mt.requestStop(job)
     assert job.stopFile.is_file()

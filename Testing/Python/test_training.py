@@ -326,14 +326,14 @@ def test_resume_errors(tmp_path):
 
 # --------------------------------------------------------------------------- command line
 def _parser() -> argparse.ArgumentParser:
-    from SemanticInterpolationLib.cli_train import register
+    from SemanticInterpolationLib.cli.train import register
     parser = argparse.ArgumentParser(prog="semantic-interpolation")
     register(parser.add_subparsers(dest="command"))
     return parser
 
 
 def test_cli_train_then_upsample(tmp_path, capsys):
-    from SemanticInterpolationLib.cli_train import run_train
+    from SemanticInterpolationLib.cli.train import run_train
     out = tmp_path / "cli.pt"
     args = _parser().parse_args(["train", str(T1_2MM), str(OBLIQUE_ANISO), "--output", str(out), "--epochs", "1",
                                  "--steps-per-epoch", "2", "--batch-size", "2", "--patch-size", "16",
@@ -364,7 +364,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_cli_stop_file_cancels(tmp_path):
-    from SemanticInterpolationLib.cli_train import EXIT_CANCELLED, run_train
+    from SemanticInterpolationLib.cli.train import EXIT_CANCELLED, run_train
     stop = tmp_path / "STOP"
     stop.write_text("")
     args = _parser().parse_args(["train", str(T1_2MM), "--output", str(tmp_path / "m.pt"), "--epochs", "2",
@@ -374,7 +374,7 @@ def test_cli_stop_file_cancels(tmp_path):
 
 
 def test_config_round_trips_through_cli_args(tmp_path):
-    from SemanticInterpolationLib.cli_train import config_from_args
+    from SemanticInterpolationLib.cli.train import config_from_args
     config = small_config(tmp_path, validation_volumes=[str(OBLIQUE_ANISO)], architecture="journal", augment=False)
     again = config_from_args(_parser().parse_args(["train", *config.to_cli_args()]))
     assert again.settings() == {**config.settings(), "progress_interval_s": again.progress_interval_s}
@@ -406,7 +406,7 @@ def test_residual_synthesis_target_trains_what_residual_inference_outputs(tmp_pa
 def test_bspline_anchor_is_the_bspline_baseline_of_the_thinned_volume(stride):
     """The anchor of a triplet's middle (12 slices around it) is what the engine's B-spline baseline
     gives at that slice when the volume is thinned to the triplet lattice, at the ends too."""
-    from SemanticInterpolationLib.baselines import bspline_midpoint_weights, interpolate_array
+    from SemanticInterpolationLib.engine.baselines import bspline_midpoint_weights, interpolate_array
     from SemanticInterpolationLib.training.data import anchor_context_indices, bspline_anchor
 
     weights = bspline_midpoint_weights(4)
@@ -517,7 +517,7 @@ def test_noise_augmentation_adds_independent_noise_to_every_slice(tmp_path):
         Trainer(small_config(tmp_path, noise_std=-0.1))
     with pytest.raises(InputError, match="needs augmentation"):
         Trainer(small_config(tmp_path, noise_std=0.05, augment=False))
-    from SemanticInterpolationLib.cli_train import config_from_args
+    from SemanticInterpolationLib.cli.train import config_from_args
     config = small_config(tmp_path, noise_std=0.05)
     assert config_from_args(_parser().parse_args(["train", *config.to_cli_args()])).noise_std == 0.05
     result = train(small_config(tmp_path, noise_std=0.05, epochs=1, steps_per_epoch=2))
@@ -552,6 +552,6 @@ def test_thick_slice_triplets_blur_the_inputs_of_fine_volumes_only(tmp_path):
     assert TripletDataset([thick_stack], 16, augmentation=plain, thick_slice_probability=1.0).thick == {}
     with pytest.raises(InputError, match="thick-slice probability"):
         Trainer(small_config(tmp_path, thick_slice_probability=1.5))
-    from SemanticInterpolationLib.cli_train import config_from_args
+    from SemanticInterpolationLib.cli.train import config_from_args
     config = small_config(tmp_path, thick_slice_probability=0.5)
     assert config_from_args(_parser().parse_args(["train", *config.to_cli_args()])).thick_slice_probability == 0.5

@@ -33,7 +33,7 @@ def test_two_process_gloo_run_matches_single_process(tmp_path):
     output = folder / "ddp.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "SemanticInterpolationLib.cli_train", str(T1_2MM), "--output", str(output),
+               "-m", "SemanticInterpolationLib.cli.train", str(T1_2MM), "--output", str(output),
                "--validation", str(OBLIQUE_ANISO), "--batch-size", "2", *COMMON]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]

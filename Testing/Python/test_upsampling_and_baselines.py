@@ -8,8 +8,8 @@ import SimpleITK as sitk
 
 from conftest import OBLIQUE_ANISO, T1_2MM
 from SemanticInterpolationLib import ASIEngine, InputError
-from SemanticInterpolationLib.baselines import BASELINE_METHODS, interpolate_array, interpolate_baseline
-from SemanticInterpolationLib.geometry import choose_slice_axis, parse_axis
+from SemanticInterpolationLib.engine.baselines import BASELINE_METHODS, interpolate_array, interpolate_baseline
+from SemanticInterpolationLib.volumes.geometry import choose_slice_axis, parse_axis
 from SemanticInterpolationLib.upsampling import METHODS, upsample_image
 
 
@@ -103,7 +103,7 @@ def test_bspline_is_not_linear_and_lanczos_is_not_bspline(rng) -> None:
 
 
 def test_baseline_matches_a_full_3d_simpleitk_resampling(oblique) -> None:
-    from SemanticInterpolationLib.baselines import INTERPOLATORS, upsampled_reference
+    from SemanticInterpolationLib.engine.baselines import INTERPOLATORS, upsampled_reference
 
     for method in BASELINE_METHODS:
         fast = sitk.GetArrayFromImage(interpolate_baseline(oblique, 2, 2, method))
@@ -154,7 +154,7 @@ def test_unknown_method_is_a_clear_error(oblique) -> None:
 def test_chunked_interpolation_equals_the_whole_volume_at_once(method) -> None:
     """The engine's B-spline anchor is computed in chunks of in-plane voxels (bounded temporaries):
     the values must be those of one call on the whole volume, for every chunk size."""
-    from SemanticInterpolationLib.baselines import interpolate_array, interpolate_slices
+    from SemanticInterpolationLib.engine.baselines import interpolate_array, interpolate_slices
 
     rng = np.random.default_rng(5)
     volume = rng.normal(100.0, 30.0, size=(7, 9, 11)).astype(np.float32)

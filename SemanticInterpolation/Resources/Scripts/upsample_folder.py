@@ -10,7 +10,7 @@ Each input ``<name><ext>`` is written as ``<output>/<name>_asi_x<factor><ext>``.
 printed per file. Exit code: 0 all done (or skipped because the result exists), 1 some files
 failed, 2 bad arguments or no input files. ``--help`` lists every option.
 
-The work is done by ``SemanticInterpolationLib.mrml_batch`` with the module logic
+The work is done by ``SemanticInterpolationLib.mrml.batch`` with the module logic
 (``SemanticInterpolationLogic``), so the model is loaded once for all files. It also runs in
 plain Python with the ``slicer-core`` package: ``python upsample_folder.py --input ...``.
 """
@@ -58,7 +58,7 @@ def run(argv) -> int:
             print(f"error: {error}", flush=True)
             return 2
     _makeLibraryImportable()
-    from SemanticInterpolationLib import mrml_batch
+    from SemanticInterpolationLib.mrml import batch as mrml_batch
 
     scene = None
     if app is not None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..fileio import atomic_output
+from ..volumes.fileio import atomic_output
 from .metrics import METRIC_LABELS, METRICS, VIF_MIN_SIZE
 from .runner import EvaluationResult
 from .statistics import one_sided_wilcoxon

@@ -22,12 +22,12 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from ..baselines import BASELINE_METHODS
-from ..checkpoint import Checkpoint, resolve_checkpoint
-from ..engine import ASIEngine, validate_factor
+from ..engine.baselines import BASELINE_METHODS
+from ..models.checkpoint import Checkpoint, resolve_checkpoint
+from ..engine.synthesis import ASIEngine, validate_factor
 from ..errors import InputError, OperationCancelled
-from ..geometry import numpy_axis, parse_axis
-from ..imageio import validate_scalar_volume
+from ..volumes.geometry import numpy_axis, parse_axis
+from ..volumes.imageio import validate_scalar_volume
 from ..upsampling import METHODS, upsample_image, validate_method
 from .metrics import METRICS, SSIM_WINDOW, VIF_MIN_SIZE, percentile_range, scale_to_unit_range, score_slices
 from .simulate import check_length, simulate_thick_slices

@@ -19,7 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..geometry import numpy_axis
+from ..volumes.geometry import numpy_axis
 
 #: FWHM = 2 sqrt(2 ln 2) sigma
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))

@@ -1,9 +1,9 @@
 """Training data: slice triplets of anisotropic volumes (journal paper sections III-D and IV).
 
 Each training volume is read, normalised into [0, 1] exactly as the engine normalises volumes it
-upsamples (:class:`~SemanticInterpolationLib.normalization.IntensityNormalization` fitted on the
+upsamples (:class:`~SemanticInterpolationLib.models.normalization.IntensityNormalization` fitted on the
 whole volume), and cut into 2-D slices along its slice axis (the axis with the largest spacing,
-:func:`~SemanticInterpolationLib.geometry.choose_slice_axis`, unless given). A training example
+:func:`~SemanticInterpolationLib.volumes.geometry.choose_slice_axis`, unless given). A training example
 is a *triplet* ``(x[n-s], x[n], x[n+s])`` of slices of one volume, ``s`` being the triplet stride
 (1 = consecutive acquired slices, the paper's setting). The network encodes the two outer slices,
 reconstructs them and synthesises the middle one from the mix of their latents.
@@ -31,8 +31,8 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from ..errors import InputError
-from ..geometry import choose_slice_axis, numpy_axis, parse_axis
-from ..normalization import IntensityNormalization
+from ..volumes.geometry import choose_slice_axis, numpy_axis, parse_axis
+from ..models.normalization import IntensityNormalization
 
 #: smallest patch accepted: the SSIM window is 11x11 and the latent map must not vanish
 MIN_PATCH_SIZE = 16
@@ -48,7 +48,7 @@ def anchor_context_indices(middle: int, stride: int, n_slices: int,
     The anchor is what cubic B-spline interpolation of the volume thinned to every ``2 s``-th slice
     (keeping ``middle +- s``) gives at ``middle``: the slices at ``middle + (2j - 2T + 1) s`` for
     ``j = 0 .. 2T - 1`` (T = ``taps_per_side``), weighted by
-    :func:`~SemanticInterpolationLib.baselines.bspline_midpoint_weights`. Positions beyond the volume
+    :func:`~SemanticInterpolationLib.engine.baselines.bspline_midpoint_weights`. Positions beyond the volume
     are mirrored on that thinned lattice about its end slice (the spline's mirror boundary), and
     clamped into the volume when it is too short for that.
     """
@@ -93,7 +93,7 @@ def blur_slices(slices: np.ndarray, fwhm_slices: float) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _anchor_weights() -> np.ndarray:
-    from ..baselines import bspline_midpoint_weights
+    from ..engine.baselines import bspline_midpoint_weights
 
     weights = bspline_midpoint_weights(ANCHOR_TAPS_PER_SIDE).astype(np.float32)
     weights.setflags(write=False)
@@ -115,11 +115,11 @@ def bspline_anchor(slices: np.ndarray, middle: int, stride: int) -> np.ndarray:
 def read_volume_image(path: str | os.PathLike):
     """Read an image file or a DICOM folder as a ``SimpleITK.Image``.
 
-    Uses the project's :func:`SemanticInterpolationLib.imageio.read_image` when it is available,
+    Uses the project's :func:`SemanticInterpolationLib.volumes.imageio.read_image` when it is available,
     otherwise SimpleITK directly. Errors are :class:`InputError` with the path in the message.
     """
     try:  # the lead's reader (files and DICOM folders, clear errors); fall back until it exists
-        from ..imageio import read_image  # type: ignore[attr-defined]
+        from ..volumes.imageio import read_image  # type: ignore[attr-defined]
     except ImportError:
         read_image = None
     if read_image is not None:

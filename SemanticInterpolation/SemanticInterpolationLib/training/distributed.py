@@ -3,9 +3,9 @@
 Run the ordinary ``train`` command under ``torchrun``; it reads ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK`` from the environment::
 
-    torchrun --nproc_per_node 4 -m SemanticInterpolationLib.cli_train scans/*.nii.gz --output asi.pt
+    torchrun --nproc_per_node 4 -m SemanticInterpolationLib.cli.train scans/*.nii.gz --output asi.pt
     torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29400 \\
-        -m SemanticInterpolationLib.cli_train ...          # several machines
+        -m SemanticInterpolationLib.cli.train ...          # several machines
 
 (``semantic-interpolation train`` is the same program.) Backend: NCCL when every process has a
 CUDA GPU (process ``LOCAL_RANK`` uses ``cuda:LOCAL_RANK``), gloo otherwise (CPU). Every process

@@ -23,7 +23,7 @@ Files written (rank 0 only, all atomically: write then rename):
   ``"progress"`` (at most every ``progress_interval_s`` seconds), ``"epoch"`` (losses and validation
   metrics of each epoch), and ``"end"`` (``status``: ``finished``, ``cancelled`` or ``failed``).
 
-Both checkpoints load with :func:`~SemanticInterpolationLib.checkpoint.load_checkpoint` and work with
+Both checkpoints load with :func:`~SemanticInterpolationLib.models.checkpoint.load_checkpoint` and work with
 :class:`~SemanticInterpolationLib.engine.ASIEngine` at once; they record the in-plane spacing of the
 training data (median over the volumes) and the training settings.
 
@@ -54,12 +54,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
-from ..devices import describe_device, resolve_device, resolve_precision
+from ..models.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
+from ..engine.devices import describe_device, resolve_device, resolve_precision
 from ..errors import CheckpointError, InputError, SemanticInterpolationError
-from ..fileio import check_writable_destination
-from ..model import ASIAutoencoder, AutoencoderConfig
-from ..normalization import IntensityNormalization
+from ..volumes.fileio import check_writable_destination
+from ..models.asi import ASIAutoencoder, AutoencoderConfig
+from ..models.normalization import IntensityNormalization
 from .data import (Augmentation, TrainingVolume, TripletDataset, TripletSampler, bspline_anchor, pad_to_multiple,
                    validate_patch_size, validation_triplets)
 from .distributed import DistributedContext, init_distributed, process_device, shutdown, wrap_model
@@ -215,7 +215,7 @@ class TrainingConfig:
         return d
 
     def to_cli_args(self) -> list[str]:
-        """Arguments for ``semantic-interpolation train`` (or ``python -m SemanticInterpolationLib.cli_train``)
+        """Arguments for ``semantic-interpolation train`` (or ``python -m SemanticInterpolationLib.cli.train``)
         that reproduce this configuration; volumes must be paths. For GUIs that train in a background
         process."""
         args = [str(v) for v in self.training_volumes]

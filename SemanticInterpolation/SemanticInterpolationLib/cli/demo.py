@@ -19,11 +19,11 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from .checkpoint import find_default_checkpoint, resolve_checkpoint
-from .devices import DEVICE_CHOICES
-from .engine import ASIEngine, validate_factor
-from .errors import InputError
-from .progress import TerminalProgress
+from ..models.checkpoint import find_default_checkpoint, resolve_checkpoint
+from ..engine.devices import DEVICE_CHOICES
+from ..engine.synthesis import ASIEngine, validate_factor
+from ..errors import InputError
+from ..progress import TerminalProgress
 
 logger = logging.getLogger("SemanticInterpolation")
 DEFAULT_OUTPUT = "demo"
@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from .cli import add_common_options
+    from .app import add_common_options
 
     parser = subparsers.add_parser(
         "demo",
@@ -76,7 +76,7 @@ def plot_through_plane(panels: list[tuple[str, sitk.Image | None]], path: Path, 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .fileio import atomic_output
+    from ..volumes.fileio import atomic_output
 
     first = panels[0][1]
     assert first is not None
@@ -114,11 +114,11 @@ def plot_through_plane(panels: list[tuple[str, sitk.Image | None]], path: Path, 
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .cli_evaluate import check_output_folder
-    from .evaluation import require_dependencies
-    from .imageio import read_image, write_image
-    from .sampledata import SAMPLE, find_sample
-    from .upsampling import upsample_image
+    from .evaluate import check_output_folder
+    from ..evaluation import require_dependencies
+    from ..volumes.imageio import read_image, write_image
+    from ..bundled.sampledata import SAMPLE, find_sample
+    from ..upsampling import upsample_image
 
     require_dependencies()
     started = time.perf_counter()
@@ -171,8 +171,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo without the ``semantic-interpolation`` command (e.g. ``python Resources/Scripts/demo.py``)."""
-    from .cli import PROG, _configure_logging, add_common_options
-    from .errors import SemanticInterpolationError
+    from .app import PROG, _configure_logging, add_common_options
+    from ..errors import SemanticInterpolationError
 
     parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n", 1)[1].replace("\n", " "))
     add_arguments(parser)

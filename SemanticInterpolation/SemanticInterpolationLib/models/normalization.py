@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 
 @dataclass(frozen=True)

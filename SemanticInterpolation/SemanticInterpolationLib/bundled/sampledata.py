@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 SAMPLE_DATA_ENV = "SEMANTIC_INTERPOLATION_SAMPLE_DATA"
 

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import torch
 
-from .errors import DeviceError
+from ..errors import DeviceError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "float32", "float16", "bfloat16")

@@ -1,11 +1,11 @@
 """Evaluation of a scene volume (no Qt, no ``slicer.app``): the logic of the module's Evaluate tab.
 
-Same three phases as upsampling (see :mod:`SemanticInterpolationLib.mrml`): :func:`prepareEvaluation`
+Same three phases as upsampling (see :mod:`SemanticInterpolationLib.mrml.logic`): :func:`prepareEvaluation`
 (main thread: checks, voxels copied out of MRML into a SimpleITK image), :func:`runEvaluationJob`
 (any thread: pure numpy/torch, never touches MRML; :class:`BackgroundEvaluation` runs it in a worker
 thread that a GUI polls), and :func:`finishEvaluation` (main thread: the summary table node). Console::
 
-    from SemanticInterpolationLib.mrml_evaluation import EvaluationTabSettings, evaluateVolume
+    from SemanticInterpolationLib.mrml.evaluation import EvaluationTabSettings, evaluateVolume
     tableNode, job = evaluateVolume(EvaluationTabSettings(volume, factors="2,3,4", methods=("asi", "bspline"),
                                                           checkpoint="/models/asi.pt", outputFolder="/tmp/eval"))
     job.reportFiles["boxplots"]      # the box plots PNG; job.result is the EvaluationResult
@@ -23,8 +23,8 @@ import numpy as np
 import vtk
 
 from .background import BackgroundTask
-from .errors import InputError, OperationCancelled
-from .mrml import ijkToRASArray, validateScalarVolume, voxelsFromVolumeNode
+from ..errors import InputError, OperationCancelled
+from .logic import ijkToRASArray, validateScalarVolume, voxelsFromVolumeNode
 
 #: Methods offered by the Evaluate tab, in display order.
 EVALUATION_METHODS = ("asi", "linear", "bspline", "lanczos")
@@ -97,9 +97,9 @@ def prepareEvaluation(settings: EvaluationTabSettings) -> EvaluationJob:
     no or a bad volume (label map, vector volume), bad factors, no method, a volume too short for the
     largest factor, missing scipy/matplotlib, a missing checkpoint for ASI, an unwritable folder.
     """
-    from .engine import synthesis_choice
-    from .evaluation import EvaluationSettings, parse_factors, parse_methods, require_dependencies
-    from .evaluation.runner import check_volumes
+    from ..engine.synthesis import synthesis_choice
+    from ..evaluation import EvaluationSettings, parse_factors, parse_methods, require_dependencies
+    from ..evaluation.runner import check_volumes
 
     require_dependencies(plots=settings.outputFolder is not None)
     validateScalarVolume(settings.volume, role="fine-slice volume")
@@ -115,7 +115,7 @@ def prepareEvaluation(settings: EvaluationTabSettings) -> EvaluationJob:
     image = sitkImageFromVolumeNode(settings.volume)
     check_volumes({name: image}, evaluationSettings)
     if "asi" in methods:
-        from .checkpoint import resolve_checkpoint
+        from ..models.checkpoint import resolve_checkpoint
 
         resolve_checkpoint(checkpoint)  # a missing or damaged checkpoint fails here, not in the thread
     folder = None
@@ -133,7 +133,7 @@ def prepareEvaluation(settings: EvaluationTabSettings) -> EvaluationJob:
 def runEvaluationJob(job: EvaluationJob, progress: Callable[[int, int], None] | None = None,
                      shouldCancel: Callable[[], bool] | None = None) -> EvaluationJob:
     """Evaluate and write the report (any thread; never touches MRML)."""
-    from .evaluation import run_evaluation, write_report
+    from ..evaluation import run_evaluation, write_report
 
     started = time.perf_counter()
     job.result = run_evaluation({job.volumeName: job.image}, job.settings, progress=progress,
@@ -168,7 +168,7 @@ def fillSummaryTableNode(tableNode: Any, header: Sequence[str], rows: Sequence[S
 
 def summaryTableNode(scene: Any, result: Any, name: str | None = None, tableNode: Any = None) -> Any:
     """A table node (new, or ``tableNode`` refilled) holding :func:`~SemanticInterpolationLib.evaluation.summary_table`."""
-    from .evaluation import summary_table
+    from ..evaluation import summary_table
 
     header, rows = summary_table(result)
     if tableNode is None:

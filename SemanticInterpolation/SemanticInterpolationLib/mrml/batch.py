@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import SemanticInterpolationError
+from ..errors import SemanticInterpolationError
 
 #: File name endings read as volumes (lower case; compound endings first).
 VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -144,7 +144,7 @@ def saveVolume(volume: Any, path: str | os.PathLike) -> None:
     """Write ``volume`` to ``path`` (format from the ending); the file appears complete or not at all."""
     import slicer
 
-    from .fileio import atomic_output
+    from ..volumes.fileio import atomic_output
 
     with atomic_output(path) as staged:
         storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
@@ -177,7 +177,7 @@ def runBatch(arguments: argparse.Namespace, scene: Any = None, log: Callable[[st
     """
     import slicer
 
-    from .mrml import SemanticInterpolationLogic
+    from .logic import SemanticInterpolationLogic
 
     scene = scene if scene is not None else slicer.vtkMRMLScene()
     logic = logic if logic is not None else SemanticInterpolationLogic()

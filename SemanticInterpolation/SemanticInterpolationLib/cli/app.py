@@ -15,12 +15,12 @@ import sys
 import time
 from typing import Sequence
 
-from ._version import __version__
-from .errors import OperationCancelled, SemanticInterpolationError
+from .._version import __version__
+from ..errors import OperationCancelled, SemanticInterpolationError
 
 PROG = "semantic-interpolation"
 #: modules (relative to this package) that add subcommands; missing ones are skipped
-SUBCOMMAND_MODULES = ("cli_upsample", "cli_train", "cli_evaluate", "cli_demo")
+SUBCOMMAND_MODULES = ("upsample", "train", "evaluate", "demo")
 
 logger = logging.getLogger("SemanticInterpolation")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def choose_slice_axis(spacing: Sequence[float]) -> int:

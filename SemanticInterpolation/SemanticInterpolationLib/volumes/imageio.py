@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from ..errors import InputError
 from .fileio import atomic_output, check_writable_destination
 
 #: File endings SimpleITK writes 3-D scalar images to.

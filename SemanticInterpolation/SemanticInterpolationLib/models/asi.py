@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,11 @@ class ASIAutoencoder(nn.Module):
                     module.bias.zero_()
             elif isinstance(module, nn.BatchNorm2d):
                 module.reset_parameters()
+
+    def describe_architecture(self) -> str:
+        """One line for logs, e.g. ``asi-journal (latent 128 ch, 2 blocks)``."""
+        return (f"{self.config.name} (latent {self.config.latent_channels} ch, "
+                f"{len(self.config.encoder_channels)} blocks)")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latent map of slices ``x`` (``[N, 1, H, W]``, H and W multiples of ``size_multiple``)."""

@@ -44,7 +44,7 @@ def _install_prefixes(package_dir: Path) -> list[Path]:
 
 def bundled_data_folders(kind: str) -> list[Path]:
     """Folders that may hold the bundled ``kind`` files (``"Models"`` or ``"SampleData"``), in search order."""
-    package_dir = Path(__file__).resolve().parent
+    package_dir = Path(__file__).resolve().parents[1]  # SemanticInterpolationLib/
     folders = [package_dir.parent / "Resources" / kind, package_dir.parent.parent / "Resources" / kind]
     folders += [prefix / "share" / SHARE_FOLDER / kind for prefix in _install_prefixes(package_dir)]
     return folders

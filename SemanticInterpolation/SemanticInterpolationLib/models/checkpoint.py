@@ -3,7 +3,8 @@
 A checkpoint is a ``torch.save`` archive of plain data only::
 
     {"format": "SemanticInterpolation-checkpoint", "format_version": 1,
-     "architecture": {...AutoencoderConfig...},
+     "model_type": "asi",              # registry name (models/registry.py); absent = "asi"
+     "architecture": {...the model type's configuration...},
      "state_dict": {name: tensor},
      "metadata": {"intensity_normalization": {...}, "in_plane_spacing_mm": [sx, sy] | None,
                   "training": {...}, "project_version": "x.y.z", "created": ISO-8601, ...},
@@ -25,11 +26,11 @@ from typing import Any, Mapping
 
 import torch
 
-from ._version import __version__
-from .errors import CheckpointError
-from .fileio import atomic_output
-from .model import ASIAutoencoder, AutoencoderConfig
+from .._version import __version__
+from ..errors import CheckpointError
+from ..volumes.fileio import atomic_output
 from .normalization import IntensityNormalization
+from .registry import DEFAULT_MODEL_TYPE, get_model_type, model_type_of
 
 CHECKPOINT_FORMAT = "SemanticInterpolation-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -37,9 +38,9 @@ CHECKPOINT_FORMAT_VERSION = 1
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: the model (in eval mode, on the CPU) and its metadata."""
+    """A loaded checkpoint: the model (in eval mode, on the CPU), its model type and its metadata."""
 
-    model: ASIAutoencoder
+    model: torch.nn.Module
     normalization: IntensityNormalization = field(default_factory=IntensityNormalization)
     in_plane_spacing_mm: tuple[float, float] | None = None
     training: dict[str, Any] = field(default_factory=dict)
@@ -50,15 +51,22 @@ class Checkpoint:
     extra_state: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def config(self) -> AutoencoderConfig:
+    def config(self) -> Any:
+        """The network's configuration (the model type's configuration class)."""
         return self.model.config
 
+    @property
+    def model_type(self) -> str:
+        """Registry name of the network's type (see :mod:`.registry`)."""
+        return model_type_of(self.model).name
+
     def summary(self) -> str:
-        """One line for logs: architecture, training data spacing and origin of the file."""
+        """One line for logs: model type, architecture, training data spacing and origin of the file."""
         spacing = ("x".join(f"{s:g}" for s in self.in_plane_spacing_mm) + " mm") if self.in_plane_spacing_mm else "unknown"
         source = self.path or "in memory"
-        return (f"{self.config.name} (latent {self.config.latent_channels} ch, "
-                f"{len(self.config.encoder_channels)} blocks), trained in-plane spacing {spacing}, "
+        describe = getattr(self.model, "describe_architecture", None)
+        architecture = describe() if callable(describe) else str(getattr(self.config, "name", ""))
+        return (f"{self.model_type} model {architecture}, trained in-plane spacing {spacing}, "
                 f"written by version {self.project_version or 'unknown'} [{source}]")
 
 
@@ -74,7 +82,7 @@ def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
 
 def save_checkpoint(
     path: str | os.PathLike,
-    model: ASIAutoencoder,
+    model: torch.nn.Module,
     *,
     normalization: IntensityNormalization | None = None,
     in_plane_spacing_mm: tuple[float, float] | None = None,
@@ -104,6 +112,7 @@ def save_checkpoint(
     payload = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_FORMAT_VERSION,
+        "model_type": model_type_of(model).name,
         "architecture": model.config.to_dict(),
         "state_dict": state_dict,
         "metadata": meta,
@@ -156,11 +165,16 @@ def _corrupt(path: Path, exc: BaseException) -> CheckpointError:
 def checkpoint_from_payload(payload: Mapping[str, Any], path: str | None = None) -> Checkpoint:
     """Build a :class:`Checkpoint` from the dictionary stored in a checkpoint file."""
     where = repr(path) if path else "checkpoint"
-    config = AutoencoderConfig.from_dict(payload.get("architecture"))
+    model_type = get_model_type(payload.get("model_type", DEFAULT_MODEL_TYPE))
+    config = model_type.config_from_dict(payload.get("architecture"))
     state_dict = payload.get("state_dict")
     if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointError(f"{where} has no valid 'state_dict' of tensors: the file is corrupt")
-    model = ASIAutoencoder(config)
+    try:
+        model = model_type.build(config)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{where}: the {model_type.name} configuration does not build a network ({exc}); "
+                              "use a checkpoint written by SemanticInterpolation") from exc
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -227,7 +241,7 @@ def default_checkpoint_candidates() -> list[Path]:
     4. ``<prefix>/share/semantic-interpolation/Models/asi-default.pt`` (a wheel install; see
        :mod:`.datafiles`).
     """
-    from .datafiles import bundled_data_folders
+    from ..bundled.datafiles import bundled_data_folders
 
     candidates = []
     env = os.environ.get(DEFAULT_CHECKPOINT_ENV)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from .geometry import numpy_axis, upsampled_size, upsampled_spacing
+from ..volumes.geometry import numpy_axis, upsampled_size, upsampled_spacing
 
 INTERPOLATORS = {
     "linear": sitk.sitkLinear,

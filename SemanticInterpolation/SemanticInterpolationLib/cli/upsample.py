@@ -6,20 +6,20 @@ import argparse
 import logging
 import time
 
-from .baselines import BASELINE_METHODS
-from .checkpoint import resolve_checkpoint
-from .devices import DEVICE_CHOICES, PRECISION_CHOICES
-from .engine import MAX_FACTOR, SYNTHESIS_MODES, ASIEngine, validate_factor
-from .errors import InputError
-from .imageio import check_output_path, read_image, write_image
-from .progress import TerminalProgress
-from .upsampling import METHODS, OUTPUT_TYPES, upsample_image
+from ..engine.baselines import BASELINE_METHODS
+from ..models.checkpoint import resolve_checkpoint
+from ..engine.devices import DEVICE_CHOICES, PRECISION_CHOICES
+from ..engine.synthesis import MAX_FACTOR, SYNTHESIS_MODES, ASIEngine, validate_factor
+from ..errors import InputError
+from ..volumes.imageio import check_output_path, read_image, write_image
+from ..progress import TerminalProgress
+from ..upsampling import METHODS, OUTPUT_TYPES, upsample_image
 
 logger = logging.getLogger("SemanticInterpolation")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from .cli import add_common_options
+    from .app import add_common_options
 
     parser = subparsers.add_parser(
         "upsample",

@@ -1,7 +1,7 @@
 """``semantic-interpolation train``: train or fine-tune an ASI model on anisotropic volumes.
 
 The same program runs under ``torchrun`` for several GPUs or machines (see
-:mod:`SemanticInterpolationLib.training.distributed`); ``python -m SemanticInterpolationLib.cli_train``
+:mod:`SemanticInterpolationLib.training.distributed`); ``python -m SemanticInterpolationLib.cli.train``
 is equivalent to ``semantic-interpolation train``.
 
 Cancel: Ctrl-C (SIGINT), SIGTERM, or creating the ``--stop-file`` stops training after the current
@@ -20,8 +20,8 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from .devices import DEVICE_CHOICES, PRECISION_CHOICES
-from .errors import InputError
+from ..engine.devices import DEVICE_CHOICES, PRECISION_CHOICES
+from ..errors import InputError
 
 logger = logging.getLogger("SemanticInterpolation")
 
@@ -38,8 +38,8 @@ def _whole_number(text: str) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand (handler :func:`run_train`)."""
-    from .training.losses import SYNTHESIS_LOSSES
-    from .training.trainer import (ARCHITECTURES, BEST_METRICS, DEFAULT_LAMBDA, DEFAULT_LEARNING_RATE,
+    from ..training.losses import SYNTHESIS_LOSSES
+    from ..training.trainer import (ARCHITECTURES, BEST_METRICS, DEFAULT_LAMBDA, DEFAULT_LEARNING_RATE,
                                    DEFAULT_SYNTHESIS_LOSS)
 
     parser = subparsers.add_parser(
@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "  semantic-interpolation train scans/*.nii.gz --validation held_out.nii.gz --output clinic.pt \\\n"
                "      --init default --epochs 50\n"
                "  semantic-interpolation train scans/*.nii.gz --output clinic.pt --epochs 80 --resume\n"
-               "  torchrun --nproc_per_node 4 -m SemanticInterpolationLib.cli_train scans/*.nii.gz --output m.pt\n"
+               "  torchrun --nproc_per_node 4 -m SemanticInterpolationLib.cli.train scans/*.nii.gz --output m.pt\n"
                "Cancel with Ctrl-C (or --stop-file): training stops after the current step and the last\n"
                "completed epoch's checkpoint is kept; --resume continues from it.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -130,7 +130,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--log", metavar="FILE", help="JSON-lines log (default CKPT with .log.jsonl)")
     parser.add_argument("--stop-file", metavar="FILE",
                         help="stop after the current step once this file exists (for GUIs and batch systems)")
-    from .cli import add_common_options
+    from .app import add_common_options
 
     add_common_options(parser)
     parser.set_defaults(handler=run_train)
@@ -138,7 +138,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The :class:`~SemanticInterpolationLib.training.TrainingConfig` the parsed options describe."""
-    from .training import TrainingConfig
+    from ..training import TrainingConfig
 
     return TrainingConfig(
         training_volumes=list(args.volumes), output=args.output, validation_volumes=list(args.validation or []),
@@ -209,9 +209,9 @@ def epoch_summary(record: dict) -> str:
 
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``train``: 0 when finished, 130 when cancelled; user errors raise before any work."""
-    from .progress import TerminalProgress
-    from .training import Trainer, TrainingProgress
-    from .training.distributed import launched_distributed
+    from ..progress import TerminalProgress
+    from ..training import Trainer, TrainingProgress
+    from ..training.distributed import launched_distributed
 
     if launched_distributed() and os.environ.get("RANK", "0") != "0":
         logger.setLevel(logging.WARNING)  # only rank 0 reports
@@ -253,8 +253,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m SemanticInterpolationLib.cli_train ARGS`` = ``semantic-interpolation train ARGS``."""
-    from .cli import main as cli_main
+    """``python -m SemanticInterpolationLib.cli.train ARGS`` = ``semantic-interpolation train ARGS``."""
+    from .app import main as cli_main
 
     return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 

@@ -43,14 +43,14 @@ import vtk
 from vtk.util import numpy_support
 
 from .background import BackgroundTask
-from .errors import CheckpointError, InputError, OperationCancelled
-from .geometry import choose_slice_axis, numpy_axis, parse_axis
+from ..errors import CheckpointError, InputError, OperationCancelled
+from ..volumes.geometry import choose_slice_axis, numpy_axis, parse_axis
 
 if TYPE_CHECKING:  # pragma: no cover - imported lazily (torch; slicer loads all MRML libraries)
     from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSequenceNode
 
-    from .checkpoint import Checkpoint
-    from .engine import ASIEngine
+    from ..models.checkpoint import Checkpoint
+    from ..engine.synthesis import ASIEngine
 
 logger = logging.getLogger("SemanticInterpolation")
 
@@ -476,7 +476,7 @@ class SemanticInterpolationLogic:
         Raises InputError (factor, batch size, synthesis mode), CheckpointError (no such file, no
         default model) or DeviceError (device not available). Batch jobs call it once before the first file.
         """
-        from .engine import synthesis_choice, validate_factor  # imports torch, so only on use
+        from ..engine.synthesis import synthesis_choice, validate_factor  # imports torch, so only on use
 
         factor = validate_factor(factor)
         mode = synthesis_choice(synthesis)
@@ -495,7 +495,7 @@ class SemanticInterpolationLogic:
     @staticmethod
     def _validateCheckpoint(checkpoint: Any) -> Any:
         """The checkpoint to load later: a Checkpoint as is, or an existing file path (str)."""
-        from .checkpoint import DEFAULT_CHECKPOINT_ENV, Checkpoint, find_default_checkpoint
+        from ..models.checkpoint import DEFAULT_CHECKPOINT_ENV, Checkpoint, find_default_checkpoint
 
         if isinstance(checkpoint, Checkpoint):
             return checkpoint
@@ -514,7 +514,7 @@ class SemanticInterpolationLogic:
 
     @staticmethod
     def _validateDevice(device: Any) -> str:
-        from .devices import resolve_device
+        from ..engine.devices import resolve_device
 
         name = "auto" if device is None else str(device).strip().lower()
         resolve_device(name)  # raises DeviceError with what was found instead
@@ -524,8 +524,8 @@ class SemanticInterpolationLogic:
     def engineFor(self, checkpoint: Any, device: str, batchSize: int | None, synthesis: str | None = None) -> ASIEngine:
         """The cached engine for these settings, loading the checkpoint when they changed.
         ``synthesis``: engine mode, None = the checkpoint's recommendation."""
-        from .checkpoint import Checkpoint, resolve_checkpoint
-        from .engine import ASIEngine
+        from ..models.checkpoint import Checkpoint, resolve_checkpoint
+        from ..engine.synthesis import ASIEngine
 
         if isinstance(checkpoint, Checkpoint):
             key: tuple = ("object", id(checkpoint), device, batchSize, self.precision, synthesis)

@@ -39,11 +39,11 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .checkpoint import Checkpoint
+from ..models.checkpoint import Checkpoint
 from .devices import autocast, describe_device, resolve_device, resolve_precision
-from .errors import InputError, OperationCancelled
-from .model import ASIAutoencoder
-from .normalization import IntensityNormalization, IntensityRange
+from ..errors import InputError, OperationCancelled
+from ..models.asi import ASIAutoencoder
+from ..models.normalization import IntensityNormalization, IntensityRange
 
 logger = logging.getLogger("SemanticInterpolation")
 

@@ -11,20 +11,20 @@ import logging
 import os
 from pathlib import Path
 
-from .baselines import BASELINE_METHODS
-from .checkpoint import find_default_checkpoint
-from .devices import DEVICE_CHOICES
-from .engine import SYNTHESIS_MODES
-from .errors import InputError
-from .progress import TerminalProgress
-from .upsampling import METHODS
+from ..engine.baselines import BASELINE_METHODS
+from ..models.checkpoint import find_default_checkpoint
+from ..engine.devices import DEVICE_CHOICES
+from ..engine.synthesis import SYNTHESIS_MODES
+from ..errors import InputError
+from ..progress import TerminalProgress
+from ..upsampling import METHODS
 
 logger = logging.getLogger("SemanticInterpolation")
 DEFAULT_OUTPUT = "evaluation"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from .cli import add_common_options
+    from .app import add_common_options
 
     parser = subparsers.add_parser(
         "evaluate",
@@ -93,12 +93,12 @@ def default_methods(checkpoint: str | None) -> tuple[tuple[str, ...], str | None
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import EvaluationSettings, parse_factors, parse_methods, require_dependencies
-    from .imageio import read_image
+    from ..evaluation import EvaluationSettings, parse_factors, parse_methods, require_dependencies
+    from ..volumes.imageio import read_image
 
     require_dependencies()
-    from .evaluation.report import summary_markdown, timing_text, write_report
-    from .evaluation.runner import run_evaluation, volume_name
+    from ..evaluation.report import summary_markdown, timing_text, write_report
+    from ..evaluation.runner import run_evaluation, volume_name
 
     # every check that can fail runs before the (long) computation
     factors = parse_factors(args.factors)

@@ -1,11 +1,11 @@
 """Training from MRML scene volumes (no Qt, no ``slicer.app``): the logic of the module's Training tab.
 
-The Training tab trains in a separate process (``PythonSlicer -m SemanticInterpolationLib.cli_train``)
+The Training tab trains in a separate process (``PythonSlicer -m SemanticInterpolationLib.cli.train``)
 so that Slicer stays responsive and Stop works. Everything that process needs is prepared here,
 and everything it reports is turned into MRML nodes here; the module file only adds the
 ``qt.QProcess``, the ``qt.QTimer`` and the widgets. The same API works from the Python console::
 
-    from SemanticInterpolationLib.mrml_training import TrainingTabSettings, prepareTraining
+    from SemanticInterpolationLib.mrml.training import TrainingTabSettings, prepareTraining
     job = prepareTraining(TrainingTabSettings(trainingVolumes=[vol1, vol2], output="/data/clinic.pt",
                                               epochs=20, patchSize=64), workFolder="/tmp/asi-training")
     # job.command and job.environment start the training process (subprocess.Popen, qt.QProcess, ...);
@@ -23,7 +23,7 @@ Steps of :func:`prepareTraining`, every check before any process starts:
 3. a :class:`~SemanticInterpolationLib.training.TrainingConfig` is built and checked with
    :class:`~SemanticInterpolationLib.training.Trainer` (reads the files, checks the checkpoint,
    patch size, device, lpips availability, output paths), which trains nothing;
-4. the command line is ``[python, "-m", "SemanticInterpolationLib.cli_train", *config.to_cli_args(),
+4. the command line is ``[python, "-m", "SemanticInterpolationLib.cli.train", *config.to_cli_args(),
    "--stop-file", STOP]``.
 """
 
@@ -40,11 +40,11 @@ from typing import Any, Mapping, Sequence
 
 import vtk
 
-from .errors import InputError
-from .mrml import validateScalarVolume
+from ..errors import InputError
+from .logic import validateScalarVolume
 
 #: The module run by the training process.
-TRAINING_MODULE = "SemanticInterpolationLib.cli_train"
+TRAINING_MODULE = "SemanticInterpolationLib.cli.train"
 #: Node reference role that keeps the Training tab's volumes in the module's parameter node.
 TRAINING_VOLUME_REFERENCE_ROLE = "trainingVolume"
 #: Columns of the per-epoch table (``epoch`` records of the training log), in this order.
@@ -123,7 +123,7 @@ class TrainingJob:
         ``since``: a ``time.time()`` value; records written before it (e.g. by an earlier run into the
         same log, before the new process has started a new log) are left out.
         """
-        from .training.trainer import read_training_log
+        from ..training.trainer import read_training_log
 
         records = read_training_log(self.logPath)
         if since is not None:
@@ -149,7 +149,7 @@ class TrainingJob:
 def validateTrainingVolume(volumeNode: Any, role: str = "training volume", tripletStride: int = 1) -> int:
     """Check that a node can be used for training; return its slice axis (IJK).
 
-    Besides :func:`~SemanticInterpolationLib.mrml.validateScalarVolume` (scalar volume, not a label
+    Besides :func:`~SemanticInterpolationLib.mrml.logic.validateScalarVolume` (scalar volume, not a label
     map, has voxels) a training triplet needs ``2 * tripletStride + 1`` slices along the slice axis.
     """
     axis = validateScalarVolume(volumeNode, role=role)
@@ -214,7 +214,7 @@ def initArgument(init: Any) -> str | None:
 def buildTrainingConfig(settings: TrainingTabSettings, trainingFiles: Sequence[str | os.PathLike],
                         validationFiles: Sequence[str | os.PathLike] = ()):
     """The :class:`~SemanticInterpolationLib.training.TrainingConfig` for the tab's values and exported files."""
-    from .training.trainer import DEFAULT_LEARNING_RATE, TrainingConfig
+    from ..training.trainer import DEFAULT_LEARNING_RATE, TrainingConfig
 
     output = str(settings.output or "").strip()
     if not output or output == ".":
@@ -231,7 +231,7 @@ def buildTrainingConfig(settings: TrainingTabSettings, trainingFiles: Sequence[s
 
 def libraryFolder() -> Path:
     """The folder that holds the ``SemanticInterpolationLib`` package (the module folder in Slicer)."""
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def pythonExecutable() -> str:
@@ -249,7 +249,7 @@ def pythonExecutable() -> str:
     if Path(sys.executable).name.lower().startswith("python"):
         return sys.executable
     raise InputError("cannot find Slicer's Python executable (PythonSlicer) to run the training process; "
-                     "train from a terminal with 'PythonSlicer -m SemanticInterpolationLib.cli_train ...' instead")
+                     "train from a terminal with 'PythonSlicer -m SemanticInterpolationLib.cli.train ...' instead")
 
 
 def trainingEnvironment(base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -264,7 +264,7 @@ def trainingEnvironment(base: Mapping[str, str] | None = None) -> dict[str, str]
 
 
 def trainingCommand(config: Any, stopFile: str | os.PathLike, python: str | None = None) -> list[str]:
-    """``[python, "-m", "SemanticInterpolationLib.cli_train", *config.to_cli_args(), "--stop-file", stopFile]``."""
+    """``[python, "-m", "SemanticInterpolationLib.cli.train", *config.to_cli_args(), "--stop-file", stopFile]``."""
     return [python or pythonExecutable(), "-m", TRAINING_MODULE, *config.to_cli_args(), "--stop-file", str(stopFile)]
 
 
@@ -273,13 +273,13 @@ def checkTrainingConfig(config: Any) -> str:
 
     Raises :class:`~SemanticInterpolationLib.errors.SemanticInterpolationError` subclasses with the fix.
     """
-    from .training.trainer import Trainer
+    from ..training.trainer import Trainer
 
     trainer = Trainer(config)
     try:
         return trainer.describe()
     finally:
-        from .training.distributed import shutdown
+        from ..training.distributed import shutdown
 
         shutdown(trainer.context)  # no-op for a single process; run() is never called here
 
@@ -329,7 +329,7 @@ def prepareTraining(settings: TrainingTabSettings, workFolder: str | os.PathLike
             validationFiles.append(exportVolumeNode(validation, folder / f"validation_{_safeFileStem(validation.GetName())}.nrrd"))
         config = buildTrainingConfig(settings, trainingFiles, validationFiles)
         description = checkTrainingConfig(config) if check else ""
-        from .training.trainer import default_log_path
+        from ..training.trainer import default_log_path
 
         logPath = Path(config.log_path) if config.log_path else default_log_path(config.output)
         command = trainingCommand(config, stopFile, python)
@@ -350,7 +350,7 @@ def requestStop(job: TrainingJob) -> None:
 
 def lpipsAvailability() -> str | None:
     """None when the lpips synthesis loss can be imported, else the reason (for the loss choice's tooltip)."""
-    from .training.losses import lpips_unavailable_reason
+    from ..training.losses import lpips_unavailable_reason
 
     return lpips_unavailable_reason()
 

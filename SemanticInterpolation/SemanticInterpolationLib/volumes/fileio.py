@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def check_writable_destination(path: str | os.PathLike) -> Path:
