@@ -1,4 +1,4 @@
-"""Image quality measures of synthesized slices against the removed real ones (numpy + scipy).
+"""Image quality measures of synthesized slices against the removed real ones (numpy + scipy; torch for SSIM).
 
 All functions take stacks of 2-D slices ``[n, H, W]`` (a single ``[H, W]`` slice works too) and
 return one score per slice. Intensities must already be on the [0, 1] scale of
@@ -10,7 +10,9 @@ data range ``L`` is 1.
   their reference implementation ``ssim_index.m``: an 11x11 Gaussian window with sigma 1.5
   (normalised to sum 1), ``K1 = 0.01``, ``K2 = 0.03``, local statistics without the
   sample-covariance correction, the SSIM map over the 'valid' region (windows fully inside the
-  slice), averaged. Slices need at least 11x11 pixels.
+  slice), averaged. Slices need at least 11x11 pixels. It is computed by the training loss's
+  :func:`SemanticInterpolationLib.training.losses.ssim` in float64 without autograd (one SSIM
+  for training and evaluation).
 * :func:`vif`: the pixel-domain Visual Information Fidelity of Sheikh and Bovik (IEEE TIP 2006),
   multi-scale variant ``vifp_mscale.m`` of the authors' release ("VIFp"): 4 scales with Gaussian
   windows of 17, 9, 5, 3 pixels (sigma N/5), 'valid' filtering and 2x decimation between
@@ -101,21 +103,21 @@ def psnr(reference: np.ndarray, test: np.ndarray, data_range: float = 1.0) -> np
 
 def ssim(reference: np.ndarray, test: np.ndarray, data_range: float = 1.0) -> np.ndarray:
     """Mean SSIM per slice (Wang et al. 2004; Gaussian 11x11, sigma 1.5; see the module docstring)."""
+    import torch
+
+    from ..training.losses import ssim as torch_ssim  # imported here: training is not needed for the rest
+
     ref, tst = _pair(reference, test)
     if min(ref.shape[1:]) < SSIM_WINDOW:
         raise InputError(f"SSIM needs slices of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {ref.shape[1:]}")
-    kernel = gaussian_kernel(SSIM_WINDOW, SSIM_SIGMA)
-    c1 = (SSIM_K1 * data_range) ** 2
-    c2 = (SSIM_K2 * data_range) ** 2
     scores = np.empty(ref.shape[0])
-    for start in range(0, ref.shape[0], BLOCK):
-        x, y = ref[start:start + BLOCK], tst[start:start + BLOCK]
-        mu_x, mu_y = _filter_valid(x, kernel), _filter_valid(y, kernel)
-        xx = _filter_valid(x * x, kernel) - mu_x * mu_x
-        yy = _filter_valid(y * y, kernel) - mu_y * mu_y
-        xy = _filter_valid(x * y, kernel) - mu_x * mu_y
-        ssim_map = ((2 * mu_x * mu_y + c1) * (2 * xy + c2)) / ((mu_x * mu_x + mu_y * mu_y + c1) * (xx + yy + c2))
-        scores[start:start + BLOCK] = ssim_map.mean(axis=(1, 2))
+    with torch.no_grad():
+        for start in range(0, ref.shape[0], BLOCK):
+            x = torch.from_numpy(np.ascontiguousarray(ref[start:start + BLOCK]))[:, None]
+            y = torch.from_numpy(np.ascontiguousarray(tst[start:start + BLOCK]))[:, None]
+            scores[start:start + BLOCK] = torch_ssim(
+                x, y, data_range=float(data_range), window_size=SSIM_WINDOW, sigma=SSIM_SIGMA, k1=SSIM_K1,
+                k2=SSIM_K2, reduction="none").numpy()
     return scores
 
 

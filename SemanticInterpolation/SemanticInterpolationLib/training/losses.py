@@ -11,6 +11,8 @@
 
 SSIM is implemented here in torch (Wang et al. 2004): Gaussian window 11x11, sigma 1.5,
 K1 = 0.01, K2 = 0.03, data range 1, computed over the valid part of the image (no padding).
+It is the project's only SSIM: the evaluation (:func:`SemanticInterpolationLib.evaluation.metrics.ssim`)
+calls it on float64 tensors without autograd, so the training loss and the reported scores agree.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class SynthesisLossUnavailable(SemanticInterpolationError):
 def _gaussian_window_1d(size: int, sigma: float) -> torch.Tensor:
     coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
     g = torch.exp(-(coords**2) / (2.0 * sigma**2))
-    return (g / g.sum()).to(torch.float32)
+    return g / g.sum()  # float64; _filter casts it to the images' dtype
 
 
 def _filter(x: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
@@ -54,14 +56,16 @@ def ssim(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0, window_si
     """Structural similarity of image batches ``[N, C, H, W]`` (H, W >= ``window_size``).
 
     ``reduction``: ``"mean"`` (a scalar), ``"none"`` (one value per image, ``[N]``).
-    Computed in float32 even under autocast.
+    Computed in float32 (half-precision inputs are cast up), or in float64 when either input is
+    float64 (the evaluation's precision). Differentiable in ``x`` and ``y``.
     """
     if x.shape != y.shape or x.ndim != 4:
         raise ValueError(f"ssim needs two [N, C, H, W] tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if min(x.shape[-2:]) < window_size:
         raise ValueError(f"ssim needs images of at least {window_size}x{window_size} pixels, got {tuple(x.shape[-2:])}")
-    x = x.float()
-    y = y.float()
+    dtype = torch.float64 if torch.float64 in (x.dtype, y.dtype) else torch.float32
+    x = x.to(dtype)
+    y = y.to(dtype)
     window = _gaussian_window_1d(window_size, float(sigma))
     c1 = (k1 * data_range) ** 2
     c2 = (k2 * data_range) ** 2
