@@ -16,6 +16,12 @@ Experiments after the release (see the model card; not shipped):
     python Resources/Scripts/train_default_model.py --run stage5.pt --init stage2.best.pt \
         --synthesis-target residual-bspline --learning-rate 1e-4 --thick-slice-probability 0.5 --minutes 30
 
+Pair U-Net (model type pair-unet; gaps 2..6 with random middles, noise and thick-slice augmentation):
+    python Resources/Scripts/train_default_model.py --model-type pair-unet --run pair-mse.pt --loss mse \
+        --patch-size 48 --batch-size 16 --noise-std 0.06 --thick-slice-probability 0.5 --minutes 60
+  It trains on the same split, with the isotropic volumes' views at stride 1 only (the gap sampling
+  covers larger strides) and breast1 (0.66 x 0.66 x 2.1 mm, noisy) among the anisotropic stacks.
+
 Data split (fixed, see Resources/Models/MODEL_CARD.md):
   training   : MNI152 2009a (1 mm), pydeface mean T1 (1 mm): in-plane slices along all three axes with
                triplet strides 1, 2 and 3 (every offset), plus the real anisotropic clinical stacks
@@ -45,6 +51,8 @@ ISOTROPIC_TRAINING = ["mni152-2009a/mni_icbm152_t1_tal_nlin_sym_09a_converted.ni
                       "pydeface-mean/mean_reg2mean.nii.gz"]
 ANISOTROPIC_TRAINING = ["brain1-brain2/brain1_image.nrrd", "brain1-brain2/brain2_image.nrrd", "pd-brain",
                         "itk-t1/KmeansTest_T1UCharRaw.nii.gz"]
+#: added for the pair U-Net (real, noisy, anisotropic); not in the ASI runs above
+PAIR_EXTRA_ANISOTROPIC = ["breast1/breast1_image.nrrd"]
 VALIDATION = ["robex-ref/atlas.nii.gz"]
 HELD_OUT = ["colin27/ch2.nii.gz"]
 STRIDES = (1, 2, 3)
@@ -53,7 +61,7 @@ RECIPE = dict(patch_size=64, batch_size=12, learning_rate=3e-4, synthesis_loss="
               steps_per_epoch=300, epochs=10000, seed=0, validation_triplets=24, best_metric="val_syn_psnr")
 
 
-def isotropic_views(path: Path, thick: bool = False) -> list[TrainingVolume]:
+def isotropic_views(path: Path, thick: bool = False, strides: tuple[int, ...] = STRIDES) -> list[TrainingVolume]:
     """In-plane slices along each of the three axes, at triplet strides 1..3 (all offsets).
 
     ``thick``: also give each view its simulated thick-slice version (the fine volume blurred along
@@ -69,7 +77,7 @@ def isotropic_views(path: Path, thick: bool = False) -> list[TrainingVolume]:
     views = []
     for axis in (0, 1, 2):  # ITK axis
         np_axis = 2 - axis
-        for stride in STRIDES:
+        for stride in strides:
             blurred = None
             if thick:  # blur along np_axis: move it first, blur, move back
                 blurred = np.moveaxis(blur_slices(np.moveaxis(array.astype(np.float32), np_axis, 0), 2 * stride),
@@ -89,12 +97,18 @@ def isotropic_views(path: Path, thick: bool = False) -> list[TrainingVolume]:
     return views
 
 
-def build_training_set(thick: bool = False) -> list[TrainingVolume]:
+def build_training_set(thick: bool = False, model_type: str = "asi") -> list[TrainingVolume]:
+    """The training views. ``pair-unet``: stride-1 views (the gap sampler draws larger gaps and builds its
+    own thick-slice copies) and the extra anisotropic stacks, with the pair U-Net's unclipped normalisation."""
+    from SemanticInterpolationLib.models.normalization import IntensityNormalization
+
     volumes: list[TrainingVolume] = []
+    pair = model_type != "asi"
     for name in ISOTROPIC_TRAINING:
-        volumes += isotropic_views(CACHE / name, thick)
-    for name in ANISOTROPIC_TRAINING:
-        volumes.append(TrainingVolume.load(str(CACHE / name)))
+        volumes += isotropic_views(CACHE / name, thick and not pair, strides=(1,) if pair else STRIDES)
+    normalization = IntensityNormalization(clip=False) if pair else None
+    for name in ANISOTROPIC_TRAINING + (PAIR_EXTRA_ANISOTROPIC if pair else []):
+        volumes.append(TrainingVolume.load(str(CACHE / name), normalization=normalization))
     return volumes
 
 
@@ -126,6 +140,12 @@ def main() -> int:
     parser.add_argument("--noise-std", type=float, default=0.0, help="noise augmentation (stage 4: 0.05)")
     parser.add_argument("--thick-slice-probability", type=float, default=0.0,
                         help="share of the isotropic views' triplets with simulated thick outer slices")
+    parser.add_argument("--model-type", choices=("asi", "pair-unet"), default="asi")
+    parser.add_argument("--max-gap", type=int, default=6, help="pair-unet: largest input gap in slices")
+    parser.add_argument("--loss", choices=("mse", "l1", "ssim"), default=RECIPE["synthesis_loss"],
+                        help="synthesis distance")
+    parser.add_argument("--patch-size", type=int, default=RECIPE["patch_size"])
+    parser.add_argument("--batch-size", type=int, default=RECIPE["batch_size"])
     parser.add_argument("--export", type=Path, help="only export the best epoch of --run to this file")
     parser.add_argument("--synthesis", choices=("plain", "residual", "residual-bspline"), default="residual",
                         help="inference mode recorded in the exported checkpoint")
@@ -133,15 +153,20 @@ def main() -> int:
     if args.export:
         export(args.run, args.export, args.synthesis)
         return 0
-    missing = [n for n in ISOTROPIC_TRAINING + ANISOTROPIC_TRAINING + VALIDATION if not (CACHE / n).exists()]
+    missing = [n for n in ISOTROPIC_TRAINING + ANISOTROPIC_TRAINING + PAIR_EXTRA_ANISOTROPIC + VALIDATION
+               if not (CACHE / n).exists()]
     if missing:
         print(f"missing data in {CACHE}: {missing}; run Resources/Scripts/fetch_data.py first", file=sys.stderr)
         return 1
     args.run.parent.mkdir(parents=True, exist_ok=True)
-    volumes = build_training_set(thick=args.thick_slice_probability > 0)
+    volumes = build_training_set(thick=args.thick_slice_probability > 0, model_type=args.model_type)
     print(f"{len(volumes)} training views, {sum(v.n_slices for v in volumes)} slices")
     deadline = time.monotonic() + args.minutes * 60
-    recipe = dict(RECIPE, learning_rate=args.learning_rate)
+    recipe = dict(RECIPE, learning_rate=args.learning_rate, synthesis_loss=args.loss, patch_size=args.patch_size,
+                  batch_size=args.batch_size)
+    if args.model_type != "asi":
+        recipe.update(model_type=args.model_type, max_gap=args.max_gap, lam=RECIPE["lam"])
+        args.synthesis_target = "decoded"
     resume = args.run.is_file()
     config = TrainingConfig(training_volumes=volumes, validation_volumes=[str(CACHE / n) for n in VALIDATION],
                             output=args.run, resume=resume, init=None if resume else args.init, device=args.device,
@@ -153,7 +178,11 @@ def main() -> int:
             r = info.record
             print(f"epoch {r.get('epoch')}: step {info.global_step}, loss {r.get('train_loss', float('nan')):.5f}, "
                   f"val syn PSNR {r.get('val_syn_psnr', float('nan')):.2f} dB "
-                  f"(linear {r.get('val_linear_psnr', float('nan')):.2f}), rec PSNR {r.get('val_rec_psnr', float('nan')):.2f}",
+                  f"(linear {r.get('val_linear_psnr', float('nan')):.2f}, B-spline "
+                  f"{r.get('val_bspline_psnr', float('nan')):.2f}), SSIM {r.get('val_syn_ssim', float('nan')):.4f} "
+                  f"(linear {r.get('val_linear_ssim', float('nan')):.4f}, B-spline "
+                  f"{r.get('val_bspline_ssim', float('nan')):.4f}), rec PSNR {r.get('val_rec_psnr') or float('nan'):.2f}, "
+                  f"{r.get('epoch_seconds', 0):.0f} s",
                   flush=True)
 
     result = train(config, progress=report, should_cancel=lambda: time.monotonic() > deadline)

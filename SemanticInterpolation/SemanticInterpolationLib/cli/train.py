@@ -71,6 +71,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="fine-tune this checkpoint ('default' = the bundled model); default: train from scratch")
     start.add_argument("--resume", action="store_true",
                        help="continue the run saved in --output (raise --epochs to train longer)")
+    from ..models.registry import get_model_type, model_type_names
+
+    parser.add_argument("--model-type", choices=model_type_names(), metavar="TYPE",
+                        help="network type: " + "; ".join(f"{n} = {get_model_type(n).description}"
+                                                          for n in model_type_names())
+                             + ". Default: the --init/--resume checkpoint's type, else asi")
+    parser.add_argument("--max-gap", type=_whole_number, default=6, metavar="G",
+                        help="pair-unet: largest distance in slices between the two input slices on fine volumes "
+                             "(gaps 2..G are drawn, the gaps that factors K = 2..G fill; default 6)")
     parser.add_argument("--architecture", choices=sorted(ARCHITECTURES),
                         help="network when training from scratch (default journal). With --init the network is "
                              "the checkpoint's; naming another one is an error")
@@ -143,6 +152,7 @@ def config_from_args(args: argparse.Namespace):
     return TrainingConfig(
         training_volumes=list(args.volumes), output=args.output, validation_volumes=list(args.validation or []),
         init=args.init, resume=bool(args.resume), architecture=args.architecture, epochs=args.epochs,
+        model_type=args.model_type, max_gap=args.max_gap,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, patch_size=args.patch_size,
         learning_rate=args.learning_rate, synthesis_loss=args.synthesis_loss, synthesis_target=args.synthesis_target, lam=args.lam,
         triplet_stride=args.triplet_stride, slice_axis=args.slice_axis, augment=args.augment,

@@ -1,4 +1,4 @@
-"""ASI through-plane upsampling of numpy volumes (numpy in, numpy out).
+"""Through-plane upsampling of numpy volumes with a learned model of any registered type (numpy in, numpy out).
 
 Axis order: the engine works on any 3-D array and takes the slice axis as a *numpy* axis
 index. For arrays from SimpleITK (``GetArrayFromImage``) and from MRML
@@ -23,6 +23,13 @@ Three synthesis modes (``synthesis=``):
   as the ``bspline`` baseline) instead of the linear mix. The B-spline values of the whole output
   are computed up front, so this mode holds one more output-sized float32 array.
 
+Every model type offers the same three calls (see :mod:`..models.registry`): ``encode`` (the
+state kept per acquired slice: ASI's latent map; for ``pair-unet`` the slice itself),
+``synthesize(state_first, state_second, alpha)`` (ASI: decode the latent mix; ``pair-unet``: its
+network on the pair) and ``reconstruct(state)``. A type lists the synthesis modes it supports in
+``synthesis_modes``; the residual modes need ASI's reconstructions, so ``pair-unet`` (whose output
+already is a correction to the linear mix) offers ``plain`` only.
+
 Every acquired slice is encoded exactly once. Slices are streamed in chunks of
 ``batch_size``, so memory is bounded by the batch size (plus the output array), not by the
 number of slices.
@@ -42,7 +49,6 @@ import torch
 from ..models.checkpoint import Checkpoint
 from .devices import autocast, describe_device, resolve_device, resolve_precision
 from ..errors import InputError, OperationCancelled
-from ..models.asi import ASIAutoencoder
 from ..models.normalization import IntensityNormalization, IntensityRange
 
 logger = logging.getLogger("SemanticInterpolation")
@@ -148,7 +154,7 @@ class _DecodeJob:
 
 
 class ASIEngine:
-    """Holds a model on a device and upsamples volumes with it.
+    """Holds a model (any registered model type) on a device and upsamples volumes with it.
 
     Create one engine and call :meth:`upsample` for many volumes (e.g. the frames of a cine
     sequence) to load the model only once.
@@ -164,7 +170,7 @@ class ASIEngine:
 
     def __init__(
         self,
-        checkpoint: Checkpoint | ASIAutoencoder,
+        checkpoint: Checkpoint | torch.nn.Module,
         device: str | torch.device = "auto",
         *,
         precision: str = "auto",
@@ -176,16 +182,23 @@ class ASIEngine:
         if isinstance(checkpoint, Checkpoint):
             model, default_normalization = checkpoint.model, checkpoint.normalization
             default_synthesis = str((checkpoint.metadata.get("inference") or {}).get("synthesis", "plain"))
-        elif isinstance(checkpoint, ASIAutoencoder):
+        elif isinstance(checkpoint, torch.nn.Module) and callable(getattr(checkpoint, "synthesize", None)):
             model, default_normalization, default_synthesis = checkpoint, IntensityNormalization(), "plain"
         else:
-            raise TypeError(f"checkpoint must be a Checkpoint or ASIAutoencoder, got {type(checkpoint).__name__}")
+            raise TypeError(f"checkpoint must be a Checkpoint or a model of a registered type, got "
+                            f"{type(checkpoint).__name__}")
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
                                        or batch_size < 1):
             raise InputError(f"batch size must be a positive whole number, got {batch_size!r}")
         if memory_format not in MEMORY_FORMATS:
             raise InputError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {memory_format!r}")
         self.synthesis = validate_synthesis(synthesis or default_synthesis)
+        supported = tuple(getattr(model, "synthesis_modes", SYNTHESIS_MODES))
+        if self.synthesis not in supported:
+            from ..models.registry import model_type_of
+
+            raise InputError(f"synthesis mode {self.synthesis!r} does not apply to {model_type_of(model).name} models, "
+                             f"which support {', '.join(supported)}: choose one of those (or auto)")
         self.device = resolve_device(device)
         self.compute_dtype = resolve_precision(self.device, precision)
         self.batch_size = int(batch_size) if batch_size is not None else default_batch_size(self.device)
@@ -199,11 +212,14 @@ class ASIEngine:
         self.model = copy.deepcopy(model).to(self.device).eval()
         self.model = self.model.to(memory_format=self.memory_format)
         self.size_multiple = self.model.config.size_multiple
+        from ..models.registry import model_type_of
+
+        self.model_type = model_type_of(self.model).name
 
     def describe(self) -> str:
         """Device and settings, for logs."""
         fmt = "channels_last" if self.memory_format == torch.channels_last else "contiguous"
-        return (f"{self.synthesis} synthesis, device {describe_device(self.device)}, precision {str(self.compute_dtype).replace('torch.', '')}, "
+        return (f"{self.model_type} model, {self.synthesis} synthesis, device {describe_device(self.device)}, precision {str(self.compute_dtype).replace('torch.', '')}, "
                 f"batch size {self.batch_size}, memory format {fmt}")
 
     # ------------------------------------------------------------------ helpers
@@ -221,9 +237,15 @@ class ASIEngine:
         with autocast(self.device, self.compute_dtype):
             return self.model.encode(batch).float()
 
-    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+    def _reconstruct(self, states: torch.Tensor) -> np.ndarray:
         with autocast(self.device, self.compute_dtype):
-            decoded = self.model.decode(latents.contiguous(memory_format=self.memory_format))
+            decoded = self.model.reconstruct(states.contiguous(memory_format=self.memory_format))
+        return decoded[:, 0].float().cpu().numpy()
+
+    def _synthesize(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor) -> np.ndarray:
+        with autocast(self.device, self.compute_dtype):
+            decoded = self.model.synthesize(first.contiguous(memory_format=self.memory_format),
+                                            second.contiguous(memory_format=self.memory_format), alpha)
         return decoded[:, 0].float().cpu().numpy()
 
     @staticmethod
@@ -299,7 +321,7 @@ class ASIEngine:
             for s in range(n_slices):
                 out_slices[s * factor] = slices[s]  # exact copy (cast only if output dtype differs)
 
-        logger.info("ASI upsampling %s volume of shape %s along axis %d by %d (%s)",
+        logger.info("Upsampling %s volume of shape %s along axis %d by %d (%s)",
                     volume.dtype, volume.shape, axis, factor, self.describe())
         if progress is not None:
             progress(0, total)
@@ -323,7 +345,7 @@ class ASIEngine:
                     new_reconstructions = []
                     for b in range(0, len(new_latents), self.batch_size):
                         check_cancel()
-                        new_reconstructions.append(self._decode(new_latents[b:b + self.batch_size])[:, :height, :width])
+                        new_reconstructions.append(self._reconstruct(new_latents[b:b + self.batch_size])[:, :height, :width])
                         report(len(new_reconstructions[-1]))
                     fresh = np.concatenate(new_reconstructions)
                     if not keep_acquired:
@@ -344,8 +366,8 @@ class ASIEngine:
                     first = torch.tensor([j.first for j in batch], device=self.device)
                     second = torch.tensor([j.second for j in batch], device=self.device)
                     alpha = torch.tensor([j.alpha for j in batch], device=self.device, dtype=latents.dtype)
-                    mixed = ASIAutoencoder.mix(latents.index_select(0, first), latents.index_select(0, second), alpha)
-                    decoded = self._decode(mixed)[:, :height, :width]
+                    decoded = self._synthesize(latents.index_select(0, first), latents.index_select(0, second),
+                                               alpha)[:, :height, :width]
                     if residual:
                         values = np.empty_like(decoded)
                         for n, job in enumerate(batch):
@@ -368,7 +390,7 @@ class ASIEngine:
                     previous_reconstruction = reconstructions[-1:].copy()
                 del latents, new_latents
 
-        logger.info("ASI upsampling done: %d slices synthesized in %.2f s",
+        logger.info("Upsampling done: %d slices synthesized in %.2f s",
                     jobs_total, time.perf_counter() - started)
         return output
 
@@ -376,7 +398,7 @@ class ASIEngine:
 def upsample_array(
     volume: np.ndarray,
     factor: int,
-    checkpoint: Checkpoint | ASIAutoencoder,
+    checkpoint: Checkpoint | torch.nn.Module,
     *,
     axis: int = 0,
     keep_acquired: bool = True,

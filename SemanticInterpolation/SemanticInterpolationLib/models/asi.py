@@ -183,6 +183,18 @@ class ASIAutoencoder(nn.Module):
         """Reconstruction ``decode(encode(x))``."""
         return self.decode(self.encode(x))
 
+    #: engine synthesis modes this type supports (see :mod:`..engine.synthesis`)
+    synthesis_modes = ("plain", "residual", "residual-bspline")
+
+    # ---- the engine interface (state of a slice = its latent map)
+    def reconstruct(self, z: torch.Tensor) -> torch.Tensor:
+        """The autoencoder's reconstruction of a slice from its latent map (= :meth:`decode`)."""
+        return self.decode(z)
+
+    def synthesize(self, z_first: torch.Tensor, z_second: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+        """The slice decoded from the latent mix at ``alpha`` (journal eq. 1 and 2)."""
+        return self.decode(self.mix(z_first, z_second, alpha))
+
     @staticmethod
     def mix(z_first: torch.Tensor, z_second: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
         """Convex combination ``(1 - alpha) z_first + alpha z_second`` (journal eq. 1).

@@ -98,3 +98,6 @@ def model_type_of(model: nn.Module) -> ModelType:
 register_model_type(ModelType(
     name="asi", description="ASI autoencoder (Sander, de Vos, Isgum 2022): latent maps mixed with alpha = i/K",
     module="asi", model_class_name="ASIAutoencoder", config_class_name="AutoencoderConfig"))
+register_model_type(ModelType(
+    name="pair-unet", description="full-resolution U-Net on both neighbours and alpha: a learned correction "
+    "to their linear mix", module="pair_unet", model_class_name="PairUNet", config_class_name="PairUNetConfig"))

@@ -442,3 +442,105 @@ def validation_triplets(volume: TrainingVolume, *, triplet_stride: int = 1,
         picks = np.linspace(0, len(middles) - 1, max_triplets).round().astype(int)
         middles = [middles[i] for i in sorted(set(picks.tolist()))]
     return middles
+
+
+class GapDataset(Dataset):
+    """Training samples for models that see two slices and alpha (``pair-unet``): random gaps, random middles.
+
+    Item ``i`` is ``(patch, alpha)``: ``patch`` float32 ``[3, P, P]`` = (first, middle, second) and
+    ``alpha`` float32 = where the middle lies between them. On *fine* volumes (slice spacing at most
+    :data:`FINE_SLICE_RATIO` times the in-plane spacing) the endpoints are ``g`` slices apart with
+    ``g`` uniform in ``[min_gap, max_gap]`` and the middle is any slice strictly between
+    (``alpha = r / g``): the gaps the engine fills at factors K = ``min_gap .. max_gap``. On real
+    anisotropic stacks (already thick and far apart) the endpoints are the two neighbours of the middle
+    (``g = 2``, alpha 0.5), ASI's principle of learning from the scan's own acquired slices.
+
+    ``thick_slice_probability``: share of the fine-volume samples whose endpoints come from a copy
+    blurred along the slice axis with FWHM = ``g`` slices (a thick-slice acquisition with thickness =
+    spacing, as ``evaluate --thick-slices`` simulates); the middle stays sharp.
+    Augmentation: rotations, flips and intensity changes apply to all three slices alike; Gaussian
+    noise (std uniform in ``[0, noise_std_max]``, with ``noise_probability``) is added to the two
+    endpoints only, independently: the network learns to estimate the clean slice from noisy
+    neighbours. Values are not clipped (the pair U-Net's normalisation does not clip either).
+    ``item`` and the epoch (:meth:`set_epoch`) seed every random choice, so runs are reproducible.
+    """
+
+    def __init__(self, volumes: Sequence[TrainingVolume], patch_size: int, *, min_gap: int = 2, max_gap: int = 6,
+                 augmentation: Augmentation | None = None, seed: int = 0,
+                 thick_slice_probability: float = 0.0) -> None:
+        if not volumes:
+            raise InputError("give at least one training volume")
+        if not (isinstance(min_gap, int) and isinstance(max_gap, int) and 2 <= min_gap <= max_gap <= 32):
+            raise InputError(f"gaps must be whole numbers with 2 <= min gap <= max gap <= 32, got {min_gap} and {max_gap}")
+        self.thick_slice_probability = float(thick_slice_probability)
+        if not 0.0 <= self.thick_slice_probability <= 1.0:
+            raise InputError(f"thick-slice probability must be from 0 to 1, got {thick_slice_probability!r}")
+        self.volumes = list(volumes)
+        self.patch_size = int(patch_size)
+        self.min_gap, self.max_gap = int(min_gap), int(max_gap)
+        self.augmentation = augmentation if augmentation is not None else Augmentation()
+        self.seed = int(seed)
+        self.epoch = 0
+        self.fine = [v.slice_spacing_mm <= FINE_SLICE_RATIO * max(v.in_plane_spacing_mm) for v in self.volumes]
+        for v, fine in zip(self.volumes, self.fine):
+            v.check_usable(patch_size=self.patch_size, triplet_stride=1)
+        #: (volume index, gap) -> slices blurred with FWHM = gap (simulated thick slices)
+        self.thick: dict[tuple[int, int], np.ndarray] = {}
+        if self.thick_slice_probability > 0:
+            for vi, (v, fine) in enumerate(zip(self.volumes, self.fine)):
+                if fine:
+                    for gap in range(self.min_gap, self.max_gap + 1):
+                        self.thick[(vi, gap)] = blur_slices(v.slices, gap)
+        #: (volume index, first slice) of every sample; a fine volume offers every start with room for min_gap
+        self.index: list[tuple[int, int]] = []
+        for vi, (v, fine) in enumerate(zip(self.volumes, self.fine)):
+            last = v.n_slices - (self.min_gap if fine else 2)
+            self.index += [(vi, n) for n in range(0, last)]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        vi, first = self.index[item]
+        volume = self.volumes[vi]
+        p = self.patch_size
+        rng = np.random.default_rng([self.seed, self.epoch, int(item)])
+        if self.fine[vi]:
+            gap = int(rng.integers(self.min_gap, min(self.max_gap, volume.n_slices - 1 - first) + 1))
+            offset = int(rng.integers(1, gap))
+        else:
+            gap, offset = 2, 1
+        rows = [first, first + offset, first + gap]
+        h, w = volume.slice_shape
+        top = int(rng.integers(0, h - p + 1))
+        left = int(rng.integers(0, w - p + 1))
+        patch = volume.slices[rows, top:top + p, left:left + p].astype(np.float32, copy=True)
+        thick = self.thick.get((vi, gap))
+        if thick is not None and rng.random() < self.thick_slice_probability:
+            patch[[0, 2]] = thick[[rows[0], rows[2]], top:top + p, left:left + p]
+        aug = self.augmentation
+        k = int(rng.integers(0, 4))
+        flip = bool(rng.integers(0, 2))
+        change = bool(rng.random() < aug.intensity_probability)
+        gamma = math.exp(rng.uniform(math.log(aug.gamma_range[0]), math.log(aug.gamma_range[1])))
+        contrast = float(rng.uniform(*aug.contrast_range))
+        brightness = float(rng.uniform(*aug.brightness_range))
+        swap = bool(rng.integers(0, 2))  # the pair in either order (alpha mirrored)
+        if aug.rotate and k:
+            patch = np.rot90(patch, k, axes=(1, 2))
+        if aug.flip and flip:
+            patch = patch[:, :, ::-1]
+        if change:
+            patch = np.power(np.clip(patch, 0.0, None), gamma)
+            patch = (patch - 0.5) * contrast + 0.5 + brightness
+        if aug.noise_std_max > 0 and rng.random() < aug.noise_probability:
+            sigma = float(rng.uniform(0.0, aug.noise_std_max))
+            patch[[0, 2]] += rng.normal(0.0, sigma, (2, p, p)).astype(np.float32)
+        alpha = offset / gap
+        if aug.flip and swap:
+            patch, alpha = patch[::-1], 1.0 - alpha
+        return (torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32)),
+                torch.tensor(alpha, dtype=torch.float32))

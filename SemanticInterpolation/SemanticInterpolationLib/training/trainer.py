@@ -31,6 +31,13 @@ Cancel: ``should_cancel()`` is polled after every optimisation step; when it ret
 stops after that step, nothing more is written, and the files of the last completed epoch stay intact
 (the unfinished epoch is lost; ``resume=True`` repeats it).
 
+Model types (``model_type``, see :mod:`..models.registry`): ``"asi"`` (default) trains the ASI
+autoencoder on slice triplets (eq. 3); ``"pair-unet"`` trains the pair U-Net to predict a slice
+from two slices ``g`` apart and alpha (:class:`.data.GapDataset`, gaps ``2..max_gap`` on fine
+volumes), with the synthesis loss only (``lam`` and ``synthesis_target`` do not apply). Fine-tuning
+and resuming keep the checkpoint's model type; a checkpoint of another type than ``model_type`` is
+refused before any work.
+
 Architecture rule for ``init`` (fine-tuning): the network is the init checkpoint's. ``architecture``
 (``"journal"`` or ``"spie"``) may be given as well only if it names the same network; an init
 checkpoint of another architecture is refused before any work. Without ``init`` the network is
@@ -60,10 +67,12 @@ from ..errors import CheckpointError, InputError, SemanticInterpolationError
 from ..volumes.fileio import check_writable_destination
 from ..models.asi import ASIAutoencoder, AutoencoderConfig
 from ..models.normalization import IntensityNormalization
-from .data import (Augmentation, TrainingVolume, TripletDataset, TripletSampler, bspline_anchor, pad_to_multiple,
+from ..models.registry import DEFAULT_MODEL_TYPE, get_model_type, model_type_names
+from .data import (Augmentation, GapDataset, TrainingVolume, TripletDataset, TripletSampler, bspline_anchor,
+                   pad_to_multiple,
                    validate_patch_size, validation_triplets)
 from .distributed import DistributedContext, init_distributed, process_device, shutdown, wrap_model
-from .losses import SYNTHESIS_LOSSES, ASILoss, psnr, ssim
+from .losses import SYNTHESIS_LOSSES, ASILoss, make_synthesis_distance, psnr, ssim
 
 logger = logging.getLogger("SemanticInterpolation")
 
@@ -175,6 +184,8 @@ class TrainingConfig:
     training_volumes: Sequence[Any]
     output: str | os.PathLike
     validation_volumes: Sequence[Any] = ()
+    model_type: str | None = None
+    max_gap: int = 6
     init: str | os.PathLike | None = None
     resume: bool = False
     architecture: str | None = None
@@ -228,6 +239,10 @@ class TrainingConfig:
             args.append("--resume")
         if self.architecture:
             args += ["--architecture", str(self.architecture)]
+        if self.model_type is not None:
+            args += ["--model-type", str(self.model_type)]
+        if self.max_gap != 6:
+            args += ["--max-gap", str(self.max_gap)]
         args += ["--epochs", str(self.epochs), "--batch-size", str(self.batch_size),
                  "--patch-size", str(self.patch_size), "--learning-rate", repr(float(self.learning_rate)),
                  "--synthesis-loss", str(self.synthesis_loss), "--lambda", repr(float(self.lam)),
@@ -334,6 +349,17 @@ class _TripletStep(torch.nn.Module):
         return decoded[:2 * b], decoded[2 * b:]
 
 
+class _PairStep(torch.nn.Module):
+    """The pair network's forward pass as a module, so that DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        return self.model(first, second, alpha)
+
+
 def _finite_or_none(value: float | None) -> float | None:
     if value is None:
         return None
@@ -415,6 +441,12 @@ class Trainer:
             raise InputError(f"unknown architecture {c.architecture!r}: use one of {', '.join(ARCHITECTURES)}")
         if c.validation_triplets is not None and c.validation_triplets < 1:
             raise InputError(f"validation triplets must be >= 1 (or None for all), got {c.validation_triplets!r}")
+        if c.model_type is not None and c.model_type not in model_type_names():
+            raise InputError(f"unknown model type {c.model_type!r}: use one of {', '.join(model_type_names())}")
+        if c.model_type not in (None, "asi") and c.architecture is not None:
+            raise InputError(f"--architecture names ASI networks; it does not apply to model type {c.model_type!r}")
+        if isinstance(c.max_gap, bool) or not isinstance(c.max_gap, (int, np.integer)) or not 2 <= c.max_gap <= 32:
+            raise InputError(f"max gap must be a whole number from 2 to 32, got {c.max_gap!r}")
         if not c.training_volumes:
             raise InputError("give at least one training volume")
         if c.resume and c.init is not None:
@@ -474,7 +506,18 @@ class Trainer:
         elif c.init is not None:
             start = resolve_checkpoint(None if str(c.init).lower() == "default" else c.init)
             self.init_description = f"fine-tuned from {start.path}"
-        if start is not None:
+        if start is not None and c.model_type is not None and start.model_type != c.model_type:
+            raise CheckpointError(
+                f"the {'resumed' if c.resume else 'init'} checkpoint {start.path!r} is a {start.model_type} model, "
+                f"but model type {c.model_type!r} was asked for: one run trains one model type. Give "
+                f"--model-type {start.model_type} to fine-tune it, or drop --init to train a {c.model_type} model")
+        self.model_type = get_model_type(c.model_type or (start.model_type if start is not None else DEFAULT_MODEL_TYPE))
+        self.pair_model = self.model_type.name != "asi"
+        if self.pair_model:
+            self.architecture = start.config if start is not None else self.model_type.config_class()
+            # no clipping: the pair network's output is not bounded, and the brightest 1 % must survive
+            self.normalization = start.normalization if start is not None else IntensityNormalization(clip=False)
+        elif start is not None:
             if c.architecture is not None:
                 wanted = ARCHITECTURES[str(c.architecture).lower()]()
                 if wanted != start.config:
@@ -489,7 +532,7 @@ class Trainer:
             self.architecture = ARCHITECTURES[str(c.architecture or "journal").lower()]()
             self.normalization = IntensityNormalization()
         self.start_checkpoint = start
-        self.synthesis_target = resolve_synthesis_target(c.synthesis_target, start)
+        self.synthesis_target = "decoded" if self.pair_model else resolve_synthesis_target(c.synthesis_target, start)
 
         # ---- data (read and checked before any work)
         self.patch_size = validate_patch_size(c.patch_size, self.architecture.size_multiple)
@@ -504,16 +547,25 @@ class Trainer:
             if min(v.slice_shape) < 11:
                 raise InputError(f"validation volume {v.name!r} has slices of {v.slice_shape[0]}x{v.slice_shape[1]} "
                                  "pixels; SSIM needs at least 11x11")
-        self.dataset = TripletDataset(self.volumes, self.patch_size, triplet_stride=c.triplet_stride,
-                                      augmentation=(Augmentation(noise_std_max=float(c.noise_std)) if c.augment
-                                                    else Augmentation.none()), seed=c.seed,
-                                      bspline_anchor=self.synthesis_target == "residual-bspline",
+        augmentation = Augmentation(noise_std_max=float(c.noise_std)) if c.augment else Augmentation.none()
+        if self.pair_model:
+            self.dataset = GapDataset(self.volumes, self.patch_size, max_gap=int(c.max_gap),
+                                      augmentation=augmentation, seed=c.seed,
                                       thick_slice_probability=float(c.thick_slice_probability))
+        else:
+            self.dataset = TripletDataset(self.volumes, self.patch_size, triplet_stride=c.triplet_stride,
+                                          augmentation=augmentation, seed=c.seed,
+                                          bspline_anchor=self.synthesis_target == "residual-bspline",
+                                          thick_slice_probability=float(c.thick_slice_probability))
         spacings = np.array([v.in_plane_spacing_mm for v in self.volumes], dtype=np.float64)
         self.in_plane_spacing_mm = tuple(float(s) for s in np.median(spacings, axis=0))
 
         # ---- loss (fails here when lpips cannot be used)
-        self.loss_fn = ASILoss(c.synthesis_loss, float(c.lam)).to(self.device)
+        if self.pair_model:
+            distance = make_synthesis_distance(c.synthesis_loss)
+            self.loss_fn = distance.to(self.device) if isinstance(distance, torch.nn.Module) else distance
+        else:
+            self.loss_fn = ASILoss(c.synthesis_loss, float(c.lam)).to(self.device)
 
         world = self.context.world_size
         samples = (c.steps_per_epoch * c.batch_size * world) if c.steps_per_epoch else len(self.dataset)
@@ -523,6 +575,13 @@ class Trainer:
     # ------------------------------------------------------------------ helpers
     def describe(self) -> str:
         c = self.config
+        if self.pair_model:
+            return (f"{self.model_type.name} model {self.architecture.name} {self.init_description}; {len(self.volumes)} "
+                    f"training volume(s), {len(self.dataset)} start slices (gaps 2..{c.max_gap} on fine volumes), "
+                    f"{len(self.validation_volumes)} validation volume(s); patch {self.patch_size}, batch "
+                    f"{c.batch_size}x{self.context.world_size} process(es), {self.steps_per_epoch} steps/epoch, lr "
+                    f"{c.learning_rate:g}, loss {c.synthesis_loss}, noise std up to {c.noise_std:g}, thick-slice "
+                    f"probability {c.thick_slice_probability:g}; device {describe_device(self.device)}")
         return (f"{self.architecture.name} {self.init_description}; {len(self.volumes)} training volume(s), "
                 f"{len(self.dataset)} triplets, {len(self.validation_volumes)} validation volume(s); patch "
                 f"{self.patch_size}, batch {c.batch_size}x{self.context.world_size} process(es), "
@@ -544,6 +603,7 @@ class Trainer:
     def _training_info(self, epochs_done: int, global_step: int, record: dict[str, Any] | None) -> dict[str, Any]:
         return {
             "settings": self.config.settings(),
+            "model_type": self.model_type.name,
             "architecture": self.architecture.name,
             "synthesis_target": self.synthesis_target,
             "started_from": self.init_description,
@@ -572,6 +632,8 @@ class Trainer:
         """
         if not self.validation_volumes:
             return {}
+        if self.pair_model:
+            return self._validate_pair(model)
         was_training = model.training
         model.eval()
         c = self.config
@@ -625,6 +687,48 @@ class Trainer:
                 "val_linear_psnr": mean["lin_psnr"], "val_linear_ssim": mean["lin_ssim"],
                 "val_bspline_psnr": mean["bspline_psnr"], "val_bspline_ssim": mean["bspline_ssim"]}
 
+    @torch.no_grad()
+    def _validate_pair(self, model: torch.nn.Module) -> dict[str, float | None]:
+        """Synthesis PSNR/SSIM of real middle slices from neighbours ``2 s`` apart (alpha 0.5), with
+        ``s = max(triplet_stride, 2)`` on fine volumes (a gap of 4 or more, as K = 4 fills) and 1 on
+        anisotropic stacks, beside linear and B-spline on the same slices; whole slices, edge-padded."""
+        was_training = model.training
+        model.eval()
+        c = self.config
+        sums: dict[str, list[torch.Tensor]] = {k: [] for k in ("syn_psnr", "syn_ssim", "lin_psnr", "lin_ssim",
+                                                               "bspline_psnr", "bspline_ssim", "loss")}
+        chunk = max(1, c.batch_size)
+        for volume in self.validation_volumes:
+            fine = volume.slice_spacing_mm <= 1.5 * max(volume.in_plane_spacing_mm)
+            s = max(c.triplet_stride, 2) if fine and volume.n_slices > 4 * max(c.triplet_stride, 2) else 1
+            middles = validation_triplets(volume, triplet_stride=s, max_triplets=c.validation_triplets)
+            h, w = volume.slice_shape
+            for i in range(0, len(middles), chunk):
+                mids = middles[i:i + chunk]
+                b = len(mids)
+                stack = pad_to_multiple(volume.slices[[m - s for m in mids] + [m + s for m in mids] + mids],
+                                        self.architecture.size_multiple)
+                x = torch.from_numpy(np.ascontiguousarray(stack)).unsqueeze(1).to(self.device)
+                with torch.autocast(self.device.type, dtype=self.compute_dtype,
+                                    enabled=self.compute_dtype != torch.float32):
+                    out = model.synthesize(x[:b], x[b:2 * b], 0.5).float()
+                x = x.float()[..., :h, :w]
+                syn_mid, real_mid = out[..., :h, :w], x[2 * b:]
+                spline = torch.from_numpy(np.stack([bspline_anchor(volume.slices, m, s) for m in mids])).unsqueeze(1)
+                spline = spline.to(x.device)
+                linear = 0.5 * (x[:b] + x[b:2 * b])
+                for name, values in (("syn", syn_mid), ("lin", linear), ("bspline", spline)):
+                    sums[f"{name}_psnr"].append(psnr(values, real_mid, reduction="none"))
+                    sums[f"{name}_ssim"].append(ssim(values, real_mid, reduction="none"))
+                sums["loss"].append(self.loss_fn(syn_mid, real_mid).detach().float().reshape(1).expand(b).cpu())
+        if was_training:
+            model.train()
+        mean = {k: float(torch.cat([t.cpu() for t in v]).mean()) for k, v in sums.items()}
+        return {"val_loss": mean["loss"], "val_rec_psnr": None, "val_rec_ssim": None,
+                "val_syn_psnr": mean["syn_psnr"], "val_syn_ssim": mean["syn_ssim"],
+                "val_linear_psnr": mean["lin_psnr"], "val_linear_ssim": mean["lin_ssim"],
+                "val_bspline_psnr": mean["bspline_psnr"], "val_bspline_ssim": mean["bspline_ssim"]}
+
     # ------------------------------------------------------------------ training
     def run(self, progress: ProgressCallback | None = None,
             should_cancel: CancelCallback | None = None) -> TrainingResult:
@@ -642,6 +746,33 @@ class Trainer:
         finally:
             self.close()
 
+    def _triplet_losses(self, step_module: torch.nn.Module, batch: torch.Tensor, memory_format: torch.memory_format,
+                        amp: bool) -> tuple[dict, int]:
+        """Eq. 3 on a batch of triplets ``[B, 3 or 4, P, P]``; returns the losses and B."""
+        c = self.config
+        batch = batch.to(self.device, non_blocking=True)
+        b = batch.shape[0]
+        outer = torch.cat([batch[:, 0:1], batch[:, 2:3]]).contiguous(memory_format=memory_format)
+        middle = batch[:, 1:2]
+        anchor = batch[:, 3:4] if self.synthesis_target == "residual-bspline" else None
+        with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=amp):
+            recon, synth = step_module(outer, c.lam > 0)
+            if synth is not None and self.synthesis_target != "decoded":
+                synth = residual_synthesis(outer[:b], outer[b:], recon[:b], recon[b:], synth, anchor)
+        return self.loss_fn(recon.float(), outer, None if synth is None else synth.float(), middle), b
+
+    def _pair_losses(self, step_module: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
+                     memory_format: torch.memory_format, amp: bool) -> tuple[dict, int]:
+        """The synthesis distance of the pair network's prediction of the middle slice, for a
+        :class:`.data.GapDataset` batch ``([B, 3, P, P], alpha [B])``; returns the losses and B."""
+        patches, alpha = (item.to(self.device, non_blocking=True) for item in batch)
+        first = patches[:, 0:1].contiguous(memory_format=memory_format)
+        second = patches[:, 2:3].contiguous(memory_format=memory_format)
+        with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=amp):
+            predicted = step_module(first, second, alpha)
+        distance = self.loss_fn(predicted.float(), patches[:, 1:2])
+        return {"total": distance, "reconstruction": torch.zeros(()), "synthesis": distance}, patches.shape[0]
+
     def _run(self, progress: ProgressCallback | None, should_cancel: CancelCallback | None) -> TrainingResult:
         c = self.config
         ctx = self.context
@@ -650,7 +781,7 @@ class Trainer:
         np.random.seed(c.seed % 2**32)
         random.seed(c.seed)
 
-        model = ASIAutoencoder(self.architecture)
+        model = self.model_type.build(self.architecture)
         if self.start_checkpoint is not None:
             model.load_state_dict(self.start_checkpoint.model.state_dict())
         else:
@@ -660,7 +791,7 @@ class Trainer:
         # channels_last: 2x faster training steps on the CPU (oneDNN), and the fast layout on CUDA
         memory_format = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
         model.to(memory_format=memory_format)
-        step_module = wrap_model(_TripletStep(model), ctx, device)
+        step_module = wrap_model(_PairStep(model) if self.pair_model else _TripletStep(model), ctx, device)
         optimizer = torch.optim.Adam(model.parameters(), lr=float(c.learning_rate))
         use_scaler = device.type == "cuda" and self.compute_dtype == torch.float16
         scaler = (torch.amp.GradScaler("cuda", enabled=use_scaler) if hasattr(torch.amp, "GradScaler")
@@ -726,16 +857,10 @@ class Trainer:
             cancelled = False
             step = 0
             for step, batch in enumerate(loader, start=1):
-                batch = batch.to(device, non_blocking=True)
-                b = batch.shape[0]
-                outer = torch.cat([batch[:, 0:1], batch[:, 2:3]]).contiguous(memory_format=memory_format)
-                middle = batch[:, 1:2]
-                anchor = batch[:, 3:4] if self.synthesis_target == "residual-bspline" else None
-                with torch.autocast(device.type, dtype=self.compute_dtype, enabled=amp):
-                    recon, synth = step_module(outer, c.lam > 0)
-                    if synth is not None and self.synthesis_target != "decoded":
-                        synth = residual_synthesis(outer[:b], outer[b:], recon[:b], recon[b:], synth, anchor)
-                losses = self.loss_fn(recon.float(), outer, None if synth is None else synth.float(), middle)
+                if self.pair_model:
+                    losses, b = self._pair_losses(step_module, batch, memory_format, amp)
+                else:
+                    losses, b = self._triplet_losses(step_module, batch, memory_format, amp)
                 total = losses["total"]
                 if not use_scaler and not bool(torch.isfinite(total)):
                     raise TrainingDiverged(
@@ -778,7 +903,7 @@ class Trainer:
             record: dict[str, Any] = {
                 "event": "epoch", "epoch": epoch + 1, "epochs": c.epochs, "global_step": global_step,
                 "train_loss": _finite_or_none(totals[0] / n),
-                "train_reconstruction": _finite_or_none(totals[1] / n),
+                "train_reconstruction": None if self.pair_model else _finite_or_none(totals[1] / n),
                 "train_synthesis": _finite_or_none(totals[2] / n) if c.lam > 0 else None,
                 "learning_rate": float(optimizer.param_groups[0]["lr"]),
                 "epoch_seconds": epoch_seconds, "triplets_per_second": float(totals[3]) / max(epoch_seconds, 1e-9),

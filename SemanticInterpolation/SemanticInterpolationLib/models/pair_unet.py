@@ -1,0 +1,192 @@
+"""Pair U-Net: a full-resolution U-Net that sees both acquired neighbours and alpha (model type ``"pair-unet"``).
+
+Where ASI encodes each slice alone and mixes latent maps, this network looks at the two acquired
+slices together and predicts the slice at fraction ``alpha`` of the way from the first to the second
+as a learned correction to their linear mix::
+
+    y = (1 - alpha) x_first + alpha x_second + f([x_first, x_second, alpha])
+
+``f`` is a U-Net without batch normalisation (so small batches and single slices behave the same in
+training and inference): ``len(widths)`` levels of [3x3 conv, leaky ReLU, 3x3 conv, leaky ReLU], 2x2
+average pooling between levels, nearest-neighbour upsampling and concatenation with the encoder
+features of the same level in the decoder, and a final 1x1 conv that starts at zero (so an untrained
+network is exactly linear interpolation). The alpha input is a constant plane. Full-resolution skip
+connections keep the fine detail of the acquired slices, which a small latent map loses (the ASI
+autoencoder reconstructs at about 28 dB).
+
+Tensors are ``[batch, channel, height, width]`` with intensities in [0, 1] (see
+:mod:`.normalization`); H and W must be multiples of :attr:`PairUNetConfig.size_multiple` (the engine
+pads). In the engine's "encode each acquired slice once, mix, decode" the state of a slice is the
+slice itself: :meth:`encode` and :meth:`reconstruct` are the identity, :meth:`synthesize` runs the
+network on a pair.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import CheckpointError
+
+#: widths above this are refused when a checkpoint is read (a crafted config must not allocate gigabytes)
+MAX_WIDTH = 1024
+MAX_LEVELS = 6
+
+
+@dataclass(frozen=True)
+class PairUNetConfig:
+    """Architecture of the pair U-Net; stored in every checkpoint.
+
+    ``widths``: channels per level, full resolution first (the slice is pooled ``len(widths) - 1`` times).
+    """
+
+    widths: tuple[int, ...] = (24, 48, 96)
+    negative_slope: float = 0.2
+    name: str = "pair-unet-24-48-96"
+
+    @property
+    def size_multiple(self) -> int:
+        """Slice height and width must be multiples of this (2 ** number of poolings)."""
+        return 2 ** (len(self.widths) - 1)
+
+    def validate(self) -> None:
+        """Raise :class:`ValueError` when the numbers cannot form a working network."""
+        if not isinstance(self.widths, tuple) or not 1 <= len(self.widths) <= MAX_LEVELS:
+            raise ValueError(f"widths must list 1 to {MAX_LEVELS} levels, got {self.widths!r}")
+        if any((not isinstance(w, int)) or isinstance(w, bool) or not 1 <= w <= MAX_WIDTH for w in self.widths):
+            raise ValueError(f"widths must be whole numbers from 1 to {MAX_WIDTH}, got {list(self.widths)}")
+        if not isinstance(self.negative_slope, (int, float)) or not 0.0 <= float(self.negative_slope) < 1.0:
+            raise ValueError(f"negative_slope must be in [0, 1), got {self.negative_slope!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form for checkpoints."""
+        d = dataclasses.asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "PairUNetConfig":
+        """Inverse of :meth:`to_dict`; unknown fields or numbers that build no network raise :class:`CheckpointError`."""
+        if not isinstance(data, dict):
+            raise CheckpointError(f"pair-unet configuration must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CheckpointError(f"pair-unet configuration has unknown fields {unknown}: the checkpoint was written "
+                                  "by a newer or different program; update SemanticInterpolation")
+        values = dict(data)
+        if "widths" in values:
+            if not isinstance(values["widths"], (list, tuple)):
+                raise CheckpointError(f"invalid pair-unet configuration in checkpoint: widths must be a list, "
+                                      f"got {values['widths']!r}")
+            values["widths"] = tuple(values["widths"])
+        try:
+            config = cls(**values)
+            config.validate()
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"invalid pair-unet configuration in checkpoint: {exc}") from exc
+        return config
+
+
+def _conv(in_channels: int, out_channels: int, kernel: int = 3) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size=kernel, padding=kernel // 2)
+
+
+class _DoubleConv(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int, slope: float) -> None:
+        super().__init__(_conv(in_channels, out_channels), nn.LeakyReLU(slope),
+                         _conv(out_channels, out_channels), nn.LeakyReLU(slope))
+
+
+class PairUNet(nn.Module):
+    """``forward(first, second, alpha)``: slices ``[N, 1, H, W]`` in [0, 1] and ``alpha`` ``[N]`` (or a float)
+    -> the slice at ``alpha`` between them, ``[N, 1, H, W]`` (not clipped)."""
+
+    #: engine synthesis modes this type supports: its output already contains its linear anchor
+    synthesis_modes = ("plain",)
+
+    def __init__(self, config: PairUNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or PairUNetConfig()
+        self.config.validate()
+        widths, slope = self.config.widths, float(self.config.negative_slope)
+        self.down = nn.ModuleList()
+        channels = 3  # first, second, alpha plane
+        for width in widths:
+            self.down.append(_DoubleConv(channels, width, slope))
+            channels = width
+        self.up = nn.ModuleList()
+        for width in reversed(widths[:-1]):
+            self.up.append(_DoubleConv(channels + width, width, slope))
+            channels = width
+        self.head = nn.Conv2d(channels, 1, kernel_size=1)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Kaiming-normal convs for leaky ReLU, zero biases; the head starts at zero (output = linear mix)."""
+        slope = float(self.config.negative_slope)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                with torch.no_grad():
+                    if module is self.head:
+                        module.weight.zero_()
+                    else:
+                        fan_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+                        std = (2.0 / ((1.0 + slope ** 2) * fan_in)) ** 0.5
+                        module.weight.normal_(0.0, std, generator=generator)
+                    module.bias.zero_()
+
+    def describe_architecture(self) -> str:
+        """One line for logs."""
+        return f"{self.config.name} (U-Net widths {'/'.join(map(str, self.config.widths))}, full resolution)"
+
+    @staticmethod
+    def _alpha(alpha: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+        if not isinstance(alpha, torch.Tensor):
+            alpha = torch.full((like.shape[0],), float(alpha))
+        return alpha.to(device=like.device, dtype=like.dtype).reshape(-1, 1, 1, 1)
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+        a = self._alpha(alpha, first)
+        linear = first + a * (second - first)
+        x = torch.cat([first, second, a.expand_as(first)], dim=1)
+        skips = []
+        for level, block in enumerate(self.down):
+            if level:
+                x = F.avg_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            x = block(torch.cat([x, skip], dim=1))
+        return linear + self.head(x)
+
+    # ---- the engine interface (state of a slice = the slice)
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-slice state the engine keeps: the slice itself."""
+        return x
+
+    def reconstruct(self, state: torch.Tensor) -> torch.Tensor:
+        """An acquired slice from its state: the slice itself (this network never alters acquired slices)."""
+        return state
+
+    def synthesize(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+        """The slice at ``alpha`` between two states (= :meth:`forward`)."""
+        return self.forward(first, second, alpha)
+
+    def flops_per_pixel(self) -> dict[str, int]:
+        """Multiply-add FLOPs (2 per MAC) per output pixel of one synthesized slice (``"synthesize"``)."""
+        total, scale = 0.0, 1.0
+        for level, block in enumerate(self.down):
+            scale = 4.0 ** -level
+            total += sum(2 * m.in_channels * m.out_channels * 9 * scale for m in block if isinstance(m, nn.Conv2d))
+        for i, block in enumerate(self.up):
+            scale = 4.0 ** -(len(self.up) - 1 - i)
+            total += sum(2 * m.in_channels * m.out_channels * 9 * scale for m in block if isinstance(m, nn.Conv2d))
+        total += 2 * self.head.in_channels
+        return {"encode": 0, "synthesize": int(round(total))}
