@@ -1,15 +1,17 @@
 """3D Slicer module "Semantic Interpolation": through-plane upsampling of anisotropic MRI with ASI.
 
 The computation lives in ``SemanticInterpolationLib`` (plain Python, importable without Slicer);
-this file is the thin Slicer layer: module description, GUI (Upsample, Train and Evaluate tabs),
-the bundled sample in the Sample Data module, dependency installation on first use, and the self-test.
-The Qt-free logic of the tabs is in ``SemanticInterpolationLib.mrml`` (upsampling),
-``SemanticInterpolationLib.mrml_training`` (training process, log -> plot nodes) and
-``SemanticInterpolationLib.mrml_evaluation`` (evaluation -> table node); only QProcess, QTimer and
-widget glue are here.
+this file is the thin Slicer layer: module description, the bundled sample in the Sample Data module,
+dependency installation on first use, the parameter node, the widget that loads the .ui and hands the
+Upsample, Train and Evaluate tabs to their helpers, and the self-test. The tabs' widget glue (QTimer,
+QProcess, signals) is in ``SemanticInterpolationTabs`` (upsample.py, training.py, evaluate.py, next to
+this file); their Qt-free logic is in ``SemanticInterpolationLib.mrml.logic`` (upsampling),
+``SemanticInterpolationLib.mrml.training`` (training process, log -> plot nodes) and
+``SemanticInterpolationLib.mrml.evaluation`` (evaluation -> table node).
 
-Importing this file (Slicer does it at startup) imports neither torch nor SemanticInterpolationLib:
-torch may not be installed yet, and importing it would slow down every Slicer start. The module
+Importing this file (Slicer does it at startup) imports neither torch nor SemanticInterpolationLib,
+and neither does importing SemanticInterpolationTabs: torch may not be installed yet, and importing
+it would slow down every Slicer start. The module
 logic class, a subclass of ``SemanticInterpolationLib.SemanticInterpolationLogic``, is therefore
 created on first use (see :func:`getLogicClass`); ``SemanticInterpolation.SemanticInterpolationLogic``
 still works as an attribute of this module.
@@ -23,8 +25,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Optional
 
-import ctk
-import qt
 import vtk
 
 import slicer
@@ -41,6 +41,11 @@ from slicer.parameterNodeWrapper import (
 
 from slicer import vtkMRMLScalarVolumeNode
 
+# The tabs' GUI code (the module folder is on sys.path in Slicer); imports neither torch nor the library.
+from SemanticInterpolationTabs import EvaluateTab, TrainingTab, UpsampleTab
+from SemanticInterpolationTabs.common import (POLL_INTERVAL_MS, TRAINING_POLL_INTERVAL_MS,  # noqa: F401 (re-exported)
+                                              checkpointArgument, defaultTrainingOutput, findDefaultCheckpoint)
+
 #: torch versions the engine is tested with (the PyTorch extension installs a matching build).
 MINIMUM_TORCH_VERSION = "2.2"
 PAPER_CITATION = (
@@ -48,10 +53,6 @@ PAPER_CITATION = (
     'interpolation of anisotropic MRI", Medical Image Analysis, 2022 (arXiv:2202.09258)'
 )
 PAPER_URL = "https://arxiv.org/abs/2202.09258"
-#: Milliseconds between two looks at a running upsampling (progress bar, end of the run).
-POLL_INTERVAL_MS = 100
-#: Milliseconds between two reads of the training log (progress, chart).
-TRAINING_POLL_INTERVAL_MS = 1000
 #: Packages the Evaluate tab needs besides those of Slicer (installed on first use after confirmation).
 EVALUATION_REQUIREMENTS = ["scipy", "matplotlib"]
 #: Sample Data module category of the bundled sample.
@@ -85,8 +86,9 @@ with a live loss and validation chart; the new checkpoint is then selected for u
 Evaluate: remove slices from a fine-slice volume, upsample back with ASI and conventional interpolation, and
 compare them (SSIM, PSNR, VIF, Wilcoxon test) in a table and box plots.
 The same logic is available from the Python console and in batch jobs:
-<code>from SemanticInterpolationLib import SemanticInterpolationLogic</code>, <code>mrml_training</code>,
-<code>mrml_evaluation</code>. A real anisotropic brain MRI to try it on is in the Sample Data module.
+<code>from SemanticInterpolationLib import SemanticInterpolationLogic</code>,
+<code>SemanticInterpolationLib.mrml.training</code>, <code>SemanticInterpolationLib.mrml.evaluation</code>.
+A real anisotropic brain MRI to try it on is in the Sample Data module.
 """)
         self.parent.acknowledgementText = _("""
 The method is described in: {citation}. <a href="{url}">Paper</a>.
@@ -108,7 +110,7 @@ The bundled sample is brain1_image.nrrd of PyRadiomics (BSD-3-Clause, see Resour
 def sampleDataSourceArguments() -> Optional[dict]:
     """Keyword arguments of ``SampleData.SampleDataLogic.registerCustomSampleDataSource`` for the bundled
     sample (a local file URI with its SHA-256), or None when the sample file is not installed."""
-    from SemanticInterpolationLib.sampledata import SAMPLE, find_sample  # light: no torch
+    from SemanticInterpolationLib.bundled.sampledata import SAMPLE, find_sample  # light: no torch
     from SemanticInterpolationLib.errors import InputError
 
     try:
@@ -265,7 +267,7 @@ def computeDeviceReport() -> tuple:
         return _("PyTorch is not installed yet: it is installed (PyTorch extension) on the first Upsample."), False
     try:
         import torch
-        from SemanticInterpolationLib.devices import available_devices, describe_device
+        from SemanticInterpolationLib.engine.devices import available_devices, describe_device
     except Exception as error:  # a broken torch install must not break the module GUI
         return _("PyTorch cannot be loaded ({error}). Reinstall it in the PyTorch Utils module.").format(
             error=error), True
@@ -346,7 +348,7 @@ class SemanticInterpolationParameterNode:
     outputVolume - Volume to overwrite; none = create a new volume for each run.
 
     Train tab (the training volumes are node references of the parameter node, role "trainingVolume",
-    see SemanticInterpolationLib.mrml_training.setTrainingVolumeReferences):
+    see SemanticInterpolationLib.mrml.training.setTrainingVolumeReferences):
     trainingValidationVolume - Optional held-out volume scored after each epoch.
     trainingFromScratch - Start from a random network instead of the starting checkpoint.
     trainingInitPath - Checkpoint to fine-tune; empty = the bundled default model.
@@ -403,12 +405,6 @@ class _ParameterNodeLogic(ScriptedLoadableModuleLogic):
         return SemanticInterpolationParameterNode(super().getParameterNode())
 
 
-def checkpointArgument(path) -> Optional[str]:
-    """The logic's ``checkpoint`` argument for a path from the GUI: None (default model) when empty."""
-    text = str(path or "").strip()
-    return None if text in ("", ".") else text
-
-
 #
 # SemanticInterpolationWidget
 #
@@ -418,12 +414,10 @@ class SemanticInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMi
     """Uses ScriptedLoadableModuleWidget base class, available at:
     https://github.com/Slicer/Slicer/blob/main/Base/Python/slicer/ScriptedLoadableModule.py
 
-    Responsiveness: a run is split into prepare (GUI thread: validation, voxels copied out of
-    MRML), compute (a Python worker thread; torch releases the GIL while it computes) and finish
-    (GUI thread: output node created). A QTimer polls the worker every POLL_INTERVAL_MS for
-    progress and its end. MRML and Qt are only ever touched from the GUI thread, and the user
-    can keep working (and Cancel) during a run. Processing events from the progress callback
-    instead would freeze the GUI for a whole batch of slices and allow re-entrant clicks.
+    Thin: it loads the .ui, owns the parameter node and the scene observers, and passes enter,
+    exit, scene close and cleanup on to the three tab helpers of SemanticInterpolationTabs
+    (``upsampleTab``, ``trainingTab``, ``evaluateTab``), which connect their own widgets and run
+    their work in the background (a worker thread or a process polled by a QTimer).
     """
 
     def __init__(self, parent=None) -> None:
@@ -433,25 +427,9 @@ class SemanticInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMi
         self._logic = None  # created on first use (see the logic property): it imports torch
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._run = None  # BackgroundRun of the upsampling in progress
-        self._runStarted = 0.0
-        self._pollTimer = None
-        # Train tab: the training process (qt.QProcess) and what it needs
-        self._training = None  # mrml_training.TrainingJob of the running training
-        self._trainingProcess = None
-        self._trainingStarted = 0.0  # time.time() at start: older log records are ignored
-        self._trainingStopRequested = False
-        self._trainingOutput = ""  # the process's output (last part), for error messages
-        self._trainingPlot = None  # mrml_training.TrainingPlot of the latest run
-        self._trainingLogCount = -1
-        self._trainingTimer = None
-        self._lpipsReason = None  # None: not checked yet; "": available; else why not
-        # Evaluate tab
-        self._evaluation = None  # mrml_evaluation.BackgroundEvaluation in progress
-        self._evaluationStarted = 0.0
-        self._evaluationTimer = None
-        self._evaluationTable = None
-        self._evaluationFolder = None
+        self.upsampleTab = None
+        self.trainingTab = None
+        self.evaluateTab = None
 
     def setup(self) -> None:
         """Called when the user opens the module the first time and the widget is initialized."""
@@ -465,42 +443,34 @@ class SemanticInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMi
         # Set scene in MRML widgets ("mrmlSceneChanged(vtkMRMLScene*)" is connected in the .ui).
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
-        self.ui.checkpointPathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Readable
-        self.ui.checkpointPathLineEdit.nameFilters = [_("ASI checkpoint (*.pt *.pth)"), _("All files (*)")]
-        self.ui.checkpointPathLineEdit.settingKey = "SemanticInterpolation/RecentCheckpoints"
-        self.ui.progressBar.setVisible(False)
-
-        self._pollTimer = qt.QTimer()
-        self._pollTimer.setInterval(POLL_INTERVAL_MS)
-        self._pollTimer.connect("timeout()", self._pollRun)
-        self._setupTrainingTab()
-        self._setupEvaluateTab()
+        # The tabs connect their own widgets; they read the current parameter node through a function.
+        parameterNode = self._currentParameterNode
+        self.upsampleTab = UpsampleTab(self.ui, parameterNode, self.getLogic, ensurePythonDependencies,
+                                       computeDeviceReport, self._checkCanApply)
+        self.trainingTab = TrainingTab(self.ui, parameterNode, ensurePythonDependencies, self._checkCanApply)
+        self.evaluateTab = EvaluateTab(self.ui, parameterNode, ensureEvaluationDependencies, self._checkCanApply)
 
         # These connections ensure that we update parameter node when scene is closed
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
-        # Buttons
-        self.ui.upsampleButton.connect("clicked(bool)", self.onUpsampleButton)
-        self.ui.checkpointPathLineEdit.connect("currentPathChanged(QString)", self.onCheckpointPathChanged)
-        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
-
         # Make sure parameter node is initialized (needed for module reload)
         self.initializeParameterNode()
-        self.updateDeviceInformation()
+        self.upsampleTab.updateDeviceInformation()
+
+    def _currentParameterNode(self):
+        """The parameter node wrapper the widget shows now (None while the scene closes)."""
+        return self._parameterNode
+
+    def _tabs(self) -> list:
+        """The tab helpers (none before setup): Upsample, Train, Evaluate."""
+        return [tab for tab in (self.upsampleTab, self.trainingTab, self.evaluateTab) if tab is not None]
 
     def cleanup(self) -> None:
         """Called when the application closes and the module widget is destroyed."""
-        if self._run is not None:
-            self._run.cancel()
-            self._run.wait(10)
-        if self._evaluation is not None:
-            self._evaluation.cancel()
-            self._evaluation.wait(10)
-        for timer in (self._pollTimer, self._trainingTimer, self._evaluationTimer):
-            if timer is not None:
-                timer.stop()
-        self._stopTrainingProcess(waitSeconds=10)
+        for tab in (self.upsampleTab, self.evaluateTab, self.trainingTab):  # threads first, then the process
+            if tab is not None:
+                tab.cleanup()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -514,14 +484,17 @@ class SemanticInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMi
             self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
 
+    def onReload(self) -> None:
+        """Developer mode "Reload": re-read the tab files too (Slicer reloads only this file)."""
+        import SemanticInterpolationTabs
+
+        SemanticInterpolationTabs.reloadModules()
+        ScriptedLoadableModuleWidget.onReload(self)
+
     def onSceneStartClose(self, caller, event) -> None:
         """Called just before the scene is closed."""
-        if self._run is not None:
-            self._run.cancel()  # its nodes would belong to a closed scene
-        if self._evaluation is not None:
-            self._evaluation.cancel()
-        self._trainingPlot = None  # its nodes go with the scene; a running training goes on
-        self._evaluationTable = None
+        for tab in self._tabs():
+            tab.onSceneStartClose()  # runs whose nodes would belong to a closed scene are cancelled
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -532,53 +505,28 @@ class SemanticInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMi
     def initializeParameterNode(self) -> None:
         """Ensure parameter node exists and observed; preselect an input and the default checkpoint."""
         self.setParameterNode(_ParameterNodeLogic().getParameterNode())
+        parameters = self._parameterNode
 
-        if not self._parameterNode.inputVolume:
+        if not parameters.inputVolume:
             # the first plain scalar volume (not a label map or vector volume, which derive from it)
             for index in range(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
                 volume = slicer.mrmlScene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
                 if volume.GetClassName() == "vtkMRMLScalarVolumeNode":
-                    self._parameterNode.inputVolume = volume
+                    parameters.inputVolume = volume
                     break
         default = None
-        if checkpointArgument(self._parameterNode.checkpointPath) is None:
-            default = self._findDefaultCheckpoint()
+        if checkpointArgument(parameters.checkpointPath) is None:
+            default = findDefaultCheckpoint()
             if default is not None:
-                self._parameterNode.checkpointPath = str(default)
-        if checkpointArgument(self._parameterNode.trainingInitPath) is None:
-            default = default or self._findDefaultCheckpoint()
+                parameters.checkpointPath = str(default)
+        if checkpointArgument(parameters.trainingInitPath) is None:
+            default = default or findDefaultCheckpoint()
             if default is not None:
-                self._parameterNode.trainingInitPath = str(default)
-        if not self._parameterNode.trainingOutputPath:
-            self._parameterNode.trainingOutputPath = str(self._defaultTrainingOutput())
-        if not self._parameterNode.evaluationVolume and self._parameterNode.inputVolume:
-            self._parameterNode.evaluationVolume = self._parameterNode.inputVolume
-
-    @staticmethod
-    def _defaultTrainingOutput() -> Path:
-        """``<Slicer's default scene folder>/asi-finetuned.pt``: a writable place users know."""
-        folder = None
-        app = getattr(slicer, "app", None)
-        if app is not None and hasattr(app, "defaultScenePath"):
-            folder = app.defaultScenePath
-        return Path(folder or Path.home()) / "asi-finetuned.pt"
-
-    @staticmethod
-    def _findDefaultCheckpoint():
-        """The bundled default checkpoint, or None (also while torch is not installed yet)."""
-        if importlib.util.find_spec("torch") is None:
-            return None
-        try:
-            from SemanticInterpolationLib.checkpoint import find_default_checkpoint  # imports torch
-        except Exception as error:  # a broken torch install must not break the module GUI
-            logging.warning("Semantic Interpolation: cannot look for the default checkpoint: %s", error)
-            return None
-        return find_default_checkpoint()
-
-    def onCheckpointPathChanged(self, path: str) -> None:
-        """ctkPathLineEdit -> parameter node (a str parameter, see SemanticInterpolationParameterNode)."""
-        if self._parameterNode and self._parameterNode.checkpointPath != path:
-            self._parameterNode.checkpointPath = path
+                parameters.trainingInitPath = str(default)
+        if not parameters.trainingOutputPath:
+            parameters.trainingOutputPath = str(defaultTrainingOutput())
+        if not parameters.evaluationVolume and parameters.inputVolume:
+            parameters.evaluationVolume = parameters.inputVolume
 
     def setParameterNode(self, inputParameterNode) -> None:
         """Set and observe parameter node (the GUI follows it through the SlicerParameterName properties)."""
@@ -589,87 +537,13 @@ class SemanticInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMi
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._trainingVolumesToGui()
+            self.trainingTab.volumesToGui()
             self._checkCanApply()
 
-    # ------------------------------------------------------------------ GUI state
-    def _sequenceOfInput(self):
-        """``(sequenceNode, browserNode)`` when the input volume is a sequence frame proxy, else ``(None, None)``."""
-        volume = self._parameterNode.inputVolume if self._parameterNode else None
-        sequences = getattr(slicer.modules, "sequences", None)
-        if volume is None or sequences is None:
-            return None, None
-        browser = sequences.logic().GetFirstBrowserNodeForProxyNode(volume)
-        if browser is None:
-            return None, None
-        return browser.GetSequenceNode(volume), browser
-
     def _checkCanApply(self, caller=None, event=None) -> None:
-        parameters = self._parameterNode
-        running = self._run is not None
-        sequence, _browser = self._sequenceOfInput() if parameters else (None, None)
-        self.ui.allSequenceFramesCheckBox.enabled = sequence is not None and not running
-        if sequence is not None:
-            self.ui.allSequenceFramesCheckBox.text = _("Upsample all {count} frames of sequence '{name}'").format(
-                count=sequence.GetNumberOfDataNodes(), name=sequence.GetName())
-        else:
-            self.ui.allSequenceFramesCheckBox.text = _("Upsample all frames of the sequence")
-        useSequence = sequence is not None and parameters.allSequenceFrames
-        self.ui.outputVolumeSelector.enabled = not useSequence and not running
-        self.ui.outputGeometryLabel.text = self._describeOutputGrid()
-        if parameters and self.ui.checkpointPathLineEdit.currentPath != parameters.checkpointPath:
-            self.ui.checkpointPathLineEdit.currentPath = parameters.checkpointPath  # parameter node -> GUI
-        if running:
-            self.ui.upsampleButton.enabled = False
-            self.ui.upsampleButton.toolTip = _("An upsampling is running")
-        elif parameters and parameters.inputVolume:
-            self.ui.upsampleButton.enabled = True
-            self.ui.upsampleButton.toolTip = _("Upsample the input volume through-plane with ASI")
-        else:
-            self.ui.upsampleButton.enabled = False
-            self.ui.upsampleButton.toolTip = _("Select an input volume")
-        self._updateTrainingGui()
-        self._updateEvaluationGui()
-
-    def _describeOutputGrid(self) -> str:
-        """E.g. "slice axis k: 12 slices of 8 mm -> 45 slices of 2 mm"."""
-        parameters = self._parameterNode
-        volume = parameters.inputVolume if parameters else None
-        if volume is None or volume.GetImageData() is None:
-            return ""
-        spacing = volume.GetSpacing()
-        dims = volume.GetImageData().GetDimensions()
-        # same rule as SemanticInterpolationLib.geometry.choose_slice_axis (not imported: it would import torch)
-        axis = max(a for a in range(3) if spacing[a] >= max(spacing) * (1 - 1e-6))
-        factor = parameters.upsamplingFactor
-        if dims[axis] < 2:
-            return _("Only 1 slice along the slice axis: nothing to interpolate.")
-        text = _("Slice axis {axis}: {n} slices of {spacing:g} mm -> {m} slices of {newSpacing:g} mm").format(
-            axis="ijk"[axis], n=dims[axis], spacing=spacing[axis], m=(dims[axis] - 1) * factor + 1,
-            newSpacing=spacing[axis] / factor)
-        if max(spacing) <= min(spacing) * 1.01:
-            text += _(" (the volume is isotropic: upsampling it is rarely useful)")
-        return text
-
-    def updateDeviceInformation(self) -> None:
-        """Show which devices PyTorch found (and advice when there is no GPU)."""
-        text, isWarning = computeDeviceReport()
-        self.ui.deviceInfoLabel.text = text
-        self.ui.deviceInfoLabel.setStyleSheet("color: #c0392b" if isWarning else "")
-
-    def _setRunning(self, running: bool) -> None:
-        for widget in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton,
-                       self.ui.outputsCollapsibleButton, self.ui.advancedCollapsibleButton):
-            widget.enabled = not running
-        self.ui.cancelButton.enabled = running
-        self.ui.progressBar.setVisible(running)
-        if running:
-            self.ui.progressBar.setRange(0, 0)  # busy until the first progress report (model loading)
-        self._checkCanApply()
-
-    def isRunning(self) -> bool:
-        """True while an upsampling started from the GUI is computing."""
-        return self._run is not None
+        """Parameter node (and what runs) -> every tab's buttons, labels and enabled states."""
+        for tab in self._tabs():
+            tab.updateGui()
 
     @property
     def logic(self):
@@ -690,541 +564,6 @@ class SemanticInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMi
         """The module logic (same as the ``logic`` property)."""
         return self.logic
 
-    # ------------------------------------------------------------------ actions
-    def onUpsampleButton(self) -> None:
-        """Validate, then start the upsampling in the background (the GUI stays usable)."""
-        if self._run is not None:
-            return
-        with slicer.util.tryWithErrorDisplay(_("Upsampling could not start."), waitCursor=True):
-            ensurePythonDependencies()
-            self.updateDeviceInformation()
-            from SemanticInterpolationLib.mrml import BackgroundRun
-
-            logic = self.getLogic()
-            parameters = self._parameterNode
-            settings = dict(factor=parameters.upsamplingFactor,
-                            checkpoint=checkpointArgument(parameters.checkpointPath),
-                            device=parameters.computeDevice.value,
-                            keepAcquiredSlices=parameters.keepAcquiredSlices,
-                            synthesis=parameters.synthesisMode.value)
-            sequence, _browser = self._sequenceOfInput()
-            if sequence is not None and parameters.allSequenceFrames:
-                job = logic.prepareSequenceJob(sequence, **settings)
-            else:
-                job = logic.prepareVolumeJob(parameters.inputVolume, outputVolume=parameters.outputVolume, **settings)
-            self._run = BackgroundRun(logic, job)
-            self._runStarted = time.perf_counter()
-            self._run.start()
-            self.ui.statusLabel.text = _("Upsampling '{name}' x{factor}...").format(
-                name=job.inputNode.GetName(), factor=job.factor)
-            self._setRunning(True)
-            self._pollTimer.start()
-
-    def onCancelButton(self) -> None:
-        """Ask the running upsampling to stop; nothing is added to the scene."""
-        if self._run is not None:
-            self._run.cancel()
-            self.ui.cancelButton.enabled = False
-            self.ui.statusLabel.text = _("Cancelling...")
-
-    def _pollRun(self) -> None:
-        """Timer slot (GUI thread): show progress; when the worker has ended, finish or report."""
-        run = self._run
-        if run is None:
-            self._pollTimer.stop()
-            return
-        done, total = run.progress
-        if done > 0:
-            self.ui.progressBar.setRange(0, total)
-            self.ui.progressBar.setValue(done)
-        if run.isRunning:
-            return
-        self._pollTimer.stop()
-        self._run = None
-        try:
-            self._finishRun(run)
-        finally:
-            self._setRunning(False)
-
-    def _finishRun(self, run) -> None:
-        from SemanticInterpolationLib.errors import OperationCancelled
-
-        if isinstance(run.error, OperationCancelled) or run.cancelRequested:
-            self.ui.statusLabel.text = _("Cancelled: nothing was added to the scene.")
-            return
-        if run.error is not None:
-            self.ui.statusLabel.text = _("Failed: {error}").format(error=run.error)
-            logging.error("Semantic Interpolation failed", exc_info=run.error)
-            slicer.util.errorDisplay(_("Upsampling failed: {error}").format(error=run.error))
-            return
-        with slicer.util.tryWithErrorDisplay(_("The result could not be added to the scene."), waitCursor=True):
-            output = self.getLogic().finishJob(run.job)
-            shown = self.getLogic().showResult(output)
-            seconds = time.perf_counter() - self._runStarted
-            self.ui.statusLabel.text = _("Created '{name}' in {seconds:.1f} s ({engine}).").format(
-                name=(shown or output).GetName(), seconds=seconds, engine=run.job.engineDescription)
-
-    # ================================================================== Train tab
-    def _setupTrainingTab(self) -> None:
-        ui = self.ui
-        ui.trainingInitPathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Readable
-        ui.trainingInitPathLineEdit.nameFilters = [_("ASI checkpoint (*.pt *.pth)"), _("All files (*)")]
-        ui.trainingInitPathLineEdit.settingKey = "SemanticInterpolation/RecentCheckpoints"
-        # Files | Writable: the browse button opens a "save as" dialog (the file need not exist yet)
-        ui.trainingOutputPathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Writable
-        ui.trainingOutputPathLineEdit.nameFilters = [_("ASI checkpoint (*.pt)")]
-        ui.trainingOutputPathLineEdit.settingKey = "SemanticInterpolation/TrainingOutputs"
-        ui.trainingProgressBar.setVisible(False)
-        ui.trainingInitPathLineEdit.connect("currentPathChanged(QString)", self.onTrainingInitPathChanged)
-        ui.trainingOutputPathLineEdit.connect("currentPathChanged(QString)", self.onTrainingOutputPathChanged)
-        ui.trainingVolumesSelector.connect("checkedNodesChanged()", self.onTrainingVolumesChanged)
-        ui.trainingStartButton.connect("clicked(bool)", self.onTrainingStartButton)
-        ui.trainingStopButton.connect("clicked(bool)", self.onTrainingStopButton)
-        ui.trainingShowLossChartButton.connect("clicked(bool)", lambda: self._showTrainingChart(validation=False))
-        ui.trainingShowValidationChartButton.connect("clicked(bool)", lambda: self._showTrainingChart(validation=True))
-        self._trainingTimer = qt.QTimer()
-        self._trainingTimer.setInterval(TRAINING_POLL_INTERVAL_MS)
-        self._trainingTimer.connect("timeout()", self._pollTraining)
-
-    def _rawParameterNode(self):
-        """The vtkMRMLScriptedModuleNode behind the parameter node wrapper (for node reference lists)."""
-        return self._parameterNode.parameterNode if self._parameterNode else None
-
-    def _trainingVolumesToGui(self) -> None:
-        """Parameter node (node references) -> checkable combo box."""
-        raw = self._rawParameterNode()
-        if raw is None:
-            return
-        from SemanticInterpolationLib.mrml_training import trainingVolumeReferences  # no torch
-
-        chosen = {node.GetID() for node in trainingVolumeReferences(raw)}
-        selector = self.ui.trainingVolumesSelector
-        wasBlocked = selector.blockSignals(True)
-        try:
-            for index in range(selector.nodeCount()):
-                node = selector.nodeFromIndex(index)
-                selector.setCheckState(node, qt.Qt.Checked if node.GetID() in chosen else qt.Qt.Unchecked)
-        finally:
-            selector.blockSignals(wasBlocked)
-
-    def onTrainingVolumesChanged(self) -> None:
-        """Checkable combo box -> parameter node (node references, saved with the scene)."""
-        raw = self._rawParameterNode()
-        if raw is None:
-            return
-        from SemanticInterpolationLib.mrml_training import setTrainingVolumeReferences
-
-        setTrainingVolumeReferences(raw, self.ui.trainingVolumesSelector.checkedNodes())
-        self._checkCanApply()
-
-    def _trainingVolumes(self) -> list:
-        raw = self._rawParameterNode()
-        if raw is None:
-            return []
-        from SemanticInterpolationLib.mrml_training import trainingVolumeReferences
-
-        return trainingVolumeReferences(raw)
-
-    def onTrainingInitPathChanged(self, path: str) -> None:
-        if self._parameterNode and self._parameterNode.trainingInitPath != path:
-            self._parameterNode.trainingInitPath = path
-
-    def onTrainingOutputPathChanged(self, path: str) -> None:
-        if self._parameterNode and self._parameterNode.trainingOutputPath != path:
-            self._parameterNode.trainingOutputPath = path
-
-    def isTraining(self) -> bool:
-        """True while a training process started from the GUI runs."""
-        return self._trainingProcess is not None
-
-    def _updateTrainingGui(self) -> None:
-        parameters = self._parameterNode
-        if parameters is None:
-            return
-        ui = self.ui
-        training = self.isTraining()
-        for path, edit in ((parameters.trainingInitPath, ui.trainingInitPathLineEdit),
-                           (parameters.trainingOutputPath, ui.trainingOutputPathLineEdit)):
-            if edit.currentPath != path:
-                edit.currentPath = path  # parameter node -> GUI
-        for widget in (ui.trainingDataCollapsibleButton, ui.trainingModelCollapsibleButton,
-                       ui.trainingSettingsCollapsibleButton):
-            widget.enabled = not training
-        ui.trainingInitPathLineEdit.enabled = not parameters.trainingFromScratch
-        volumes = self._trainingVolumes()
-        if volumes:
-            slices = []
-            for node in volumes:
-                image = node.GetImageData()
-                if image is not None:
-                    spacing = node.GetSpacing()
-                    axis = max(a for a in range(3) if spacing[a] >= max(spacing) * (1 - 1e-6))
-                    slices.append(image.GetDimensions()[axis])
-            ui.trainingDataInfoLabel.text = _("{count} training volume(s), {triplets} triplets of consecutive "
-                                              "slices").format(count=len(volumes),
-                                                               triplets=sum(max(n - 2, 0) for n in slices))
-        else:
-            ui.trainingDataInfoLabel.text = _("Check one or more training volumes.")
-        self._updateLossInformation()
-        ui.trainingStopButton.enabled = training and self._trainingProcess is not None
-        if training:
-            ui.trainingStartButton.enabled = False
-            ui.trainingStartButton.toolTip = _("A training is running")
-        elif volumes and (parameters.trainingOutputPath or "").strip():
-            ui.trainingStartButton.enabled = True
-            ui.trainingStartButton.toolTip = _("Check the settings, then train in a background process")
-        else:
-            ui.trainingStartButton.enabled = False
-            ui.trainingStartButton.toolTip = _("Check at least one training volume and choose the output checkpoint")
-        hasPlot = self._trainingPlot is not None
-        ui.trainingShowLossChartButton.enabled = hasPlot
-        ui.trainingShowValidationChartButton.enabled = hasPlot
-
-    def _updateLossInformation(self) -> None:
-        """Say whether the LPIPS loss can be used (checked once, only when it is chosen: it imports torchvision)."""
-        parameters = self._parameterNode
-        label = self.ui.trainingLossInfoLabel
-        if parameters.trainingSynthesisLoss != SynthesisLoss.LPIPS:
-            label.text = ""
-            return
-        if self._lpipsReason is None and importlib.util.find_spec("torch") is not None:
-            try:
-                from SemanticInterpolationLib.mrml_training import lpipsAvailability
-
-                self._lpipsReason = lpipsAvailability() or ""
-            except Exception as error:  # a broken torch install must not break the GUI
-                self._lpipsReason = str(error)
-        if self._lpipsReason:
-            label.text = _("LPIPS cannot be used here: {reason}. Install it with slicer.util.pip_install('lpips') "
-                           "(needs torchvision), or choose SSIM, MSE or L1.").format(reason=self._lpipsReason)
-            label.setStyleSheet("color: #c0392b")
-        else:
-            label.text = _("LPIPS needs the VGG-16 ImageNet weights (downloaded once by torchvision).")
-            label.setStyleSheet("")
-
-    def trainingSettings(self):
-        """The Train tab's values as a ``mrml_training.TrainingTabSettings`` (also for console use)."""
-        from SemanticInterpolationLib.mrml_training import TrainingTabSettings
-
-        parameters = self._parameterNode
-        init = None if parameters.trainingFromScratch else (checkpointArgument(parameters.trainingInitPath) or "default")
-        return TrainingTabSettings(
-            trainingVolumes=self._trainingVolumes(), output=parameters.trainingOutputPath,
-            validationVolume=parameters.trainingValidationVolume, init=init, epochs=parameters.trainingEpochs,
-            lam=parameters.trainingLambda, synthesisLoss=parameters.trainingSynthesisLoss.value,
-            patchSize=parameters.trainingPatchSize, batchSize=parameters.trainingBatchSize,
-            device=parameters.trainingDevice.value)
-
-    def onTrainingStartButton(self) -> None:
-        """Check everything, save the volumes to temporary files and start the training process."""
-        if self.isTraining():
-            return
-        with slicer.util.tryWithErrorDisplay(_("Training could not start."), waitCursor=True):
-            ensurePythonDependencies()
-            from SemanticInterpolationLib import mrml_training
-
-            settings = self.trainingSettings()
-            if settings.init == "default" and self._findDefaultCheckpoint() is None:
-                raise ValueError(_("No default model is installed: choose a starting checkpoint, or check "
-                                   "'Train from scratch'."))
-            workFolder = slicer.util.tempDirectory("SemanticInterpolationTraining")
-            job = mrml_training.prepareTraining(settings, workFolder)  # raises before anything starts
-            process = qt.QProcess()
-            environment = qt.QProcessEnvironment.systemEnvironment()
-            for key, value in job.environment.items():
-                environment.insert(key, value)
-            process.setProcessEnvironment(environment)
-            process.setProcessChannelMode(qt.QProcess.MergedChannels)
-            process.setWorkingDirectory(str(job.workFolder))
-            process.setProgram(job.program)
-            process.setArguments(job.arguments)
-            self._trainingStarted = time.time()
-            process.start()
-            if not process.waitForStarted(30000):
-                job.cleanup()
-                raise RuntimeError(_("The training process could not be started ({program}): {error}").format(
-                    program=job.program, error=process.errorString()))
-            logging.info("Semantic Interpolation: training started: %s", " ".join(job.command))
-            self._training = job
-            self._trainingProcess = process
-            self._trainingStopRequested = False
-            self._trainingOutput = ""
-            self._trainingLogCount = -1
-            self._trainingPlot = mrml_training.TrainingPlot(slicer.mrmlScene,
-                                                            _("ASI training {name}").format(name=Path(job.config.output).stem))
-            self._showTrainingChart(validation=False)
-            self.ui.trainingProgressBar.setVisible(True)
-            self.ui.trainingProgressBar.setValue(0)
-            self.ui.trainingStatusLabel.text = _("Training started: {description}").format(description=job.description)
-            self._trainingTimer.start()
-            self._checkCanApply()
-
-    def onTrainingStopButton(self) -> None:
-        """First click: stop after the current step (stop file). Second click: end the process now."""
-        if self._training is None:
-            return
-        from SemanticInterpolationLib.mrml_training import requestStop
-
-        if not self._trainingStopRequested:
-            requestStop(self._training)
-            self._trainingStopRequested = True
-            self.ui.trainingStatusLabel.text = _("Stopping after the current step (click Stop again to end it now)...")
-        elif self._trainingProcess is not None:
-            self._trainingProcess.kill()
-
-    def _stopTrainingProcess(self, waitSeconds: float = 10) -> None:
-        """Application closing: ask the process to stop, wait a little, then end it."""
-        process, job = self._trainingProcess, self._training
-        if process is None or job is None:
-            return
-        from SemanticInterpolationLib.mrml_training import requestStop
-
-        requestStop(job)
-        if not process.waitForFinished(int(waitSeconds * 1000)):
-            process.kill()
-            process.waitForFinished(2000)
-        self._trainingProcess = None
-        self._training = None
-        job.cleanup()
-
-    def _readTrainingOutput(self) -> None:
-        if self._trainingProcess is None:
-            return
-        data = self._trainingProcess.readAll()
-        raw = data.data() if hasattr(data, "data") else data
-        text = raw.decode("utf-8", errors="replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
-        if text:
-            self._trainingOutput = (self._trainingOutput + text.replace("\r", "\n"))[-20000:]
-
-    def _pollTraining(self) -> None:
-        """Timer slot: read the log (progress bar, status, chart) and notice the end of the process."""
-        job, process = self._training, self._trainingProcess
-        if job is None or process is None:
-            self._trainingTimer.stop()
-            return
-        from SemanticInterpolationLib.mrml_training import summarizeTrainingLog
-
-        self._readTrainingOutput()
-        records = job.readLog(since=self._trainingStarted)
-        if len(records) != self._trainingLogCount:
-            self._trainingLogCount = len(records)
-            status = summarizeTrainingLog(records)
-            if self._trainingPlot is not None:
-                self._trainingPlot.update(records)
-            self.ui.trainingProgressBar.setValue(int(round(1000 * status.fraction)))
-            if status.text and not (self._trainingStopRequested and not status.ended):
-                self.ui.trainingStatusLabel.text = status.text
-        if process.state() != qt.QProcess.NotRunning:
-            return
-        self._trainingTimer.stop()
-        self._readTrainingOutput()
-        exitCode = process.exitCode() if process.exitStatus() == qt.QProcess.NormalExit else None
-        self._trainingProcess = None
-        self._training = None
-        try:
-            self._finishTraining(job, exitCode)
-        finally:
-            job.cleanup()
-            self.ui.trainingProgressBar.setVisible(False)
-            self._checkCanApply()
-
-    def _finishTraining(self, job, exitCode) -> None:
-        from SemanticInterpolationLib.mrml_training import summarizeTrainingLog
-
-        records = job.readLog(since=self._trainingStarted)
-        if self._trainingPlot is not None:
-            self._trainingPlot.update(records)
-        status = summarizeTrainingLog(records)
-        seconds = time.time() - self._trainingStarted
-        checkpoint = status.recommendedCheckpoint
-        if status.endStatus in ("finished", "cancelled") and checkpoint and Path(checkpoint).is_file():
-            self._parameterNode.checkpointPath = checkpoint  # the Upsample tab uses the new model
-            selected = _(" It is selected in the Upsample tab.")
-        else:
-            selected = ""
-        if status.endStatus == "finished":
-            self.ui.trainingStatusLabel.text = _("Finished {epochs} epochs in {minutes:.1f} min; checkpoint "
-                                                 "{checkpoint}.{selected}").format(
-                epochs=status.epochsDone, minutes=seconds / 60, checkpoint=checkpoint, selected=selected)
-        elif status.endStatus == "cancelled" or (exitCode == 130 and not status.ended):
-            self.ui.trainingStatusLabel.text = _("Stopped after {epochs} complete epoch(s); kept checkpoint: "
-                                                 "{checkpoint}.{selected}").format(
-                epochs=status.epochsDone, checkpoint=checkpoint or _("none"), selected=selected)
-        else:
-            tail = "\n".join(self._trainingOutput.strip().splitlines()[-15:])
-            message = status.message or (_("the process ended with exit code {code}").format(code=exitCode)
-                                         if exitCode is not None else _("the process crashed or was ended"))
-            self.ui.trainingStatusLabel.text = _("Training failed: {message}").format(message=message)
-            logging.error("Semantic Interpolation training failed: %s\n%s", message, self._trainingOutput)
-            slicer.util.errorDisplay(_("Training failed: {message}").format(message=message), detailedText=tail)
-
-    def _showTrainingChart(self, validation: bool = False) -> None:
-        """Show the loss (or validation) chart of the latest training in the layout's plot view."""
-        plot = self._trainingPlot
-        if plot is None:
-            return
-        chart = plot.validationChart if validation else plot.lossChart
-        plots = getattr(slicer.modules, "plots", None)
-        if plots is not None:
-            plots.logic().ShowChartInLayout(chart)
-
-    # ================================================================== Evaluate tab
-    def _setupEvaluateTab(self) -> None:
-        ui = self.ui
-        ui.evaluationOutputFolderLineEdit.filters = ctk.ctkPathLineEdit.Dirs | ctk.ctkPathLineEdit.Writable
-        ui.evaluationOutputFolderLineEdit.settingKey = "SemanticInterpolation/EvaluationFolders"
-        ui.evaluationProgressBar.setVisible(False)
-        ui.evaluationPlotLabel.setVisible(False)
-        ui.evaluationTableView.setVisible(False)
-        ui.evaluationOutputFolderLineEdit.connect("currentPathChanged(QString)", self.onEvaluationOutputFolderChanged)
-        ui.evaluateButton.connect("clicked(bool)", self.onEvaluateButton)
-        ui.evaluationCancelButton.connect("clicked(bool)", self.onEvaluationCancelButton)
-        ui.evaluationOpenFolderButton.connect("clicked(bool)", self.onEvaluationOpenFolderButton)
-        ui.evaluationShowTableButton.connect("clicked(bool)", self.onEvaluationShowTableButton)
-        self._evaluationTimer = qt.QTimer()
-        self._evaluationTimer.setInterval(POLL_INTERVAL_MS)
-        self._evaluationTimer.connect("timeout()", self._pollEvaluation)
-
-    def onEvaluationOutputFolderChanged(self, path: str) -> None:
-        if self._parameterNode and self._parameterNode.evaluationOutputFolder != path:
-            self._parameterNode.evaluationOutputFolder = path
-
-    def isEvaluating(self) -> bool:
-        """True while an evaluation started from the GUI is computing."""
-        return self._evaluation is not None
-
-    def _evaluationMethods(self) -> list:
-        parameters = self._parameterNode
-        return [method for method, chosen in (("asi", parameters.evaluateASI), ("linear", parameters.evaluateLinear),
-                                              ("bspline", parameters.evaluateBSpline),
-                                              ("lanczos", parameters.evaluateLanczos)) if chosen]
-
-    def _updateEvaluationGui(self) -> None:
-        parameters = self._parameterNode
-        if parameters is None:
-            return
-        ui = self.ui
-        running = self.isEvaluating()
-        if ui.evaluationOutputFolderLineEdit.currentPath != parameters.evaluationOutputFolder:
-            ui.evaluationOutputFolderLineEdit.currentPath = parameters.evaluationOutputFolder
-        ui.evaluationInputsCollapsibleButton.enabled = not running
-        ui.evaluationCancelButton.enabled = running
-        checkpoint = checkpointArgument(parameters.checkpointPath)
-        ui.evaluationModelLabel.text = (
-            _("ASI uses the Upsample tab's checkpoint ({name}) and device ({device}).").format(
-                name=Path(checkpoint).name if checkpoint else _("bundled default"), device=parameters.computeDevice.label())
-            if parameters.evaluateASI else "")
-        methods = self._evaluationMethods()
-        if running:
-            ui.evaluateButton.enabled = False
-            ui.evaluateButton.toolTip = _("An evaluation is running")
-        elif parameters.evaluationVolume and methods:
-            ui.evaluateButton.enabled = True
-            ui.evaluateButton.toolTip = _("Remove slices, upsample back with each method and score the result")
-        else:
-            ui.evaluateButton.enabled = False
-            ui.evaluateButton.toolTip = _("Select a fine-slice volume and at least one method")
-        ui.evaluationOpenFolderButton.enabled = self._evaluationFolder is not None
-        ui.evaluationShowTableButton.enabled = self._evaluationTable is not None
-
-    def onEvaluateButton(self) -> None:
-        """Check, then evaluate in a background thread (the GUI stays usable)."""
-        if self.isEvaluating():
-            return
-        with slicer.util.tryWithErrorDisplay(_("The evaluation could not start."), waitCursor=True):
-            ensureEvaluationDependencies()
-            from SemanticInterpolationLib.mrml_evaluation import (BackgroundEvaluation, EvaluationTabSettings,
-                                                                  prepareEvaluation)
-
-            parameters = self._parameterNode
-            folder = (parameters.evaluationOutputFolder or "").strip() or slicer.util.tempDirectory(
-                "SemanticInterpolationEvaluation")
-            job = prepareEvaluation(EvaluationTabSettings(
-                volume=parameters.evaluationVolume, factors=parameters.evaluationFactors,
-                methods=self._evaluationMethods(), thickSlices=parameters.evaluationThickSlices,
-                checkpoint=checkpointArgument(parameters.checkpointPath), device=parameters.computeDevice.value,
-                outputFolder=folder, synthesis=parameters.synthesisMode.value))
-            self._evaluation = BackgroundEvaluation(job)
-            self._evaluationStarted = time.perf_counter()
-            self._evaluation.start()
-            self.ui.evaluationStatusLabel.text = _("Evaluating '{name}' at K = {factors}...").format(
-                name=job.volumeName, factors=", ".join(str(k) for k in job.settings.factors))
-            self.ui.evaluationProgressBar.setVisible(True)
-            self.ui.evaluationProgressBar.setRange(0, 0)
-            self._evaluationTimer.start()
-            self._checkCanApply()
-
-    def onEvaluationCancelButton(self) -> None:
-        if self._evaluation is not None:
-            self._evaluation.cancel()
-            self.ui.evaluationCancelButton.enabled = False
-            self.ui.evaluationStatusLabel.text = _("Cancelling...")
-
-    def _pollEvaluation(self) -> None:
-        """Timer slot (GUI thread): progress; at the end the table node and the box plots."""
-        run = self._evaluation
-        if run is None:
-            self._evaluationTimer.stop()
-            return
-        done, total = run.progress
-        if done > 0:
-            self.ui.evaluationProgressBar.setRange(0, total)
-            self.ui.evaluationProgressBar.setValue(done)
-        if run.isRunning:
-            return
-        self._evaluationTimer.stop()
-        self._evaluation = None
-        try:
-            self._finishEvaluation(run)
-        finally:
-            self.ui.evaluationProgressBar.setVisible(False)
-            self._checkCanApply()
-
-    def _finishEvaluation(self, run) -> None:
-        from SemanticInterpolationLib.errors import OperationCancelled
-        from SemanticInterpolationLib.mrml_evaluation import finishEvaluation
-
-        if isinstance(run.error, OperationCancelled) or run.cancelRequested:
-            self.ui.evaluationStatusLabel.text = _("Cancelled.")
-            return
-        if run.error is not None:
-            self.ui.evaluationStatusLabel.text = _("Failed: {error}").format(error=run.error)
-            logging.error("Semantic Interpolation evaluation failed", exc_info=run.error)
-            slicer.util.errorDisplay(_("The evaluation failed: {error}").format(error=run.error))
-            return
-        with slicer.util.tryWithErrorDisplay(_("The result could not be shown."), waitCursor=True):
-            job = run.job
-            self._evaluationTable = finishEvaluation(job, slicer.mrmlScene)
-            self._evaluationFolder = job.outputFolder
-            self.ui.evaluationTableView.setMRMLTableNode(self._evaluationTable)
-            self.ui.evaluationTableView.setVisible(True)
-            plotFile = job.boxPlotFile
-            if plotFile is not None and plotFile.is_file():
-                pixmap = qt.QPixmap(str(plotFile))
-                width = max(200, self.ui.evaluateTab.width - 20)
-                self.ui.evaluationPlotLabel.setPixmap(pixmap.scaledToWidth(width, qt.Qt.SmoothTransformation))
-                self.ui.evaluationPlotLabel.setVisible(True)
-            seconds = time.perf_counter() - self._evaluationStarted
-            notes = " ".join(job.result.notes)
-            self.ui.evaluationStatusLabel.text = _("Done in {seconds:.0f} s: table '{table}', report in {folder}. "
-                                                   "{notes}").format(seconds=seconds, table=self._evaluationTable.GetName(),
-                                                                     folder=job.outputFolder, notes=notes).strip()
-
-    def onEvaluationOpenFolderButton(self) -> None:
-        if self._evaluationFolder is not None:
-            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(self._evaluationFolder)))
-
-    def onEvaluationShowTableButton(self) -> None:
-        """Show the summary table in the layout's table view."""
-        if self._evaluationTable is None:
-            return
-        layoutManager = slicer.app.layoutManager()
-        if layoutManager is not None and layoutManager.tableWidget(0) is None:
-            layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
-        appLogic = slicer.app.applicationLogic()
-        appLogic.GetSelectionNode().SetActiveTableID(self._evaluationTable.GetID())
-        appLogic.PropagateTableSelection()
-
 
 #
 # SemanticInterpolationLogic (created on first use: it imports torch through SemanticInterpolationLib)
@@ -1241,7 +580,7 @@ def getLogicClass():
     """
     global _logicClass
     if _logicClass is None:
-        from SemanticInterpolationLib.mrml import SemanticInterpolationLogic as LibraryLogic
+        from SemanticInterpolationLib.mrml.logic import SemanticInterpolationLogic as LibraryLogic
 
         class SemanticInterpolationLogic(LibraryLogic, ScriptedLoadableModuleLogic):
             """Module logic for use inside Slicer (all computation is in the library base class).
@@ -1412,7 +751,8 @@ class SemanticInterpolationTest(ScriptedLoadableModuleTest):
         import subprocess
 
         import numpy as np
-        from SemanticInterpolationLib import mrml_evaluation, mrml_training
+        from SemanticInterpolationLib.mrml import evaluation as mrml_evaluation
+        from SemanticInterpolationLib.mrml import training as mrml_training
 
         ensurePythonDependencies(askConfirmation=False)
         folder = Path(slicer.util.tempDirectory("SemanticInterpolationTrainingTest"))
@@ -1455,12 +795,13 @@ class SemanticInterpolationTest(ScriptedLoadableModuleTest):
         parameters.computeDevice = ComputeDevice.CPU
         parameters.outputVolume = None
         before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
-        widget.onUpsampleButton()
+        upsampleTab = widget.upsampleTab
+        upsampleTab.onUpsampleButton()
         deadline = time.time() + 120
-        while widget.isRunning() and time.time() < deadline:
+        while upsampleTab.isRunning() and time.time() < deadline:
             slicer.app.processEvents()
             time.sleep(0.02)
-        self.assertFalse(widget.isRunning(), "the GUI run did not finish in time")
+        self.assertFalse(upsampleTab.isRunning(), "the GUI run did not finish in time")
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), before + 1)
         output = slicer.mrmlScene.GetFirstNodeByName("gui input ASI x2")
         self.assertIsNotNone(output)

@@ -1,10 +1,11 @@
 """What can be checked of the Slicer module without the Slicer application.
 
-The module file, the batch script and the .ui are parsed (ast, XML); names used by the code
-are checked against the .ui and the parameter node; the CMake files must list every file of
-the library package (computed from the folder now, so files added later are caught); and the
-module file is imported once with stand-ins for Slicer's Qt-based modules to check that
-importing it imports neither torch nor SemanticInterpolationLib.
+The module file, its tab helpers (SemanticInterpolationTabs), the batch script and the .ui are
+parsed (ast, XML); names used by the code are checked against the .ui and the parameter node; the
+widget must stay thin and each tab helper must own its part; the CMake files must list every file
+of the library and tab packages (computed from the folders now, so files added later are caught);
+and the module file is imported once with stand-ins for Slicer's Qt-based modules to check that
+importing it (and the tab package) imports neither torch nor SemanticInterpolationLib.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ MODULE_FILE = MODULE_DIR / "SemanticInterpolation.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "SemanticInterpolation.ui"
 BATCH_SCRIPT = MODULE_DIR / "Resources" / "Scripts" / "upsample_folder.py"
 LIBRARY_DIR = MODULE_DIR / "SemanticInterpolationLib"
+TABS_DIR = MODULE_DIR / "SemanticInterpolationTabs"
+#: the tab helper files: {file name: class it must define} (common.py and __init__.py define no tab)
+TAB_CLASSES = {"upsample.py": "UpsampleTab", "training.py": "TrainingTab", "evaluate.py": "EvaluateTab"}
+TAB_FILES = sorted(TABS_DIR.glob("*.py"))
+#: the module file and the tab files: everything that is GUI code of the module
+GUI_FILES = [MODULE_FILE, *TAB_FILES]
 MODULE_CMAKE = MODULE_DIR / "CMakeLists.txt"
 EXTENSION_CMAKE = REPOSITORY / "CMakeLists.txt"
 S4EXT = REPOSITORY / "SemanticInterpolation.s4ext"
@@ -39,6 +46,23 @@ CONNECTABLE = {"bool": {"QCheckBox", "ctkCheckBox", "QPushButton"}, "int": {"QSp
 @pytest.fixture(scope="module")
 def moduleTree() -> ast.Module:
     return ast.parse(MODULE_FILE.read_text(encoding="utf-8"), filename=str(MODULE_FILE))
+
+
+@pytest.fixture(scope="module")
+def guiTrees() -> dict[Path, ast.Module]:
+    return {path: ast.parse(path.read_text(encoding="utf-8"), filename=str(path)) for path in GUI_FILES}
+
+
+def guiSource() -> str:
+    return "\n".join(path.read_text(encoding="utf-8") for path in GUI_FILES)
+
+
+def classesOf(tree: ast.Module) -> dict[str, ast.ClassDef]:
+    return {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+def methodsOf(classNode: ast.ClassDef) -> set[str]:
+    return {n.name for n in classNode.body if isinstance(n, ast.FunctionDef)}
 
 
 @pytest.fixture(scope="module")
@@ -92,18 +116,25 @@ def parameterNodeFields(moduleTree) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------ parsing
-@pytest.mark.parametrize("path", [MODULE_FILE, BATCH_SCRIPT, LIBRARY_DIR / "mrml.py", LIBRARY_DIR / "mrml_batch.py",
-                                  LIBRARY_DIR / "mrml_training.py", LIBRARY_DIR / "mrml_evaluation.py"],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*GUI_FILES, BATCH_SCRIPT, LIBRARY_DIR / "mrml" / "logic.py",
+                                  LIBRARY_DIR / "mrml" / "batch.py", LIBRARY_DIR / "mrml" / "training.py",
+                                  LIBRARY_DIR / "mrml" / "evaluation.py"],
+                         ids=lambda p: p.relative_to(MODULE_DIR).as_posix())
 def test_python_files_parse(path):
     ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
 
-def test_module_file_runs_on_python_3_9(moduleTree):
+def test_tab_package_has_one_file_per_tab():
+    assert TABS_DIR.is_dir() and (TABS_DIR / "__init__.py").is_file()
+    assert set(TAB_CLASSES) <= {path.name for path in TAB_FILES}
+
+
+@pytest.mark.parametrize("path", GUI_FILES, ids=lambda p: p.name)
+def test_module_file_runs_on_python_3_9(path, guiTrees):
     """Slicer 5.2-5.6 ship Python 3.9: no ``X | Y`` in evaluated annotations, no match statements."""
-    source = MODULE_FILE.read_text(encoding="utf-8")
+    source = path.read_text(encoding="utf-8")
     assert "from __future__ import annotations" not in source, "parameterNodeWrapper needs real annotations"
-    for node in ast.walk(moduleTree):
+    for node in ast.walk(guiTrees[path]):
         annotations = []
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             annotations += [a.annotation for a in node.args.args + node.args.kwonlyargs if a.annotation]
@@ -117,7 +148,7 @@ def test_module_file_runs_on_python_3_9(moduleTree):
 
 
 def test_module_file_follows_the_scripted_module_template(moduleTree):
-    classes = {node.name: node for node in moduleTree.body if isinstance(node, ast.ClassDef)}
+    classes = classesOf(moduleTree)
     for name, base in [("SemanticInterpolation", "ScriptedLoadableModule"),
                        ("SemanticInterpolationWidget", "ScriptedLoadableModuleWidget"),
                        ("SemanticInterpolationTest", "ScriptedLoadableModuleTest")]:
@@ -125,10 +156,9 @@ def test_module_file_follows_the_scripted_module_template(moduleTree):
         assert base in [ast.unparse(b) for b in classes[name].bases]
     functions = {node.name for node in moduleTree.body if isinstance(node, ast.FunctionDef)}
     assert {"getLogicClass", "__getattr__", "ensurePythonDependencies"} <= functions
-    widgetMethods = {n.name for n in classes["SemanticInterpolationWidget"].body if isinstance(n, ast.FunctionDef)}
+    widgetMethods = methodsOf(classes["SemanticInterpolationWidget"])
     assert {"setup", "cleanup", "enter", "exit", "onSceneStartClose", "onSceneEndClose", "initializeParameterNode",
-            "setParameterNode", "onUpsampleButton", "onCancelButton", "onTrainingStartButton", "onTrainingStopButton",
-            "onEvaluateButton", "onEvaluationCancelButton"} <= widgetMethods
+            "setParameterNode", "_checkCanApply", "logic", "getLogic"} <= widgetMethods
     source = MODULE_FILE.read_text(encoding="utf-8")
     assert "class SemanticInterpolationLogic(LibraryLogic, ScriptedLoadableModuleLogic)" in source
     for words in ("Sander", "de Vos", "Isgum", "Autoencoding low-resolution MRI", "Medical Image Analysis", "2022"):
@@ -136,9 +166,56 @@ def test_module_file_follows_the_scripted_module_template(moduleTree):
     assert "self.parent.categories" in source and "Filtering" in source
 
 
-def test_module_file_imports_no_torch_and_no_library_at_import_time(moduleTree):
-    """Slicer imports the module at startup, before torch may be installed."""
-    for node in moduleTree.body:  # only module-level statements run at import
+def test_widget_is_thin_and_hands_each_tab_to_its_helper(moduleTree):
+    """The widget loads the .ui, creates the three tab helpers and delegates; the tabs' code is in their files."""
+    widget = classesOf(moduleTree)["SemanticInterpolationWidget"]
+    source = ast.get_source_segment(MODULE_FILE.read_text(encoding="utf-8"), widget)
+    for tabClass, attribute in (("UpsampleTab", "upsampleTab"), ("TrainingTab", "trainingTab"),
+                                ("EvaluateTab", "evaluateTab")):
+        assert f"self.{attribute} = {tabClass}(self.ui," in source, f"setup must create {tabClass} with self.ui"
+    assert widget.end_lineno - widget.lineno < 200, "the widget should stay thin: tab code goes to SemanticInterpolationTabs"
+    tabWords = ("Upsample", "Training", "Evaluat", "poll", "finish", "Chart")
+    misplaced = sorted(name for name in methodsOf(widget) if any(word in name for word in tabWords))
+    assert not misplaced, f"tab methods in the widget (move them to their tab helper): {misplaced}"
+    assert "slicer.util.loadUI(self.resourcePath(\"UI/SemanticInterpolation.ui\"))" in source
+    assert "SemanticInterpolationTabs" in MODULE_FILE.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("fileName,className", sorted(TAB_CLASSES.items()))
+def test_each_tab_helper_connects_its_widgets_and_has_its_own_update_poll_finish(fileName, className, guiTrees):
+    tree = guiTrees[TABS_DIR / fileName]
+    classes = classesOf(tree)
+    assert className in classes, f"{fileName} must define {className}"
+    tab = classes[className]
+    assert {"__init__", "updateGui", "poll", "finish", "onSceneStartClose", "cleanup"} <= methodsOf(tab)
+    init = next(n for n in tab.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    arguments = [a.arg for a in init.args.args]
+    assert arguments[:3] == ["self", "ui", "getParameterNode"], "ui and the parameter node come as arguments"
+    connects = [n for n in ast.walk(init) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                and n.func.attr == "connect"]
+    assert len(connects) >= 3, f"{className} connects its own widgets' signals in its constructor"
+    assert "makeTimer(" in ast.unparse(init), f"{className} owns the timer that calls its poll()"
+
+
+@pytest.mark.parametrize("path", TAB_FILES, ids=lambda p: p.name)
+def test_tab_files_get_what_they_need_as_arguments(path, guiTrees):
+    """No reaching into the module file: what a tab needs from it (logic, dependency installers) is passed in."""
+    for node in ast.walk(guiTrees[path]):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        else:
+            continue
+        assert "SemanticInterpolation" not in names, f"{path.name}:{node.lineno} imports the module file"
+        assert "__main__" not in names
+    assert "global " not in path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("path", GUI_FILES, ids=lambda p: p.name)
+def test_module_file_imports_no_torch_and_no_library_at_import_time(path, guiTrees):
+    """Slicer imports the module (and so the tab package) at startup, before torch may be installed."""
+    for node in guiTrees[path].body:  # only module-level statements run at import
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -162,13 +239,38 @@ def test_self_test_runs_every_test_method(moduleTree):
 
 
 # ------------------------------------------------------------------------------------------ .ui and parameter node
-def test_every_ui_widget_the_code_uses_exists(moduleTree, uiWidgets):
-    used = {node.attr for node in ast.walk(moduleTree)
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
-            and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
-    assert used, "the widget uses no self.ui.X at all?"
-    missing = sorted(used - set(uiWidgets))
-    assert not missing, f"self.ui.{missing} not in {UI_FILE.name}"
+def usedUiNames(tree: ast.Module) -> set[str]:
+    """X of every ``self.ui.X`` and ``ui.X`` (a local ``ui = self.ui`` or the constructor argument)."""
+    used = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        value = node.value
+        if isinstance(value, ast.Attribute) and value.attr == "ui" and isinstance(value.value, ast.Name) \
+                and value.value.id == "self":
+            used.add(node.attr)
+        elif isinstance(value, ast.Name) and value.id == "ui":
+            used.add(node.attr)
+    return used
+
+
+def test_every_ui_widget_the_code_uses_exists(guiTrees, uiWidgets):
+    for path, tree in guiTrees.items():
+        used = usedUiNames(tree)
+        missing = sorted(used - set(uiWidgets))
+        assert not missing, f"{path.name}: ui.{missing} not in {UI_FILE.name}"
+    for fileName in TAB_CLASSES:
+        assert usedUiNames(guiTrees[TABS_DIR / fileName]), f"{fileName} uses no ui.X at all?"
+
+
+def test_each_tab_uses_only_its_own_tab_of_the_ui(guiTrees):
+    """The Upsample, Train and Evaluate helpers touch the widgets of their own QTabWidget page only."""
+    root = ElementTree.parse(UI_FILE).getroot()
+    pages = {page.get("name"): {w.get("name") for w in page.iter("widget")}
+             for page in root.iter("widget") if page.get("name") in ("upsampleTab", "trainingTab", "evaluateTab")}
+    for fileName, page in (("upsample.py", "upsampleTab"), ("training.py", "trainingTab"), ("evaluate.py", "evaluateTab")):
+        outside = sorted(usedUiNames(guiTrees[TABS_DIR / fileName]) - pages[page])
+        assert not outside, f"{fileName} uses widgets of another tab: {outside}"
 
 
 def test_ui_is_a_qmrmlwidget_with_a_tab_for_each_mode(uiWidgets):
@@ -202,7 +304,7 @@ def test_parameter_names_match_the_ui_and_the_wrapper(moduleTree, uiWidgets):
     fields = parameterNodeFields(moduleTree)
     bound = slicerParameterNames(uiWidgets)
     assert set(bound) <= set(fields), f"SlicerParameterName without a parameter: {sorted(set(bound) - set(fields))}"
-    source = MODULE_FILE.read_text(encoding="utf-8")
+    source = guiSource()
     for name in set(fields) - set(bound):  # synchronised by hand, so the code must use it
         assert re.search(rf"\.{name}\b", source), f"parameter {name} is neither in the .ui nor used by the code"
     enums = {node.name for node in moduleTree.body if isinstance(node, ast.ClassDef)
@@ -252,7 +354,7 @@ def test_ui_values_and_limits_agree_with_the_wrapper(moduleTree, uiWidgets):
 
 
 def test_training_and_evaluation_choices_match_the_library(moduleTree, uiWidgets):
-    from SemanticInterpolationLib.mrml_evaluation import EVALUATION_METHODS
+    from SemanticInterpolationLib.mrml.evaluation import EVALUATION_METHODS
     from SemanticInterpolationLib.training import SYNTHESIS_LOSSES
     from SemanticInterpolationLib.upsampling import METHODS
 
@@ -267,16 +369,17 @@ def test_training_and_evaluation_choices_match_the_library(moduleTree, uiWidgets
     for method, box in (("asi", "evaluateASICheckBox"), ("linear", "evaluateLinearCheckBox"),
                         ("bspline", "evaluateBSplineCheckBox"), ("lanczos", "evaluateLanczosCheckBox")):
         assert uiWidgets[box].get("class") == "QCheckBox", box
-        assert f'("{method}", parameters.' in MODULE_FILE.read_text(encoding="utf-8"), method
+        assert f'("{method}", parameters.' in (TABS_DIR / "evaluate.py").read_text(encoding="utf-8"), method
     assert uiWidgets["trainingVolumesSelector"].get("class") == "qMRMLCheckableNodeComboBox"
     assert uiWidgets["evaluationTableView"].get("class") == "qMRMLTableView"
     for edit in ("trainingInitPathLineEdit", "trainingOutputPathLineEdit", "evaluationOutputFolderLineEdit"):
         assert uiWidgets[edit].get("class") == "ctkPathLineEdit", edit
-    source = MODULE_FILE.read_text(encoding="utf-8")
-    assert "ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Writable" in source  # the output: a "save as" dialog
-    assert "qt.QProcess()" in source and "mrml_training.prepareTraining(" in source
-    assert "TrainingPlot(" in source and "ShowChartInLayout" in source
-    assert "BackgroundEvaluation(" in source and "finishEvaluation(" in source
+    training = (TABS_DIR / "training.py").read_text(encoding="utf-8")
+    assert "ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Writable" in training  # the output: a "save as" dialog
+    assert "qt.QProcess()" in training and "mrml_training.prepareTraining(" in training
+    assert "TrainingPlot(" in training and "ShowChartInLayout" in training
+    evaluate = (TABS_DIR / "evaluate.py").read_text(encoding="utf-8")
+    assert "BackgroundEvaluation(" in evaluate and "finishEvaluation(" in evaluate
 
 
 def test_factor_limits_agree_between_ui_wrapper_and_engine(moduleTree, uiWidgets):
@@ -290,18 +393,27 @@ def test_factor_limits_agree_between_ui_wrapper_and_engine(moduleTree, uiWidgets
 
 # ------------------------------------------------------------------------------------------ CMake, s4ext, icon
 def cmakeList(text: str, variable: str) -> list[str]:
+    """The items of ``set(variable ...)`` and of every later ``list(APPEND variable ...)``."""
     match = re.search(rf"set\({variable}\s+(.*?)\)", text, re.S)
     assert match, f"{variable} not set"
-    return [line.strip() for line in match.group(1).split() if line.strip()]
+    items = match.group(1).split()
+    for appended in re.finditer(rf"list\(APPEND {variable}\s+(.*?)\)", text, re.S):
+        items += appended.group(1).split()
+    return [item.strip() for item in items if item.strip()]
+
+
+def packageFiles(folder: Path) -> list[str]:
+    return sorted(p.relative_to(MODULE_DIR).as_posix() for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
 
 
 def test_module_cmakelists_lists_every_library_file_and_resource():
     text = MODULE_CMAKE.read_text(encoding="utf-8")
     scripts = [s.replace("${MODULE_NAME}", "SemanticInterpolation") for s in cmakeList(text, "MODULE_PYTHON_SCRIPTS")]
-    library = sorted(p.relative_to(MODULE_DIR).as_posix() for p in LIBRARY_DIR.rglob("*.py")
-                     if "__pycache__" not in p.parts)
-    missing = sorted(set(library) - set(scripts))
-    assert not missing, f"{MODULE_CMAKE} misses {missing}: the Slicer build would not install them"
+    for folder in (LIBRARY_DIR, TABS_DIR):
+        missing = sorted(set(packageFiles(folder)) - set(scripts))
+        assert not missing, f"{MODULE_CMAKE} misses {missing}: the Slicer build would not install them"
+    assert {f"SemanticInterpolationTabs/{name}" for name in ("__init__.py", *TAB_CLASSES)} <= set(scripts)
+    assert len(scripts) == len(set(scripts)), "a file is listed twice"
     assert "SemanticInterpolation.py" in scripts
     resources = [r.replace("${MODULE_NAME}", "SemanticInterpolation") for r in cmakeList(text, "MODULE_PYTHON_RESOURCES")]
     for path in scripts + resources:
@@ -313,8 +425,8 @@ def test_module_cmakelists_lists_every_library_file_and_resource():
 def test_cmake_installs_sample_and_model_where_the_library_looks():
     """The top-level Resources/SampleData (and Resources/Models) go to <module folder>/Resources/..., which
     find_sample() and find_default_checkpoint() search in an installed extension."""
-    from SemanticInterpolationLib.checkpoint import DEFAULT_CHECKPOINT_NAME, default_checkpoint_candidates
-    from SemanticInterpolationLib.sampledata import SAMPLE, sample_data_folders
+    from SemanticInterpolationLib.models.checkpoint import DEFAULT_CHECKPOINT_NAME, default_checkpoint_candidates
+    from SemanticInterpolationLib.bundled.sampledata import SAMPLE, sample_data_folders
 
     text = MODULE_CMAKE.read_text(encoding="utf-8")
     data = cmakeList(text, "MODULE_DATA_FILES")
@@ -369,6 +481,10 @@ def test_importing_the_module_file_imports_neither_torch_nor_the_library():
         SI = slicer_stand_ins.load_module_file({str(MODULE_FILE)!r})
         print("torch imported:", "torch" in sys.modules)
         print("library imported:", any(m.startswith("SemanticInterpolationLib") for m in sys.modules))
+        import SemanticInterpolationTabs
+        print("tabs from module folder:", SemanticInterpolationTabs.__file__.startswith({str(TABS_DIR)!r}))
+        print("tab classes:", [c.__name__ for c in (SI.UpsampleTab, SI.TrainingTab, SI.EvaluateTab)],
+              SI.UpsampleTab is SemanticInterpolationTabs.UpsampleTab)
 
         class Parent: pass
         parent = Parent()
@@ -390,7 +506,7 @@ def test_importing_the_module_file_imports_neither_torch_nor_the_library():
               sample["uris"].startswith("file:"), sample["loadFileType"])
 
         Logic = SI.SemanticInterpolationLogic  # module __getattr__ creates the class
-        from SemanticInterpolationLib.mrml import SemanticInterpolationLogic as LibraryLogic
+        from SemanticInterpolationLib.mrml.logic import SemanticInterpolationLogic as LibraryLogic
         logic = Logic(batchSize=3)
         print("mro ok:", isinstance(logic, LibraryLogic) and isinstance(logic, SI.ScriptedLoadableModuleLogic))
         print("moduleName:", logic.moduleName, "batchSize:", logic.batchSize)
@@ -400,6 +516,8 @@ def test_importing_the_module_file_imports_neither_torch_nor_the_library():
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "torch imported: False" in out and "library imported: False" in out, out
+    assert "tabs from module folder: True" in out
+    assert "tab classes: ['UpsampleTab', 'TrainingTab', 'EvaluateTab'] True" in out
     assert "title: Semantic Interpolation" in out
     assert "Filtering" in out
     assert "labels: ['Automatic (GPU if available)', 'CPU', 'GPU (CUDA)']" in out
@@ -429,7 +547,8 @@ def test_self_test_logic_parts_run_with_slicer_core():
 
     Only the Qt/application parts are faked (i18n, ScriptedLoadableModule base classes, the
     parameter node wrapper, slicer.app, temporary folder); scenes, nodes, slicer.util array
-    helpers and the Sequences logic are the real slicer-core ones. test_GuiRun needs the GUI.
+    helpers and the Sequences logic are the real slicer-core ones. test_GuiRun needs the widget: it runs
+    in test_slicer_module_tabs.py, on the widget built there from stand-ins.
     """
     pytest.importorskip("slicer", reason="slicer-core is not installed: cannot run the self-test logic")
     code = STAND_INS_IMPORT + textwrap.dedent(f'''
