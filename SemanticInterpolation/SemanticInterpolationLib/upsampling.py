@@ -57,6 +57,10 @@ def upsample_image(
     precision: str = "auto",
     synthesis: str | None = None,
     engine: ASIEngine | None = None,
+    adapt: float | None = None,
+    adapt_steps: int | None = None,
+    adapt_seed: int = 0,
+    save_adapted: "str | os.PathLike | None" = None,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCallback | None = None,
 ) -> sitk.Image:
@@ -67,6 +71,12 @@ def upsample_image(
     by the autoencoder's reconstructions. ``synthesis`` (ASI only): ``"plain"`` or ``"residual"``
     (see :mod:`.engine`); None = the checkpoint's recommendation. ``engine`` reuses an :class:`ASIEngine` (model already
     on its device) instead of building one from ``checkpoint``/``device``/``batch_size``.
+    ``adapt`` (learned method only): first adapt the model to this scan for at most ``adapt`` seconds
+    (and ``adapt_steps`` steps; see :mod:`.training.adaptation`), keeping the adapted weights only
+    when they predict held-out acquired slices better; the report is ``engine.adaptation`` (None
+    without adaptation) and is logged. The engine goes back to its weights afterwards, so a reused
+    engine is not changed. ``save_adapted``: also write the adapted model to this checkpoint path
+    (only when adaptation was kept). The checkpoint file is never modified.
     Header fields other than the geometry (e.g. DICOM tags) are not copied: the output is a new image.
     """
     method = validate_method(method)
@@ -83,14 +93,21 @@ def upsample_image(
     axis_np = numpy_axis(index_axis)
     started = time.perf_counter()
 
+    if adapt is not None and method != "asi":
+        raise InputError("adaptation (adapt=, --adapt) applies to the learned method only (method asi)")
     if method == "asi":
         if engine is None:
             engine = ASIEngine(resolve_checkpoint(checkpoint), device, batch_size=batch_size, precision=precision,
                                synthesis=synthesis)
         elif synthesis is not None and synthesis != engine.synthesis:
             raise InputError(f"synthesis={synthesis!r} differs from the given engine's {engine.synthesis!r}")
-        values = engine.upsample(array, factor, axis=axis_np, keep_acquired=keep_acquired, output_dtype=out_dtype,
-                                 progress=progress, should_cancel=should_cancel)
+        engine.adaptation = None
+        if adapt is not None:
+            values = _adapt_and_upsample(engine, array, factor, axis_np, keep_acquired, out_dtype, adapt, adapt_steps,
+                                         adapt_seed, save_adapted, progress, should_cancel)
+        else:
+            values = engine.upsample(array, factor, axis=axis_np, keep_acquired=keep_acquired, output_dtype=out_dtype,
+                                     progress=progress, should_cancel=should_cancel)
         settings = engine.describe()
     else:
         if should_cancel is not None and should_cancel():
@@ -110,6 +127,50 @@ def upsample_image(
                 method, factor, index_axis, image.GetSize(), result.GetSize(),
                 _fmt(image.GetSpacing()), _fmt(result.GetSpacing()), time.perf_counter() - started, settings)
     return result
+
+
+def _adapt_and_upsample(engine: ASIEngine, array: np.ndarray, factor: int, axis_np: int, keep_acquired: bool,
+                        out_dtype: np.dtype, seconds: float, steps: int | None, seed: int,
+                        save_adapted: "str | os.PathLike | None", progress: ProgressCallback | None,
+                        should_cancel: CancelCallback | None) -> np.ndarray:
+    """Adaptation (first half of the progress), then upsampling (second half); the engine's weights are
+    restored afterwards, also on errors and cancel."""
+    from .training.adaptation import adapt_engine, check_adaptable
+
+    check_adaptable(engine, array, axis_np)
+    destination = None
+    if save_adapted is not None:
+        from .volumes.fileio import check_writable_destination
+
+        destination = check_writable_destination(save_adapted)
+
+    def first_half(done: int, total: int) -> None:
+        if progress is not None:
+            progress(done, 2 * total)
+
+    def second_half(done: int, total: int) -> None:
+        if progress is not None:
+            progress(total + done, 2 * total)
+
+    try:
+        report = adapt_engine(engine, array, axis=axis_np, seconds=float(seconds), max_steps=steps, seed=int(seed),
+                              progress=first_half, should_cancel=should_cancel)
+        engine.adaptation = report
+        if destination is not None:
+            if report.accepted:
+                from .models.checkpoint import save_checkpoint
+
+                save_checkpoint(destination, engine.model, normalization=engine.normalization,
+                                training={"adapted_to_scan": report.to_dict()},
+                                metadata={"inference": {"synthesis": engine.synthesis}})
+                logger.info("wrote the adapted model to %s", destination)
+            else:
+                logger.warning("adaptation was declined (%s): no adapted checkpoint written to %s",
+                               report.reason, destination)
+        return engine.upsample(array, factor, axis=axis_np, keep_acquired=keep_acquired, output_dtype=out_dtype,
+                               progress=second_half, should_cancel=should_cancel)
+    finally:
+        engine.restore()
 
 
 def _fmt(values: Any) -> str:

@@ -63,6 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"{', '.join(DEVICE_CHOICES)} or cuda:N for ASI (auto: CUDA, then MPS, then CPU)")
     parser.add_argument("--synthesis", choices=SYNTHESIS_MODES, default=None,
                         help="ASI synthesis mode (see 'upsample --help'); default: the checkpoint's recommendation")
+    parser.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
+                        help="also score the model after adapting it for at most SECONDS to each thinned volume "
+                             "(method asi+adapt; adaptation sees only the thinned volume, never the removed slices)")
+    parser.add_argument("--adapt-steps", type=int, default=None, metavar="N",
+                        help="with --adapt: also stop after N steps (deterministic)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",
                         help="slices per network call (default: 2 on the CPU, 128 on CUDA)")
     add_common_options(parser)
@@ -120,8 +125,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         volumes[name] = read_image(path)
     if note:
         logger.warning("%s", note)
+    if args.adapt is not None and not args.adapt > 0:
+        raise InputError(f"--adapt must be a number of seconds above 0, got {args.adapt:g}")
+    if args.adapt is not None and "asi" not in methods:
+        raise InputError("--adapt adapts the learned model: add asi to --methods")
     settings = EvaluationSettings(factors, methods, args.axis, args.thick_slices, args.checkpoint, args.device,
-                                  args.batch_size, args.synthesis)
+                                  args.batch_size, args.synthesis, adapt_seconds=args.adapt,
+                                  adapt_steps=args.adapt_steps)
     bar = TerminalProgress("evaluate")
     level = logger.level
     if not args.verbose:

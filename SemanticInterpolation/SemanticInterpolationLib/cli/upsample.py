@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
+from pathlib import Path
 
 from ..engine.baselines import BASELINE_METHODS
 from ..models.checkpoint import resolve_checkpoint
 from ..engine.devices import DEVICE_CHOICES, PRECISION_CHOICES
 from ..engine.synthesis import MAX_FACTOR, SYNTHESIS_MODES, ASIEngine, validate_factor
 from ..errors import InputError
-from ..volumes.imageio import check_output_path, read_image, write_image
+from ..volumes.imageio import check_output_path, check_writable_image, read_image, write_image
 from ..progress import TerminalProgress
 from ..upsampling import METHODS, OUTPUT_TYPES, upsample_image
 
@@ -63,6 +65,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="ASI only: replace the acquired slices by the autoencoder's reconstructions")
     parser.add_argument("--output-type", choices=OUTPUT_TYPES, default="input",
                         help="pixel type of the output: the input's (rounded and clipped; default) or float32")
+    parser.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
+                        help="first fine-tune a copy of the model on this scan's own acquired slices for at most "
+                             "SECONDS (pair-unet models); the adapted model is used only if it predicts held-out "
+                             "acquired slices better than before (the report says so). The checkpoint file is "
+                             "never changed")
+    parser.add_argument("--adapt-steps", type=int, default=None, metavar="N",
+                        help="with --adapt: also stop after N steps (a run that ends here is deterministic)")
+    parser.add_argument("--save-adapted", metavar="PATH", help="with --adapt: write the adapted model (if kept) here")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of the adaptation (default 0)")
     parser.add_argument("--dicom-series", metavar="UID", help="SeriesInstanceUID to read when INPUT is a folder with several series")
     add_common_options(parser)
     parser.set_defaults(handler=run_upsample)
@@ -78,6 +89,17 @@ def run_upsample(args: argparse.Namespace) -> int:
         raise InputError("--reconstruct-acquired applies to --method asi only")
     if args.synthesis is not None and args.method != "asi":
         raise InputError("--synthesis applies to --method asi only")
+    if args.adapt is not None and (args.method != "asi" or not args.adapt > 0):
+        raise InputError("--adapt needs --method asi and a number of seconds above 0")
+    if (args.adapt_steps is not None or args.save_adapted) and args.adapt is None:
+        raise InputError("--adapt-steps and --save-adapted apply with --adapt SECONDS only")
+    if args.save_adapted:
+        from ..volumes.fileio import check_writable_destination
+
+        if Path(args.save_adapted).expanduser().absolute() in (Path(args.input).expanduser().absolute(),
+                                                                Path(args.output).expanduser().absolute()):
+            raise InputError("--save-adapted must name a new checkpoint file, not the input or the output image")
+        check_writable_destination(args.save_adapted)
     engine = None
     if args.method == "asi":
         checkpoint = resolve_checkpoint(args.checkpoint)
@@ -85,12 +107,15 @@ def run_upsample(args: argparse.Namespace) -> int:
                            synthesis=args.synthesis)
         logger.info("model: %s", checkpoint.summary())
     image = read_image(args.input, args.dicom_series)
+    check_writable_image(image, output)  # the output keeps the input's direction: refuse NIfTI before the work
 
     bar = TerminalProgress(f"{args.method} x{factor}")
     started = time.perf_counter()
     try:
         result = upsample_image(image, factor, args.method, axis=args.axis, keep_acquired=args.keep_acquired,
-                                output_type=args.output_type, engine=engine, progress=bar)
+                                output_type=args.output_type, engine=engine, adapt=args.adapt,
+                                adapt_steps=args.adapt_steps, adapt_seed=args.seed, save_adapted=args.save_adapted,
+                                progress=bar)
     finally:
         bar.close()
     write_image(result, output)

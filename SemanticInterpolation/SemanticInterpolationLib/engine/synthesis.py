@@ -215,6 +215,20 @@ class ASIEngine:
         from ..models.registry import model_type_of
 
         self.model_type = model_type_of(self.model).name
+        #: report of the last adaptation by ``upsample_image(adapt=...)`` (None: not adapted)
+        self.adaptation = None
+
+    def remember_weights(self) -> None:
+        """Keep a copy of the current weights for :meth:`restore` (once; adaptation calls it)."""
+        if getattr(self, "_remembered_state", None) is None:
+            self._remembered_state = copy.deepcopy(self.model.state_dict())
+
+    def restore(self) -> None:
+        """Back to the weights the engine had before adaptation (nothing to do when never adapted)."""
+        state = getattr(self, "_remembered_state", None)
+        if state is not None:
+            self.model.load_state_dict(state)
+            self.model.eval()
 
     def describe(self) -> str:
         """Device and settings, for logs."""

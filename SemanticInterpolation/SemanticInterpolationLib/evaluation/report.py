@@ -20,8 +20,10 @@ from .metrics import METRIC_LABELS, METRICS, VIF_MIN_SIZE
 from .runner import EvaluationResult
 from .statistics import one_sided_wilcoxon
 
-METHOD_LABELS = {"asi": "ASI", "linear": "Linear", "bspline": "B-spline", "lanczos": "Lanczos"}
-METHOD_COLOURS = {"asi": "#d62728", "bspline": "#1f77b4", "linear": "#7f7f7f", "lanczos": "#2ca02c"}
+METHOD_LABELS = {"asi": "ASI", "asi+adapt": "ASI adapted", "linear": "Linear", "bspline": "B-spline",
+                 "lanczos": "Lanczos"}
+METHOD_COLOURS = {"asi": "#d62728", "asi+adapt": "#9467bd", "bspline": "#1f77b4", "linear": "#7f7f7f",
+                  "lanczos": "#2ca02c"}
 SUMMARY_COLUMNS = ["factor", "method", "slices",
                    *[f"{m}_{s}" for m in METRICS for s in ("mean", "std")],
                    *[f"p_{m}" for m in METRICS], "seconds"]

@@ -83,6 +83,10 @@ def parse_methods(methods: "str | Iterable[str]") -> tuple[str, ...]:
     return tuple(result)
 
 
+#: the learned model after adaptation to the thinned volume (``EvaluationSettings.adapt_seconds``)
+ADAPTED_METHOD = "asi+adapt"
+
+
 @dataclass(frozen=True)
 class EvaluationSettings:
     """What to evaluate. ``checkpoint`` (path, :class:`Checkpoint` or None = default model) is used only for ASI."""
@@ -95,6 +99,10 @@ class EvaluationSettings:
     device: str = "auto"
     batch_size: "int | None" = None  #: None = the engine's default for the device
     synthesis: "str | None" = None  #: ASI synthesis mode; None = the checkpoint's recommendation
+    #: seconds of adaptation to each thinned volume (see :mod:`..training.adaptation`); adds the method
+    #: ``asi+adapt`` beside ``asi``. None = no adaptation. Adaptation sees only the thinned volume.
+    adapt_seconds: "float | None" = None
+    adapt_steps: "int | None" = None  #: also stop adaptation after this many steps (deterministic)
 
     def validated(self) -> "EvaluationSettings":
         """A copy with factors and methods parsed and checked (fields not named here are kept as they are)."""
@@ -144,7 +152,8 @@ class EvaluationResult:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        return self.settings.methods
+        extra = (ADAPTED_METHOD,) if self.settings.adapt_seconds and "asi" in self.settings.methods else ()
+        return (*self.settings.methods, *extra)
 
     @property
     def factors(self) -> tuple[int, ...]:
@@ -231,7 +240,13 @@ def run_evaluation(
             model = f"ASI engine given by the caller ({engine.describe()})"
     result = EvaluationResult(settings, list(volumes), axes, model)
 
-    steps = len(volumes) * len(settings.factors) * len(settings.methods)
+    if settings.adapt_seconds and engine is not None:
+        from ..training.adaptation import ADAPTABLE_TYPES
+
+        if engine.model_type not in ADAPTABLE_TYPES:
+            raise InputError(f"adaptation is available for {', '.join(ADAPTABLE_TYPES)} models; the evaluated model is "
+                             f"a {engine.model_type} model. Evaluate without --adapt")
+    steps = len(volumes) * len(settings.factors) * len(result.methods)
     total = steps * _UNITS_PER_STEP
     step = 0
 
@@ -265,16 +280,28 @@ def run_evaluation(
                 montage = MontageSlice(name, factor, int(indices[shown]), int(indices[shown] % factor),
                                        reference[shown].astype(np.float32), {}, _pixel_aspect(image, index_axis))
                 result.montage.append(montage)
-            for method in settings.methods:
+            for method in result.methods:
                 check_cancel()
 
                 def sub_progress(done: int, work: int) -> None:
                     report(0.9 * done / work if work else 0.0)
 
                 t0 = time.perf_counter()
-                upsampled = upsample_image(simulated.low, factor, method, axis=index_axis, output_type="float32",
-                                           engine=engine if method == "asi" else None, progress=sub_progress,
-                                           should_cancel=should_cancel)
+                if method == ADAPTED_METHOD:
+                    from ..training.adaptation import adapt_engine
+
+                    adaptation = adapt_engine(engine, sitk.GetArrayViewFromImage(simulated.low), axis=axis_np,
+                                              seconds=float(settings.adapt_seconds), max_steps=settings.adapt_steps,
+                                              should_cancel=should_cancel)
+                    result.notes.append(f"{name} K={factor}: " + adaptation.summary().replace("\n", ";"))
+                try:
+                    upsampled = upsample_image(simulated.low, factor, "asi" if method == ADAPTED_METHOD else method,
+                                               axis=index_axis, output_type="float32",
+                                               engine=engine if method in ("asi", ADAPTED_METHOD) else None,
+                                               progress=sub_progress, should_cancel=should_cancel)
+                finally:
+                    if method == ADAPTED_METHOD:
+                        engine.restore()
                 seconds = time.perf_counter() - t0
                 values = sitk.GetArrayViewFromImage(upsampled)
                 if values.shape != simulated.reference.shape:  # the grid contract of upsample_image

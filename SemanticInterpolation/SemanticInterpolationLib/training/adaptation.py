@@ -1,0 +1,267 @@
+"""Adaptation to the scan being upsampled: fine-tune the engine's copy of the model on the scan's own
+acquired slices for a time budget, keep it only if it predicts held-out acquired slices better.
+
+ASI's principle (learn from the low-resolution scan itself) applied at upsampling time::
+
+    engine = ASIEngine(load_checkpoint("model.pt"), "cpu")
+    report = adapt_engine(engine, volume, axis=0, seconds=120, seed=0)   # volume: [k, j, i] numpy
+    print(report.summary())           # held-out score before / after, linear and B-spline
+    upsampled = engine.upsample(volume, 4, axis=0)
+    engine.restore()                  # back to the checkpoint's weights for the next scan
+
+What is trained: the pair U-Net (model type ``pair-unet``) predicting acquired slice ``m`` from its
+neighbours ``m - 1`` and ``m + 1`` (alpha 0.5), on random in-plane patches with rotations and flips,
+MSE, Adam at a small learning rate; by default only the decoder half of the U-Net (``layers="decoder"``:
+the up-sampling blocks and the head, so the encoder's features stay those learned on many volumes;
+``"all"`` trains every weight). These triplets span twice the gap the upsampling fills (a model
+that learns to blur across them scores better on them and worse on the real task), and a scan has
+few of them, so the result is checked: every ``holdout_every``-th middle slice (at least one) is
+never a training target; the model before and after, linear and B-spline interpolation predict it
+from its neighbours, and the adapted weights are kept only when their PSNR on those slices beats
+the model before by at least ``min_gain_db`` *and* their SSIM is not lower (a PSNR gain bought by
+blurring is declined). The check runs every ``check_every`` steps and the best checked weights are
+kept (early stopping on the held-out acquired slices, which belong to the input scan, never to a
+ground truth). Otherwise the engine keeps
+the original weights and the report says adaptation was declined and why.
+
+The engine's model is its own copy: the checkpoint (and the bundled file) is never modified.
+Deterministic for a given ``seed`` when the run ends at ``max_steps`` (a time budget ends after a
+number of steps that depends on the machine; the report gives the number).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..engine.synthesis import ASIEngine, validate_volume
+from ..errors import InputError, OperationCancelled
+from .data import bspline_anchor, pad_to_multiple
+from .losses import psnr, ssim
+
+logger = logging.getLogger("SemanticInterpolation")
+
+#: model types that can be adapted to a scan
+ADAPTABLE_TYPES = ("pair-unet",)
+MIN_SLICE_SIZE = 16
+
+
+@dataclass
+class AdaptationReport:
+    """What adaptation did. Scores are on the held-out acquired slices, in [0, 1] units of the scan's
+    intensity range (PSNR in dB)."""
+
+    seconds: float
+    steps: int
+    held_out_slices: list[int]
+    before_psnr: float
+    after_psnr: float
+    linear_psnr: float
+    bspline_psnr: float
+    before_ssim: float
+    after_ssim: float
+    linear_ssim: float
+    bspline_ssim: float
+    accepted: bool
+    reason: str
+    settings: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """Several lines for logs and the Slicer status text."""
+        verdict = "kept the adapted model" if self.accepted else "kept the original model"
+        return (f"adaptation: {self.steps} steps in {self.seconds:.0f} s; {verdict}: {self.reason}\n"
+                f"  held-out acquired slices {self.held_out_slices}: PSNR before {self.before_psnr:.2f} dB, after "
+                f"{self.after_psnr:.2f} dB, linear {self.linear_psnr:.2f} dB, B-spline {self.bspline_psnr:.2f} dB; "
+                f"SSIM before {self.before_ssim:.4f}, after {self.after_ssim:.4f}, linear {self.linear_ssim:.4f}, "
+                f"B-spline {self.bspline_ssim:.4f}")
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def check_adaptable(engine: ASIEngine, volume: np.ndarray, axis: int, patch_size: int = 64) -> int:
+    """Raise :class:`InputError` before any work when ``volume`` cannot be adapted to; returns the patch size used."""
+    if engine.model_type not in ADAPTABLE_TYPES:
+        raise InputError(f"adaptation is available for {', '.join(ADAPTABLE_TYPES)} models; this checkpoint is a "
+                         f"{engine.model_type} model. Upsample without --adapt, or use a {ADAPTABLE_TYPES[0]} checkpoint")
+    axis = validate_volume(volume, axis)
+    n = volume.shape[axis]
+    if n < 4:
+        raise InputError(f"adaptation needs at least 4 acquired slices along the slice axis (training triplets and "
+                         f"a held-out one); this volume has {n}. Upsample without --adapt")
+    h, w = [s for i, s in enumerate(volume.shape) if i != axis]
+    if min(h, w) < MIN_SLICE_SIZE:
+        raise InputError(f"adaptation needs slices of at least {MIN_SLICE_SIZE}x{MIN_SLICE_SIZE} pixels; these are "
+                         f"{h}x{w}. Upsample without --adapt")
+    multiple = engine.size_multiple
+    return max(multiple, min(int(patch_size), min(h, w)) // multiple * multiple)
+
+
+def _held_out_middles(n: int, every: int) -> list[int]:
+    middles = list(range(1, n - 1))
+    held = middles[every // 2::every] or middles[len(middles) // 2:len(middles) // 2 + 1]
+    return held
+
+
+@torch.no_grad()
+def _score(model: torch.nn.Module, unit: np.ndarray, middles: list[int], device: torch.device,
+           multiple: int) -> tuple[float, float]:
+    h, w = unit.shape[1:]
+    firsts = pad_to_multiple(unit[[m - 1 for m in middles]], multiple)
+    seconds = pad_to_multiple(unit[[m + 1 for m in middles]], multiple)
+    a = torch.from_numpy(firsts).unsqueeze(1).to(device)
+    b = torch.from_numpy(seconds).unsqueeze(1).to(device)
+    predicted = model.synthesize(a, b, 0.5).float()[..., :h, :w].cpu()
+    truth = torch.from_numpy(unit[middles]).unsqueeze(1)
+    return float(psnr(predicted, truth, reduction="none").mean()), float(ssim(predicted, truth))
+
+
+def adapt_engine(
+    engine: ASIEngine,
+    volume: np.ndarray,
+    *,
+    axis: int = 0,
+    seconds: float = 120.0,
+    max_steps: int | None = None,
+    seed: int = 0,
+    learning_rate: float = 2e-5,
+    batch_size: int = 8,
+    patch_size: int = 64,
+    holdout_every: int = 4,
+    min_gain_db: float = 0.01,
+    layers: str = "decoder",
+    check_every: int = 20,
+    progress: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> AdaptationReport:
+    """Fine-tune ``engine``'s model on ``volume`` (numpy, slice axis ``axis``; not modified) for at most
+    ``seconds`` (and ``max_steps``), then keep the result only if it helps on held-out acquired slices.
+
+    ``progress(done, total)`` is called in per-mille of the budget; ``should_cancel()`` stops the run with
+    :class:`OperationCancelled` (the engine then keeps its original weights). See the module documentation.
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (0 < float(seconds) <= 24 * 3600):
+        raise InputError(f"the adaptation time must be a number of seconds above 0 (at most a day), got {seconds!r}")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+        raise InputError(f"max adaptation steps must be a whole number >= 1, got {max_steps!r}")
+    patch = check_adaptable(engine, volume, axis, patch_size)
+    axis = validate_volume(volume, axis)
+    slices = np.moveaxis(volume, axis, 0)
+    n = slices.shape[0]
+    unit = np.ascontiguousarray(engine.normalization.to_unit_range(slices, engine.normalization.fit(volume)),
+                                dtype=np.float32)
+    held = _held_out_middles(n, max(2, int(holdout_every)))
+    targets = [m for m in range(1, n - 1) if m not in held]
+    if not targets:
+        raise InputError(f"adaptation needs at least one training triplet besides the held-out slices; {n} slices "
+                         "are too few. Upsample without --adapt")
+    device, multiple = engine.device, engine.size_multiple
+    model = engine.model
+    engine.remember_weights()
+    original = copy.deepcopy(model.state_dict())
+
+    before_psnr, before_ssim = _score(model, unit, held, device, multiple)
+    truth = torch.from_numpy(unit[held]).unsqueeze(1)
+    linear = torch.from_numpy(0.5 * (unit[[m - 1 for m in held]] + unit[[m + 1 for m in held]])).unsqueeze(1)
+    spline = torch.from_numpy(np.stack([bspline_anchor(unit, m, 1) for m in held])).unsqueeze(1)
+    linear_psnr, linear_ssim = float(psnr(linear, truth, reduction="none").mean()), float(ssim(linear, truth))
+    bspline_psnr, bspline_ssim = float(psnr(spline, truth, reduction="none").mean()), float(ssim(spline, truth))
+
+    rng = np.random.default_rng(seed)
+    generator_state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    if layers not in ("decoder", "all"):
+        raise InputError(f"layers must be 'decoder' or 'all', got {layers!r}")
+    trained = [p for name, p in model.named_parameters()
+               if layers == "all" or name.startswith(("up.", "head."))] or list(model.parameters())
+    optimizer = torch.optim.Adam(trained, lr=float(learning_rate))
+    h, w = unit.shape[1:]
+    started = time.perf_counter()
+    deadline = started + float(seconds)
+    steps = 0
+    logger.info("adapting %s model to the scan: %d training triplets, held-out slices %s, patch %d, batch %d, "
+                "lr %g, budget %g s%s, seed %d, %s", engine.model_type, len(targets), held, patch, batch_size,
+                learning_rate, seconds, f" / {max_steps} steps" if max_steps else "", seed, engine.describe())
+    best_state, best_psnr, best_ssim, best_step = None, before_psnr, before_ssim, 0
+
+    def check() -> None:
+        nonlocal best_state, best_psnr, best_ssim, best_step
+        model.eval()
+        value, structure = _score(model, unit, held, device, multiple)
+        model.train()
+        if value >= best_psnr + (float(min_gain_db) if best_state is None else 0.0) and structure >= before_ssim:
+            best_state, best_psnr, best_ssim, best_step = copy.deepcopy(model.state_dict()), value, structure, steps
+
+    model.train()
+    try:
+        while time.perf_counter() < deadline and (max_steps is None or steps < max_steps):
+            if should_cancel is not None and should_cancel():
+                raise OperationCancelled("adaptation was cancelled")
+            middles = rng.choice(targets, size=batch_size)
+            batch = np.empty((batch_size, 3, patch, patch), dtype=np.float32)
+            for i, m in enumerate(middles):
+                top, left = int(rng.integers(0, h - patch + 1)), int(rng.integers(0, w - patch + 1))
+                item = unit[[m - 1, m, m + 1], top:top + patch, left:left + patch]
+                item = np.rot90(item, int(rng.integers(0, 4)), axes=(1, 2))
+                if rng.integers(0, 2):
+                    item = item[:, :, ::-1]
+                if rng.integers(0, 2):
+                    item = item[::-1]
+                batch[i] = item
+            x = torch.from_numpy(batch).to(device)
+            predicted = model(x[:, 0:1], x[:, 2:3], torch.full((batch_size,), 0.5, device=device))
+            loss = torch.nn.functional.mse_loss(predicted, x[:, 1:2])
+            if not bool(torch.isfinite(loss)):
+                raise InputError("adaptation diverged (the loss is not finite); upsample without --adapt")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            if steps % max(1, int(check_every)) == 0:
+                check()
+            if progress is not None:
+                fraction = (time.perf_counter() - started) / float(seconds)
+                if max_steps:
+                    fraction = max(fraction, steps / max_steps)
+                progress(min(999, int(1000 * fraction)), 1000)
+    except BaseException:
+        model.load_state_dict(original)
+        model.eval()
+        raise
+    finally:
+        torch.set_rng_state(generator_state)
+    if steps % max(1, int(check_every)):
+        check()
+    model.eval()
+    last_psnr, last_ssim = _score(model, unit, held, device, multiple)
+    accepted = best_state is not None
+    if accepted:
+        model.load_state_dict(best_state)
+        after_psnr, after_ssim = best_psnr, best_ssim
+        reason = (f"held-out PSNR rose by {after_psnr - before_psnr:.2f} dB and SSIM by "
+                  f"{after_ssim - before_ssim:+.4f} (weights of step {best_step})")
+    else:
+        model.load_state_dict(original)
+        after_psnr, after_ssim = last_psnr, last_ssim
+        reason = (f"no checked step raised the held-out PSNR by at least {min_gain_db:g} dB without lowering SSIM "
+                  f"(last step: {last_psnr - before_psnr:+.2f} dB, SSIM {last_ssim - before_ssim:+.4f}), so the "
+                  "adapted weights were discarded")
+    if progress is not None:
+        progress(1000, 1000)
+    report = AdaptationReport(
+        seconds=time.perf_counter() - started, steps=steps, held_out_slices=held, before_psnr=before_psnr,
+        after_psnr=after_psnr, linear_psnr=linear_psnr, bspline_psnr=bspline_psnr, before_ssim=before_ssim,
+        after_ssim=after_ssim, linear_ssim=linear_ssim, bspline_ssim=bspline_ssim, accepted=accepted, reason=reason,
+        settings={"seconds": float(seconds), "max_steps": max_steps, "seed": seed, "learning_rate": learning_rate,
+                  "batch_size": batch_size, "patch_size": patch, "holdout_every": holdout_every,
+                  "min_gain_db": min_gain_db, "layers": layers, "check_every": check_every,
+                  "kept_step": best_step if accepted else None, "device": str(device)})
+    logger.info("%s", report.summary())
+    return report

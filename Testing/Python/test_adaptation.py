@@ -1,0 +1,130 @@
+"""Adaptation to the scan being upsampled (``adapt=`` / ``--adapt``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import T1_2MM, file_digest
+from SemanticInterpolationLib import ASIEngine, InputError, OperationCancelled, load_checkpoint, save_checkpoint
+from SemanticInterpolationLib.models.normalization import IntensityNormalization
+from SemanticInterpolationLib.models.pair_unet import PairUNet
+from SemanticInterpolationLib.training.adaptation import adapt_engine
+from SemanticInterpolationLib.upsampling import upsample_image
+
+
+@pytest.fixture
+def pair_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = PairUNet()
+    with torch.no_grad():
+        model.head.weight.normal_(0, 0.02)
+    return save_checkpoint(tmp_path / "pair.pt", model, normalization=IntensityNormalization(clip=False))
+
+
+def _volume() -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(T1_2MM))).astype(np.float32)  # [25, 41, 33]
+
+
+def _weights(engine: ASIEngine) -> list[torch.Tensor]:
+    return [t.detach().clone() for t in engine.model.state_dict().values()]
+
+
+def test_bad_input_is_refused_before_any_work(pair_checkpoint, random_checkpoint):
+    volume = _volume()
+    with pytest.raises(InputError, match="adaptation is available for pair-unet models; this checkpoint is a asi"):
+        adapt_engine(ASIEngine(load_checkpoint(random_checkpoint), "cpu"), volume, seconds=5)
+    engine = ASIEngine(load_checkpoint(pair_checkpoint), "cpu")
+    with pytest.raises(InputError, match="at least 4 acquired slices"):
+        adapt_engine(engine, volume[:3], seconds=5)
+    with pytest.raises(InputError, match="slices of at least 16x16"):
+        adapt_engine(engine, volume[:, :12, :12], seconds=5)
+    with pytest.raises(InputError, match="number of seconds above 0"):
+        adapt_engine(engine, volume, seconds=0)
+
+
+def test_deterministic_with_a_seed_and_a_step_budget(pair_checkpoint):
+    volume = _volume()
+    runs = []
+    for _ in range(2):
+        engine = ASIEngine(load_checkpoint(pair_checkpoint), "cpu")
+        report = adapt_engine(engine, volume, seconds=600, max_steps=6, seed=3, learning_rate=1e-3,
+                              min_gain_db=-100.0, check_every=3)
+        runs.append((report, _weights(engine)))
+    (first, w1), (second, w2) = runs
+    assert first.steps == second.steps == 6 and first.accepted and second.accepted
+    assert first.after_psnr == second.after_psnr and first.held_out_slices == second.held_out_slices
+    assert all(torch.equal(a, b) for a, b in zip(w1, w2))
+
+
+def test_declined_adaptation_keeps_the_original_weights_and_says_why(pair_checkpoint):
+    engine = ASIEngine(load_checkpoint(pair_checkpoint), "cpu")
+    before = _weights(engine)
+    report = adapt_engine(engine, _volume(), seconds=600, max_steps=4, learning_rate=1e-3, min_gain_db=100.0,
+                          check_every=2)
+    assert not report.accepted and "discarded" in report.reason and "kept the original model" in report.summary()
+    assert all(torch.equal(a, b) for a, b in zip(before, _weights(engine)))
+
+
+def test_kept_adaptation_scores_better_on_held_out_slices_and_restore_undoes_it(pair_checkpoint):
+    engine = ASIEngine(load_checkpoint(pair_checkpoint), "cpu")
+    before = _weights(engine)
+    report = adapt_engine(engine, _volume(), seconds=600, max_steps=30, learning_rate=1e-3, check_every=5,
+                          min_gain_db=0.0)
+    # the linear and B-spline scores are on the same held-out slices
+    assert np.isfinite([report.linear_psnr, report.bspline_psnr, report.before_psnr]).all()
+    if report.accepted:
+        assert report.after_psnr >= report.before_psnr and report.after_ssim >= report.before_ssim
+        assert not all(torch.equal(a, b) for a, b in zip(before, _weights(engine)))
+    engine.restore()
+    assert all(torch.equal(a, b) for a, b in zip(before, _weights(engine)))
+
+
+def test_upsample_image_with_adapt_never_changes_the_checkpoint_or_the_reused_engine(pair_checkpoint, tmp_path):
+    digest = file_digest(pair_checkpoint)
+    engine = ASIEngine(load_checkpoint(pair_checkpoint), "cpu")
+    before = _weights(engine)
+    image = sitk.ReadImage(str(T1_2MM))
+    saved = tmp_path / "adapted.pt"
+    result = upsample_image(image, 2, engine=engine, adapt=600, adapt_steps=10, save_adapted=saved)
+    assert result.GetSize()[2] == 49 and engine.adaptation is not None
+    assert saved.is_file() == engine.adaptation.accepted
+    assert file_digest(pair_checkpoint) == digest
+    assert all(torch.equal(a, b) for a, b in zip(before, _weights(engine)))
+    with pytest.raises(InputError, match="learned method only"):
+        upsample_image(image, 2, "linear", adapt=5)
+
+
+def test_cancelled_adaptation_raises_and_restores(pair_checkpoint):
+    engine = ASIEngine(load_checkpoint(pair_checkpoint), "cpu")
+    before = _weights(engine)
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(OperationCancelled):
+        upsample_image(sitk.ReadImage(str(T1_2MM)), 2, engine=engine, adapt=600, should_cancel=cancel)
+    assert all(torch.equal(a, b) for a, b in zip(before, _weights(engine)))
+
+
+def test_cli_adapt_and_evaluate_adapt(pair_checkpoint, tmp_path):
+    from SemanticInterpolationLib.cli import main
+
+    out = tmp_path / "up.nii.gz"
+    assert main(["upsample", str(T1_2MM), str(out), "-k", "2", "--checkpoint", str(pair_checkpoint), "--device", "cpu",
+                 "--adapt", "60", "--adapt-steps", "3"]) == 0
+    assert out.is_file()
+    assert main(["upsample", str(T1_2MM), str(tmp_path / "x.nii.gz"), "-k", "2", "--method", "linear",
+                 "--adapt", "5"]) == 1
+    pytest.importorskip("scipy", reason="evaluate needs scipy")
+    pytest.importorskip("matplotlib", reason="evaluate needs matplotlib")
+    report = tmp_path / "eval"
+    assert main(["evaluate", str(T1_2MM), "--checkpoint", str(pair_checkpoint), "--methods", "asi,linear",
+                 "--factors", "2", "--adapt", "60", "--adapt-steps", "2", "--device", "cpu", "-o", str(report)]) == 0
+    summary = (report / "summary.csv").read_text()
+    assert "asi+adapt" in summary
+    assert "adaptation:" in (report / "summary.md").read_text()
