@@ -2,6 +2,8 @@
 """Benchmark of the ASI upsampling engine on the current device; every figure from one run.
 
 Prints, for a 256x256xN volume (N acquired slices) and K = 2, 4, 8:
+  * every registered model type side by side (ASI, pair-unet, ...): FLOPs per synthesized slice and
+    synthesized slices per second at K = 4 with the engine's default settings,
   * end-to-end time of ASIEngine.upsample and synthesized slices per second,
   * the network's achieved GFLOP/s (convolution FLOPs counted layer by layer, 2 per multiply-add)
     beside the same machine's fp32 (and on GPU fp16) matrix-multiply peak measured in this run,
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 
 from SemanticInterpolationLib import ASIAutoencoder, ASIEngine
+from SemanticInterpolationLib.models.registry import get_model_type, model_type_names
 from SemanticInterpolationLib.engine.baselines import interpolate_array
 from SemanticInterpolationLib.engine.devices import describe_device, resolve_device
 
@@ -143,6 +146,25 @@ def main() -> None:
         print(f"measured fp16 matrix-multiply peak: {peak_half:.0f} GFLOP/s")
 
     volume = make_volume(args.slices)
+
+    # 0) model types side by side (same volume, same run)
+    print("\n== model types (K=4, default engine settings) ==")
+    synthesized = (args.slices - 1) * 3
+    type_seconds = {}
+    for name in model_type_names():
+        net = get_model_type(name).build().eval()
+        counts = net.flops_per_pixel()
+        per_new = counts.get("synthesize", counts.get("decode", 0))
+        # per synthesized slice, the encoding of the acquired slices shared among the new ones
+        gflop_per_slice = (args.slices * counts["encode"] + synthesized * per_new) * size * size / synthesized / 1e9
+        type_engine = ASIEngine(net, device)
+        seconds = time_engine(type_engine, volume, 4, args.repeats)
+        type_seconds[name] = seconds
+        print(f"{name:10s}: {gflop_per_slice:6.2f} GFLOP per synthesized 256x256 slice, {seconds:7.3f} s, "
+              f"{synthesized / seconds:7.1f} synthesized slices/s, {gflop_per_slice * synthesized / seconds:6.0f} "
+              f"GFLOP/s ({gflop_per_slice * synthesized / seconds / peak_fp32 * 100:5.1f}% of fp32 peak), "
+              f"{seconds / type_seconds[model_type_names()[0]]:4.2f}x the time of {model_type_names()[0]}")
+
     formats = ["contiguous", "channels_last"]
     batch_sizes = [4, 8] if args.quick else ([2, 4, 8, 16] if device.type == "cpu" else [64, 256, 1024])
     factors = [4] if args.quick else [2, 4, 8]

@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""Training throughput of ASI (triplets per second) at patch 64 and 128 on the current device.
+"""Training throughput (samples per second) of every model type at patch 64 and 128 on the current device.
 
 Times complete optimisation steps of the real trainer (triplet sampling and augmentation,
 encoder/decoder forward, eq. 3 loss, backward, Adam) after a few warm-up steps, with validation
 and checkpoint writing excluded. One triplet = three slices (two encoded and reconstructed, one
-synthesised), so slices/s = 3 x triplets/s. The volume is synthetic (160x160 in-plane, 14 slices):
+synthesised), so slices/s = 3 x triplets/s. For ``pair-unet`` a sample is (two input slices, one target)
+from the gap sampler; the network runs once per sample. ``--model-types`` picks the types (default all,
+in one run, so their ratio is measured on the same machine state). The volume is synthetic (160x160 in-plane, 14 slices):
 the cost does not depend on the image content.
 
 Usage: python bench/bench_training.py [--device auto] [--batch-size 12] [--steps 4] [--warmup 2]
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 from SemanticInterpolationLib.engine.devices import describe_device, resolve_device
+from SemanticInterpolationLib.models.registry import model_type_names
 from SemanticInterpolationLib.training import Trainer, TrainingConfig, TrainingVolume
 
 
@@ -37,9 +40,10 @@ def make_volume(size: int = 160, slices: int = 14) -> TrainingVolume:
     return TrainingVolume.from_array(np.stack(frames).astype(np.float32), (1.0, 1.0, 5.0), name="synthetic")
 
 
-def measure(patch: int, args: argparse.Namespace, folder: Path) -> dict:
+def measure(patch: int, args: argparse.Namespace, folder: Path, model_type: str = "asi") -> dict:
     steps = args.warmup + args.steps
-    config = TrainingConfig([make_volume()], output=str(folder / f"bench{patch}.pt"), epochs=1,
+    config = TrainingConfig([make_volume()], output=str(folder / f"bench-{model_type}-{patch}.pt"), epochs=1,
+                            model_type=model_type,
                             steps_per_epoch=steps, batch_size=args.batch_size, patch_size=patch,
                             synthesis_loss=args.synthesis_loss, lam=args.lam, device=args.device,
                             precision=args.precision, seed=0, progress_interval_s=1e9)
@@ -56,7 +60,7 @@ def measure(patch: int, args: argparse.Namespace, folder: Path) -> dict:
     timed = stamps[args.warmup - 1:] if args.warmup > 0 else stamps
     seconds = timed[-1] - timed[0]
     n_steps = len(timed) - 1
-    return {"patch": patch, "batch_size": args.batch_size, "steps_timed": n_steps,
+    return {"model_type": model_type, "patch": patch, "batch_size": args.batch_size, "steps_timed": n_steps,
             "seconds_per_step": seconds / n_steps, "triplets_per_second": n_steps * args.batch_size / seconds,
             "device": describe_device(trainer.device), "precision": str(trainer.compute_dtype).replace("torch.", ""),
             "synthesis_loss": args.synthesis_loss, "lambda": args.lam}
@@ -72,21 +76,27 @@ def main() -> None:
     parser.add_argument("--patch-sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--synthesis-loss", default="ssim")
     parser.add_argument("--lambda", dest="lam", type=float, default=0.05)
-    parser.add_argument("--json", action="store_true", help="print one JSON object per patch size")
+    parser.add_argument("--model-types", nargs="+", default=model_type_names(), choices=model_type_names())
+    parser.add_argument("--json", action="store_true", help="print one JSON object per model type and patch size")
     args = parser.parse_args()
     if args.warmup < 1:
         parser.error("--warmup must be at least 1 (the first step includes one-off set-up)")
     device = resolve_device(args.device)
-    print(f"ASI training throughput on {describe_device(device)}, torch {torch.__version__}, batch {args.batch_size}, "
+    print(f"training throughput on {describe_device(device)}, torch {torch.__version__}, batch {args.batch_size}, "
           f"synthesis loss {args.synthesis_loss} (lambda {args.lam:g}); {args.warmup} warm-up + {args.steps} timed steps")
     with tempfile.TemporaryDirectory() as tmp:
         for patch in args.patch_sizes:
-            row = measure(patch, args, Path(tmp))
-            if args.json:
-                print(json.dumps(row))
-            else:
-                print(f"patch {patch:4d}: {row['triplets_per_second']:8.2f} triplets/s "
-                      f"({row['seconds_per_step']:.3f} s per step of {args.batch_size}, precision {row['precision']})")
+            first = None
+            for model_type in args.model_types:
+                row = measure(patch, args, Path(tmp), model_type)
+                first = first or row
+                if args.json:
+                    print(json.dumps(row))
+                else:
+                    print(f"{model_type:10s} patch {patch:4d}: {row['triplets_per_second']:8.2f} samples/s "
+                          f"({row['seconds_per_step']:.3f} s per step of {args.batch_size}, precision "
+                          f"{row['precision']}; {row['triplets_per_second'] / first['triplets_per_second']:.2f}x "
+                          f"{first['model_type']})")
 
 
 if __name__ == "__main__":
