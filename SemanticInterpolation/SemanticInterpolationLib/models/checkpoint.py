@@ -123,7 +123,43 @@ def save_checkpoint(
     return Path(path).expanduser().absolute()
 
 
+def _file_kind(path: Path) -> str | None:
+    """What ``path`` is when it is plainly not a PyTorch file (None: zip or pickle, let torch judge)."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(1024)
+    except OSError:
+        return None
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK") or head[:1] == b"\x80":
+        return None  # a zip archive (torch.save) or a binary pickle (legacy torch.save)
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip-compressed file (e.g. a .nii.gz image)"
+    if head[:4] in (b"\x5c\x01\x00\x00", b"\x00\x00\x01\x5c", b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c"):
+        return "a NIfTI/ANALYZE image"
+    if head.startswith(b"NRRD"):
+        return "a NRRD image"
+    if head[128:132] == b"DICM":
+        return "a DICOM file"
+    if head.startswith(b"\x89HDF"):
+        return "an HDF5 file (e.g. a Keras model)"
+    if head.startswith(b"ObjectType") or b"ElementDataFile" in head:
+        return "a MetaImage header"
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return None
+
+
 def _read_payload(path: Path) -> dict[str, Any]:
+    kind = _file_kind(path)
+    if kind is not None:
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r}: it is {kind}, not a PyTorch checkpoint; give a .pt file written by "
+            "SemanticInterpolation "
+            "(the train command or save_checkpoint)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -222,8 +258,15 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     Raises :class:`CheckpointError` (missing, corrupt, unsafe pickle, foreign file, other
     architecture, newer format).
     """
+    if path is None or not str(os.fspath(path)).strip():
+        raise CheckpointError("no checkpoint path given: give the path of a .pt checkpoint file")
     file = Path(path).expanduser()
     if not file.is_file():
+        env = os.environ.get(DEFAULT_CHECKPOINT_ENV)
+        if env and Path(env).expanduser().absolute() == file.absolute():
+            raise CheckpointError(
+                f"{DEFAULT_CHECKPOINT_ENV} names {str(file)!r}, which does not exist or is not a file: "
+                f"point it at a checkpoint file or unset it to use the bundled model")
         raise CheckpointError(f"checkpoint {str(file)!r} does not exist or is not a file")
     return checkpoint_from_payload(_read_payload(file), path=str(file.absolute()))
 
@@ -252,7 +295,14 @@ def default_checkpoint_candidates() -> list[Path]:
 
 
 def find_default_checkpoint() -> Path | None:
-    """Path of the bundled default checkpoint, or None when none is installed."""
+    """Path of the bundled default checkpoint, or None when none is installed.
+
+    A file named by ``SEMANTIC_INTERPOLATION_DEFAULT_CHECKPOINT`` is returned even when it is missing
+    (loading it then says so), never silently replaced by the bundled model.
+    """
+    env = os.environ.get(DEFAULT_CHECKPOINT_ENV)
+    if env:
+        return Path(env).expanduser()
     for candidate in default_checkpoint_candidates():
         if candidate.is_file():
             return candidate

@@ -246,6 +246,11 @@ class TrainingVolume:
                 + (" or a smaller triplet stride" if triplet_stride > 1 else ""))
         if patch_size is not None:
             h, w = self.slice_shape
+            if min(h, w) < MIN_PATCH_SIZE:
+                raise InputError(
+                    f"the slices of {role} volume {self.name!r} are only {h}x{w} pixels: training needs slices of "
+                    f"at least {MIN_PATCH_SIZE}x{MIN_PATCH_SIZE} pixels; use a volume with larger slices (or another "
+                    "slice axis)")
             if patch_size > min(h, w):
                 raise InputError(
                     f"patch size {patch_size} is larger than the slices of {role} volume {self.name!r} "
