@@ -3,7 +3,9 @@
 Upsamples the bundled anisotropic brain MRI (0.78 x 0.78 x 6.5 mm) through-plane with cubic
 B-spline and, when a model is available (``--checkpoint`` or the installed default), with ASI;
 writes the upsampled volumes and a PNG of coronal and sagittal (through-plane) views: the
-acquired stack, B-spline and ASI side by side on the same physical scale. Without a model it
+acquired stack, B-spline, the learned model and the difference learned model minus B-spline (blue:
+darker, red: brighter; acquired slices are identical, so the difference shows only in the new slices)
+side by side on the same physical scale. Without a model it
 says so and shows the baseline only.
 """
 
@@ -71,8 +73,10 @@ def _cut(array: np.ndarray, view: str) -> np.ndarray:
     return array[:, :, array.shape[2] // 2]
 
 
-def plot_through_plane(panels: list[tuple[str, sitk.Image | None]], path: Path, title: str, note: str | None) -> Path:
-    """Rows: coronal and sagittal cuts; columns: ``panels`` (label, image on the same physical scale; None = note)."""
+def plot_through_plane(panels: list[tuple[str, sitk.Image | None]], path: Path, title: str, note: str | None,
+                       difference: "tuple[str, sitk.Image] | None" = None) -> Path:
+    """Rows: coronal and sagittal cuts; columns: ``panels`` (label, image on the same physical scale; None = note),
+    then ``difference`` (label, a difference image) drawn with a diverging map symmetric around 0."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -83,11 +87,18 @@ def plot_through_plane(panels: list[tuple[str, sitk.Image | None]], path: Path, 
     low, high = _display_range(sitk.GetArrayViewFromImage(first))
     # slice axis k shown vertically; superior up when k runs towards the head (LPS/RAS z component > 0)
     superior_up = first.GetDirection()[8] >= 0
-    figure = Figure(figsize=(4.2 * len(panels), 8.4))
+    columns = list(panels) + ([difference] if difference is not None else [])
+    spread = 1.0
+    if difference is not None:
+        magnitude = np.abs(sitk.GetArrayViewFromImage(difference[1]))
+        spread = max(float(np.percentile(magnitude[magnitude > 0], 99.5)) if np.any(magnitude > 0) else 0.0,
+                     1e-3 * (high - low))
+    figure = Figure(figsize=(4.2 * len(columns), 8.4))
     FigureCanvasAgg(figure)
     for row, view in enumerate(("coronal", "sagittal")):
-        for col, (label, image) in enumerate(panels):
-            axes = figure.add_subplot(2, len(panels), row * len(panels) + col + 1)
+        for col, (label, image) in enumerate(columns):
+            is_difference = difference is not None and col == len(columns) - 1
+            axes = figure.add_subplot(2, len(columns), row * len(columns) + col + 1)
             axes.set_xticks([])
             axes.set_yticks([])
             if image is None:
@@ -102,8 +113,12 @@ def plot_through_plane(panels: list[tuple[str, sitk.Image | None]], path: Path, 
             width_spacing = sx if view == "coronal" else sy
             # extent in mm: each row is one slice of thickness sz (acquired) or sz (= spacing / K) after upsampling
             extent = (-0.5 * width_spacing, (cut.shape[1] - 0.5) * width_spacing, -0.5 * sz, (cut.shape[0] - 0.5) * sz)
-            axes.imshow(cut, cmap="gray", vmin=low, vmax=high, interpolation="nearest", extent=extent,
-                        origin="lower" if superior_up else "upper", aspect="equal")
+            shown = axes.imshow(cut, cmap="RdBu_r" if is_difference else "gray",
+                                vmin=-spread if is_difference else low, vmax=spread if is_difference else high,
+                                interpolation="nearest", extent=extent, origin="lower" if superior_up else "upper",
+                                aspect="equal")
+            if is_difference:
+                figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.02)
             axes.set_title(f"{label}\n{view}, {image.GetSize()[2]} slices of {sz:.2f} mm", fontsize=10)
     figure.suptitle(title, fontsize=12)
     if note:
@@ -153,15 +168,20 @@ def run_demo(args: argparse.Namespace) -> int:
             bar.close()
         target = output / f"{stem}_{method}_x{factor}.nii.gz"
         written.append(write_image(result, target))
-        label = "B-spline" if method == "bspline" else "ASI"
+        label = "B-spline" if method == "bspline" else engine.model_type if engine is not None else "ASI"
         panels.append((f"{label} x{factor}", result))
+    difference = None
+    if engine is not None:
+        learned = sitk.Cast(panels[-1][1], sitk.sitkFloat32)
+        spline = sitk.Cast(panels[-2][1], sitk.sitkFloat32)
+        difference = (f"{engine.model_type} - B-spline", learned - spline)
     png = plot_through_plane(
         panels, output / f"{stem}_through_plane_x{factor}.png",
         f"{stem}: through-plane views before and after upsampling x{factor} "
         f"({image.GetSpacing()[2]:.2f} mm -> {image.GetSpacing()[2] / factor:.2f} mm slices)"
-        + (f"\nASI model: {Path(checkpoint.path).name if checkpoint.path else checkpoint.config.name}, "
-           f"{engine.synthesis} synthesis" if model else ""),
-        note)
+        + (f"\nModel: {Path(checkpoint.path).name if checkpoint.path else checkpoint.config.name}, "
+           f"{engine.model_type} model, {engine.synthesis} synthesis" if model else ""),
+        note, difference)
     written.append(png)
     for path in written:
         print(path)
