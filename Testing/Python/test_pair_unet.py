@@ -190,3 +190,28 @@ def test_cli_trains_and_upsamples_a_pair_unet(tmp_path):
     assert main(["upsample", str(T1_2MM), str(tmp_path / "bad.nii.gz"), "--factor", "2", "--checkpoint", str(out),
                  "--synthesis", "residual", "--device", "cpu"]) == 1
     assert not (tmp_path / "bad.nii.gz").exists()
+
+
+def test_evaluate_compares_checkpoints_of_several_types_side_by_side(tmp_path, random_checkpoint):
+    pytest.importorskip("scipy", reason="evaluate needs scipy")
+    pytest.importorskip("matplotlib", reason="evaluate needs matplotlib")
+    from SemanticInterpolationLib.cli import main
+
+    pair = save_checkpoint(tmp_path / "pair.pt", PairUNet(), normalization=IntensityNormalization(clip=False))
+    out = tmp_path / "report"
+    assert main(["evaluate", str(T1_2MM), "--checkpoint", str(pair), "--compare", str(random_checkpoint),
+                 "--methods", "asi,linear", "--factors", "2", "--device", "cpu", "-o", str(out)]) == 0
+    rows = (out / "summary.csv").read_text().splitlines()
+    methods = [row.split(",")[1] for row in rows[1:]]
+    assert methods == ["asi", "linear", f"model:{random_checkpoint.name.split('.')[0]}"]
+    # the untrained pair U-Net is linear interpolation, slice for slice
+    scores = (out / "scores.csv").read_text().splitlines()
+    header = scores[0].split(",")
+    psnr = header.index("psnr")
+    by_method: dict[str, list[float]] = {}
+    for line in scores[1:]:
+        cells = line.split(",")
+        by_method.setdefault(cells[header.index("method")], []).append(float(cells[psnr]))
+    np.testing.assert_allclose(by_method["asi"], by_method["linear"], atol=0.05)
+    assert main(["evaluate", str(T1_2MM), "--compare", str(tmp_path / "missing.pt"), "--methods", "linear",
+                 "--factors", "2", "-o", str(tmp_path / "r2")]) == 1

@@ -63,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"{', '.join(DEVICE_CHOICES)} or cuda:N for ASI (auto: CUDA, then MPS, then CPU)")
     parser.add_argument("--synthesis", choices=SYNTHESIS_MODES, default=None,
                         help="ASI synthesis mode (see 'upsample --help'); default: the checkpoint's recommendation")
+    parser.add_argument("--compare", nargs="+", default=[], metavar="CKPT",
+                        help="more model checkpoints (any model type) scored side by side as methods "
+                             "model:<file name>, e.g. the bundled ASI default beside a new model")
     parser.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
                         help="also score the model after adapting it for at most SECONDS to each thinned volume "
                              "(method asi+adapt; adaptation sees only the thinned volume, never the removed slices)")
@@ -117,6 +120,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     output = check_output_folder(args.output)
+    if args.compare:
+        from ..models.checkpoint import resolve_checkpoint
+
+        for path in args.compare:  # fail before any work
+            resolve_checkpoint(path)
     volumes = {}
     for path in args.volumes:
         name = volume_name(path)
@@ -131,7 +139,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise InputError("--adapt adapts the learned model: add asi to --methods")
     settings = EvaluationSettings(factors, methods, args.axis, args.thick_slices, args.checkpoint, args.device,
                                   args.batch_size, args.synthesis, adapt_seconds=args.adapt,
-                                  adapt_steps=args.adapt_steps)
+                                  adapt_steps=args.adapt_steps, compare=tuple(args.compare))
     bar = TerminalProgress("evaluate")
     level = logger.level
     if not args.verbose:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from pathlib import Path
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -87,6 +88,18 @@ def parse_methods(methods: "str | Iterable[str]") -> tuple[str, ...]:
 ADAPTED_METHOD = "asi+adapt"
 
 
+def compared_methods(checkpoints: "Sequence[str]") -> tuple[str, ...]:
+    """Method names of the compared checkpoints: ``model:<file stem>``, made unique with a number."""
+    names: list[str] = []
+    for path in checkpoints:
+        base = f"model:{Path(str(path)).name.split('.')[0]}"
+        name, n = base, 2
+        while name in names:
+            name, n = f"{base}-{n}", n + 1
+        names.append(name)
+    return tuple(names)
+
+
 @dataclass(frozen=True)
 class EvaluationSettings:
     """What to evaluate. ``checkpoint`` (path, :class:`Checkpoint` or None = default model) is used only for ASI."""
@@ -103,6 +116,9 @@ class EvaluationSettings:
     #: ``asi+adapt`` beside ``asi``. None = no adaptation. Adaptation sees only the thinned volume.
     adapt_seconds: "float | None" = None
     adapt_steps: "int | None" = None  #: also stop adaptation after this many steps (deterministic)
+    #: more checkpoints scored side by side, as methods ``model:<name>`` (name: the file's stem); each
+    #: in its own recommended synthesis mode. The Wilcoxon tests stay ASI (``checkpoint``) against the rest.
+    compare: "tuple[str, ...]" = ()
 
     def validated(self) -> "EvaluationSettings":
         """A copy with factors and methods parsed and checked (fields not named here are kept as they are)."""
@@ -153,7 +169,7 @@ class EvaluationResult:
     @property
     def methods(self) -> tuple[str, ...]:
         extra = (ADAPTED_METHOD,) if self.settings.adapt_seconds and "asi" in self.settings.methods else ()
-        return (*self.settings.methods, *extra)
+        return (*self.settings.methods, *extra, *compared_methods(self.settings.compare))
 
     @property
     def factors(self) -> tuple[int, ...]:
@@ -239,6 +255,11 @@ def run_evaluation(
         else:
             model = f"ASI engine given by the caller ({engine.describe()})"
     result = EvaluationResult(settings, list(volumes), axes, model)
+    engines: dict[str, ASIEngine] = {"asi": engine, ADAPTED_METHOD: engine} if engine is not None else {}
+    for method, path in zip(compared_methods(settings.compare), settings.compare):
+        compared = resolve_checkpoint(path)
+        engines[method] = ASIEngine(compared, settings.device, batch_size=settings.batch_size)
+        result.notes.append(f"{method}: {compared.summary()}; {engines[method].synthesis} synthesis")
 
     if settings.adapt_seconds and engine is not None:
         from ..training.adaptation import ADAPTABLE_TYPES
@@ -295,9 +316,8 @@ def run_evaluation(
                                               should_cancel=should_cancel)
                     result.notes.append(f"{name} K={factor}: " + adaptation.summary().replace("\n", ";"))
                 try:
-                    upsampled = upsample_image(simulated.low, factor, "asi" if method == ADAPTED_METHOD else method,
-                                               axis=index_axis, output_type="float32",
-                                               engine=engine if method in ("asi", ADAPTED_METHOD) else None,
+                    upsampled = upsample_image(simulated.low, factor, "asi" if method in engines else method,
+                                               axis=index_axis, output_type="float32", engine=engines.get(method),
                                                progress=sub_progress, should_cancel=should_cancel)
                 finally:
                     if method == ADAPTED_METHOD:
