@@ -81,6 +81,8 @@ synthesizes the missing slices by decoding convex combinations of the latent cod
 Select a scalar volume, the factor K and a model checkpoint, then click Upsample: a new volume with K times
 thinner slices appears in the same place in space (same origin, directions and parent transform).
 For a volume sequence (e.g. cardiac cine) all frames can be upsampled at once.
+With a pair-unet checkpoint, Advanced > Adapt to this scan first fine-tunes a copy of the model on the scan's own
+slices for a time budget and keeps it only when it predicts held-out acquired slices better (the result says so).
 Train: fine-tune the model (or train one from scratch) on your own anisotropic scans, in a background process,
 with a live loss and validation chart; the new checkpoint is then selected for upsampling.
 Evaluate: remove slices from a fine-slice volume, upsample back with ASI and conventional interpolation, and
@@ -317,6 +319,19 @@ class SynthesisMode(enum.Enum):
                 SynthesisMode.RESIDUAL_BSPLINE: _("Learned correction on cubic B-spline")}[self]
 
 
+class TrainingModelType(enum.Enum):
+    """The network the Train tab trains; the value is the ``--model-type`` choice ("auto": none given)."""
+
+    AUTO = "auto"
+    ASI = "asi"
+    PAIR_UNET = "pair-unet"
+
+    def label(self) -> str:
+        return {TrainingModelType.AUTO: _("auto (checkpoint's type)"),
+                TrainingModelType.ASI: _("asi (the paper's autoencoder)"),
+                TrainingModelType.PAIR_UNET: _("pair-unet (U-Net correction of the linear mix)")}[self]
+
+
 class SynthesisLoss(enum.Enum):
     """Synthesis distance of the training loss; the value is the ``--synthesis-loss`` choice."""
 
@@ -345,6 +360,8 @@ class SemanticInterpolationParameterNode:
     computeDevice - Where the network runs.
     keepAcquiredSlices - Copy the acquired slices unchanged into the result.
     synthesisMode - How new slices are made (the engine's synthesis mode); AUTO = the checkpoint's choice.
+    adaptToScan - Adapt the model to the scan before upsampling it (pair-unet checkpoints; the logic's ``adapt``).
+    adaptSeconds - Time budget of that adaptation in seconds (per frame for sequences).
     outputVolume - Volume to overwrite; none = create a new volume for each run.
 
     Train tab (the training volumes are node references of the parameter node, role "trainingVolume",
@@ -353,6 +370,7 @@ class SemanticInterpolationParameterNode:
     trainingFromScratch - Start from a random network instead of the starting checkpoint.
     trainingInitPath - Checkpoint to fine-tune; empty = the bundled default model.
     trainingOutputPath - Checkpoint to write (with .best.pt and .log.jsonl beside it).
+    trainingModelType - Network type to train; AUTO = the starting checkpoint's type (asi from scratch).
     trainingEpochs, trainingLambda, trainingSynthesisLoss, trainingPatchSize, trainingBatchSize,
     trainingDevice - The training settings (see Docs/Training.md).
 
@@ -371,12 +389,15 @@ class SemanticInterpolationParameterNode:
     computeDevice: ComputeDevice = ComputeDevice.AUTO
     keepAcquiredSlices: bool = True
     synthesisMode: SynthesisMode = SynthesisMode.AUTO
+    adaptToScan: bool = False
+    adaptSeconds: Annotated[int, WithinRange(1, 86400)] = 120
     outputVolume: vtkMRMLScalarVolumeNode
 
     trainingValidationVolume: vtkMRMLScalarVolumeNode
     trainingFromScratch: bool = False
     trainingInitPath: str = ""
     trainingOutputPath: str = ""
+    trainingModelType: TrainingModelType = TrainingModelType.AUTO
     trainingEpochs: Annotated[int, WithinRange(1, 100000)] = 20
     trainingLambda: Annotated[float, WithinRange(0.0, 100.0)] = 0.05
     trainingSynthesisLoss: SynthesisLoss = SynthesisLoss.SSIM
@@ -656,6 +677,8 @@ class SemanticInterpolationTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_Sequence()
         self.setUp()
+        self.test_AdaptToScan()
+        self.setUp()
         self.test_TrainAndEvaluateLogic()
         self.setUp()
         self.test_GuiRun()
@@ -745,6 +768,37 @@ class SemanticInterpolationTest(ScriptedLoadableModuleTest):
         browser = slicer.modules.sequences.logic().GetFirstBrowserNodeForSequenceNode(output)
         self.assertIsNotNone(browser)
         self.delayDisplay("Sequence upsampled")
+
+    def test_AdaptToScan(self):
+        """adapt=SECONDS with a pair-unet checkpoint: a report, the usual result; an asi checkpoint is refused
+        before any node is created."""
+        import numpy as np
+        import torch
+        from SemanticInterpolationLib import save_checkpoint
+        from SemanticInterpolationLib.errors import InputError
+        from SemanticInterpolationLib.models.normalization import IntensityNormalization
+        from SemanticInterpolationLib.models.pair_unet import PairUNet
+
+        asiCheckpoint = self._checkpoint()
+        torch.manual_seed(0)
+        folder = Path(slicer.util.tempDirectory("SemanticInterpolationTest"))
+        pairCheckpoint = str(save_checkpoint(folder / "pair-unet-random.pt", PairUNet(),
+                                             normalization=IntensityNormalization(clip=False)))
+        inputVolume = self._volume("adapt input")
+        inputVoxels = slicer.util.arrayFromVolume(inputVolume).copy()
+        logic = getLogicClass()()
+        before = slicer.mrmlScene.GetNumberOfNodes()
+        with self.assertRaises(InputError):
+            logic.upsample(inputVolume, 2, checkpoint=asiCheckpoint, device="cpu", adapt=60)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
+
+        output = logic.upsample(inputVolume, 2, checkpoint=pairCheckpoint, device="cpu", adapt=600, adaptSteps=2)
+        self.assertIsNotNone(logic.lastAdaptation)
+        self.assertEqual(logic.lastAdaptation.steps, 2)
+        self.assertIn("held-out acquired slices", logic.lastAdaptation.summary())
+        self.assertEqual(output.GetImageData().GetDimensions(), (16, 20, 9))
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(output)[::2], inputVoxels)
+        self.delayDisplay("Adaptation to the scan passed")
 
     def test_TrainAndEvaluateLogic(self):
         """The Train tab's process (exported volumes, checked command, log -> plot nodes) and the Evaluate tab's table."""

@@ -1,4 +1,6 @@
-"""The Train tab: fine-tune (or train from scratch) an ASI model in a background process.
+"""The Train tab: fine-tune (or train from scratch) an ASI or pair-unet model in a background process.
+
+The model type ("auto" = the starting checkpoint's type) reaches the training command as ``--model-type``.
 
 The Qt-free part (exported volumes, checked command, log -> plot nodes) is
 SemanticInterpolationLib.mrml.training; here are the qt.QProcess, the timer that reads the training
@@ -177,7 +179,7 @@ class TrainingTab(TabHelper):
             validationVolume=parameters.trainingValidationVolume, init=init, epochs=parameters.trainingEpochs,
             lam=parameters.trainingLambda, synthesisLoss=parameters.trainingSynthesisLoss.value,
             patchSize=parameters.trainingPatchSize, batchSize=parameters.trainingBatchSize,
-            device=parameters.trainingDevice.value)
+            device=parameters.trainingDevice.value, modelType=parameters.trainingModelType.value)
 
     # ------------------------------------------------------------------ actions
     def onTrainingStartButton(self) -> None:

@@ -6,9 +6,17 @@ output node created). A QTimer polls the worker every POLL_INTERVAL_MS for progr
 MRML and Qt are only ever touched from the GUI thread, and the user can keep working (and Cancel)
 during a run. Processing events from the progress callback instead would freeze the GUI for a whole
 batch of slices and allow re-entrant clicks.
+
+Adaptation to the scan (Advanced section, pair-unet checkpoints): the worker first adapts the
+model to the volume (or to each frame), then upsamples; the report (held-out acquired slices:
+before, after, linear, B-spline; kept or declined) is shown in the status text. The chosen
+checkpoint's model type and architecture are read from its metadata when the path (or the file)
+changes, to show them and to disable adaptation for model types that cannot be adapted.
 """
 
+import importlib.util
 import logging
+import os
 import time
 from typing import Callable
 
@@ -17,7 +25,7 @@ import ctk
 import slicer
 from slicer.i18n import tr as _
 
-from .common import POLL_INTERVAL_MS, TabHelper, checkpointArgument, makeTimer, sliceAxis
+from .common import POLL_INTERVAL_MS, TabHelper, checkpointArgument, findDefaultCheckpoint, makeTimer, sliceAxis
 
 
 class UpsampleTab(TabHelper):
@@ -36,6 +44,9 @@ class UpsampleTab(TabHelper):
         self._deviceReport = deviceReport
         self._run = None  # BackgroundRun of the upsampling in progress
         self._runStarted = 0.0
+        self._checkpointKey = None  # (path, mtime, size) of the checkpoint described below
+        self.checkpointInfo = None  # mrml.logic.CheckpointInfo of the chosen checkpoint, None when unknown
+        self._checkpointProblem = ""  # why the checkpoint could not be described ("" = no problem)
 
         ui.checkpointPathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Readable
         ui.checkpointPathLineEdit.nameFilters = [_("ASI checkpoint (*.pt *.pth)"), _("All files (*)")]
@@ -84,6 +95,8 @@ class UpsampleTab(TabHelper):
         ui.outputGeometryLabel.text = self.describeOutputGrid()
         if parameters and ui.checkpointPathLineEdit.currentPath != parameters.checkpointPath:
             ui.checkpointPathLineEdit.currentPath = parameters.checkpointPath  # parameter node -> GUI
+        self.updateCheckpointInformation()
+        self._updateAdaptationWidgets(running)
         if running:
             ui.upsampleButton.enabled = False
             ui.upsampleButton.toolTip = _("An upsampling is running")
@@ -113,6 +126,91 @@ class UpsampleTab(TabHelper):
             text += _(" (the volume is isotropic: upsampling it is rarely useful)")
         return text
 
+    # ------------------------------------------------------------------ checkpoint model type, adaptation
+    def _checkpointFile(self):
+        """The checkpoint file the run would use (the bundled default when the path is empty), or None."""
+        parameters = self.parameterNode
+        path = checkpointArgument(parameters.checkpointPath) if parameters else None
+        if path is None:
+            default = findDefaultCheckpoint()
+            return str(default) if default is not None else None
+        return path
+
+    def updateCheckpointInformation(self, force: bool = False) -> None:
+        """Show the chosen checkpoint's model type and architecture, e.g. "Model: pair-unet (pair-unet-24-48-96)".
+
+        The file's metadata is read (torch.load with weights_only=True, which never runs code from it) only
+        when the path, the file's modification time or its size changed, and only when torch is installed.
+        """
+        if self.parameterNode is None:
+            return
+        if importlib.util.find_spec("torch") is None:
+            self._checkpointKey, self.checkpointInfo, self._checkpointProblem = None, None, ""
+            self.ui.checkpointModelLabel.text = _("Model: shown once PyTorch is installed (on the first Upsample).")
+            self.ui.checkpointModelLabel.setStyleSheet("")
+            return
+        path = self._checkpointFile()
+        try:
+            stat = os.stat(path) if path else None
+            key = (path, stat.st_mtime_ns, stat.st_size) if stat else (path, None, None)
+        except OSError:
+            key = (path, None, None)
+        if key == self._checkpointKey and not force:
+            return
+        self._checkpointKey = key
+        self.checkpointInfo, self._checkpointProblem = None, ""
+        if path is None:
+            self._checkpointProblem = _("no checkpoint chosen and no default model installed")
+        else:
+            try:
+                from SemanticInterpolationLib.mrml.logic import describeCheckpoint
+
+                self.checkpointInfo = describeCheckpoint(path)
+            except Exception as error:  # a bad file must not break the GUI; Upsample reports it in full
+                self._checkpointProblem = str(error)
+        label = self.ui.checkpointModelLabel
+        if self.checkpointInfo is not None:
+            label.text = _("Model: {model}").format(model=self.checkpointInfo.label())
+            label.toolTip = self.checkpointInfo.details or self.checkpointInfo.label()
+            label.setStyleSheet("")
+        else:
+            label.text = _("Model: unknown ({problem})").format(problem=self._checkpointProblem)
+            label.toolTip = self._checkpointProblem
+            label.setStyleSheet("color: #c0392b")
+
+    def adaptationAvailable(self) -> bool:
+        """False when the chosen checkpoint is known to be of a type that cannot be adapted (or cannot be read);
+        True when it can be, or when its type is not known yet (the logic checks it when the run starts)."""
+        if self.checkpointInfo is not None:
+            return bool(self.checkpointInfo.adaptable)
+        return not self._checkpointProblem
+
+    def _updateAdaptationWidgets(self, running: bool) -> None:
+        ui, parameters = self.ui, self.parameterNode
+        available = self.adaptationAvailable()
+        ui.adaptToScanCheckBox.enabled = available and not running
+        if self.checkpointInfo is not None and not available:
+            ui.adaptToScanCheckBox.toolTip = _(
+                "Not available for this checkpoint: it is a {model} model. Adaptation to the scan needs a "
+                "pair-unet checkpoint (train one in the Train tab with model type pair-unet).").format(
+                    model=self.checkpointInfo.label())
+        elif not available:
+            ui.adaptToScanCheckBox.toolTip = _("Not available: the checkpoint cannot be read ({problem}).").format(
+                problem=self._checkpointProblem)
+        else:
+            ui.adaptToScanCheckBox.toolTip = _(
+                "Before upsampling, fine-tune a copy of the model on this scan's own acquired slices for at most the "
+                "time below; the adapted model is used only when it predicts held-out acquired slices better. The "
+                "checkpoint file is never changed.")
+        ui.adaptSecondsSpinBox.enabled = bool(available and parameters and parameters.adaptToScan and not running)
+
+    def adaptSeconds(self):
+        """The logic's ``adapt`` argument: the time budget when "Adapt to this scan" is checked and usable, else None."""
+        parameters = self.parameterNode
+        if parameters is None or not parameters.adaptToScan or not self.adaptationAvailable():
+            return None
+        return float(parameters.adaptSeconds)
+
     def updateDeviceInformation(self) -> None:
         """Show which devices PyTorch found (and advice when there is no GPU)."""
         text, isWarning = self._deviceReport()
@@ -138,15 +236,18 @@ class UpsampleTab(TabHelper):
         with slicer.util.tryWithErrorDisplay(_("Upsampling could not start."), waitCursor=True):
             self._ensureDependencies()
             self.updateDeviceInformation()
+            self.updateCheckpointInformation()  # torch may have been installed just now
             from SemanticInterpolationLib.mrml.logic import BackgroundRun
 
             logic = self._getLogic()
             parameters = self.parameterNode
+            adapt = self.adaptSeconds()
             settings = dict(factor=parameters.upsamplingFactor,
                             checkpoint=checkpointArgument(parameters.checkpointPath),
                             device=parameters.computeDevice.value,
                             keepAcquiredSlices=parameters.keepAcquiredSlices,
-                            synthesis=parameters.synthesisMode.value)
+                            synthesis=parameters.synthesisMode.value,
+                            adapt=adapt)
             sequence, _browser = self.sequenceOfInput()
             if sequence is not None and parameters.allSequenceFrames:
                 job = logic.prepareSequenceJob(sequence, **settings)
@@ -155,8 +256,14 @@ class UpsampleTab(TabHelper):
             self._run = BackgroundRun(logic, job)
             self._runStarted = time.perf_counter()
             self._run.start()
-            self.ui.statusLabel.text = _("Upsampling '{name}' x{factor}...").format(
-                name=job.inputNode.GetName(), factor=job.factor)
+            if adapt is not None:
+                self.ui.statusLabel.text = _("Adapting the model to '{name}' (up to {seconds:g} s{perFrame}), then "
+                                             "upsampling x{factor}...").format(
+                    name=job.inputNode.GetName(), seconds=adapt, factor=job.factor,
+                    perFrame=_(" per frame") if job.kind == "sequence" else "")
+            else:
+                self.ui.statusLabel.text = _("Upsampling '{name}' x{factor}...").format(
+                    name=job.inputNode.GetName(), factor=job.factor)
             self._setRunning(True)
             self._pollTimer.start()
 
@@ -203,8 +310,13 @@ class UpsampleTab(TabHelper):
             output = logic.finishJob(run.job)
             shown = logic.showResult(output)
             seconds = time.perf_counter() - self._runStarted
-            self.ui.statusLabel.text = _("Created '{name}' in {seconds:.1f} s ({engine}).").format(
+            text = _("Created '{name}' in {seconds:.1f} s ({engine}).").format(
                 name=(shown or output).GetName(), seconds=seconds, engine=run.job.engineDescription)
+            summary = run.adaptationSummary
+            if summary:
+                logging.info("Semantic Interpolation: %s", summary)
+                text += "\n" + summary
+            self.ui.statusLabel.text = text
 
     # ------------------------------------------------------------------ scene and application
     def onSceneStartClose(self) -> None:

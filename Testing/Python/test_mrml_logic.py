@@ -615,3 +615,203 @@ def test_batch_script_runs_outside_slicer_and_returns_the_exit_code(tmp_path, ch
     failed = subprocess.run(command[:2] + ["--input", str(tmp_path / "none"), "--output", str(tmp_path / "o"),
                                            "--factor", "2"], capture_output=True, text=True, timeout=300)
     assert failed.returncode == 2
+
+
+# --------------------------------------------------------------------------------------------- adaptation to the scan
+@pytest.fixture(scope="module")
+def pairCheckpointPath(tmp_path_factory):
+    from SemanticInterpolationLib.models.normalization import IntensityNormalization
+    from SemanticInterpolationLib.models.pair_unet import PairUNet
+
+    torch.manual_seed(0)
+    model = PairUNet()
+    with torch.no_grad():
+        model.head.weight.normal_(0, 0.02)  # not the zero-started head: adaptation has something to change
+    return save_checkpoint(tmp_path_factory.mktemp("pair") / "pair.pt", model,
+                           normalization=IntensityNormalization(clip=False))
+
+
+def weightsOf(model) -> list:
+    return [tensor.detach().cpu().clone() for tensor in model.state_dict().values()]
+
+
+def sameWeights(first, second) -> bool:
+    return len(first) == len(second) and all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_adapt_reports_keeps_acquired_slices_and_leaves_engine_and_checkpoint_unchanged(scene, pairCheckpointPath):
+    from SemanticInterpolationLib import load_checkpoint
+    from conftest import file_digest
+
+    digest = file_digest(pairCheckpointPath)
+    original = weightsOf(load_checkpoint(pairCheckpointPath).model)
+    voxels = makeVoxels((6, 20, 16))
+    inputVolume = addVolume(scene, voxels, name="pair input")
+    logic = SemanticInterpolationLogic()
+    calls = []
+
+    output = logic.upsample(inputVolume, 2, checkpoint=pairCheckpointPath, device="cpu", adapt=600, adaptSteps=2,
+                            adaptSeed=3, progress=lambda d, t: calls.append((d, t)))
+
+    report = logic.lastAdaptation
+    assert report is not None and logic.lastAdaptations == [report]
+    assert report.steps == 2 and report.settings["seed"] == 3 and report.settings["max_steps"] == 2
+    assert all(math.isfinite(v) for v in (report.before_psnr, report.after_psnr, report.linear_psnr, report.bspline_psnr))
+    np.testing.assert_array_equal(arrayOf(output)[::2], voxels)
+    assert output.GetImageData().GetDimensions() == (16, 20, 11)
+    assert "adapted to the scan (600 s budget)" in output.GetDescription()
+    assert "held-out acquired slices" in output.GetDescription()  # the report is kept with the result
+    assert sameWeights(weightsOf(logic._engine.model), original), "the cached engine must be restored"
+    assert file_digest(pairCheckpointPath) == digest
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and calls[-1][0] == calls[-1][1]
+    # a later run without adapt forgets the report
+    logic.upsample(inputVolume, 2, checkpoint=pairCheckpointPath, device="cpu")
+    assert logic.lastAdaptation is None and logic.lastAdaptations == []
+
+
+ADAPT_BAD_INPUTS = {
+    "asi checkpoint": (dict(adapt=60), (6, 20, 16), "asi", "available for pair-unet models"),
+    "three slices": (dict(adapt=60), (3, 20, 16), "pair", "at least 4 acquired slices"),
+    "small slices": (dict(adapt=60), (6, 12, 12), "pair", "at least 16 x 16"),
+    "zero seconds": (dict(adapt=0), (6, 20, 16), "pair", "number of seconds above 0"),
+    "text seconds": (dict(adapt="60"), (6, 20, 16), "pair", "number of seconds above 0"),
+    "steps without adapt": (dict(adaptSteps=3), (6, 20, 16), "pair", "with adapt=SECONDS only"),
+    "zero steps": (dict(adapt=60, adaptSteps=0), (6, 20, 16), "pair", "whole number >= 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ADAPT_BAD_INPUTS))
+def test_adapt_bad_input_fails_before_any_node(scene, checkpointPath, pairCheckpointPath, case):
+    arguments, shape, kind, message = ADAPT_BAD_INPUTS[case]
+    checkpoint = checkpointPath if kind == "asi" else pairCheckpointPath
+    inputVolume = addVolume(scene, makeVoxels(shape))
+    before = nodeCount(scene)
+    logic = SemanticInterpolationLogic()
+    with pytest.raises(InputError, match=message):
+        logic.upsample(inputVolume, 2, checkpoint=checkpoint, device="cpu", **arguments)
+    with pytest.raises(InputError, match=message):  # the GUI's path: the prepare phase refuses it
+        logic.prepareVolumeJob(inputVolume, 2, checkpoint=checkpoint, device="cpu", **arguments)
+    assert nodeCount(scene) == before
+    assert logic._engine is None, "nothing was loaded onto a device"
+
+
+def test_adapt_sequence_with_a_short_frame_fails_before_any_node(scene, pairCheckpointPath, checkpointPath):
+    sequence = addSequence(scene, [makeVoxels((5, 20, 16)), makeVoxels((3, 20, 16), seed=2)], ["0", "1"])
+    before = nodeCount(scene)
+    with pytest.raises(InputError, match="frame 1 .*at least 4 acquired slices"):
+        SemanticInterpolationLogic().upsampleSequence(sequence, 2, checkpoint=pairCheckpointPath, device="cpu", adapt=60)
+    with pytest.raises(InputError, match="available for pair-unet models"):
+        SemanticInterpolationLogic().upsampleSequence(sequence, 2, checkpoint=checkpointPath, device="cpu", adapt=60)
+    assert nodeCount(scene) == before
+
+
+def test_cancelled_adaptation_creates_no_node_and_restores_the_engine(scene, pairCheckpointPath):
+    from SemanticInterpolationLib import load_checkpoint
+
+    inputVolume = addVolume(scene, makeVoxels((6, 20, 16)))
+    outputVolume = addVolume(scene, np.zeros((2, 3, 4), np.int16), name="keep me")
+    before = nodeCount(scene)
+    logic = SemanticInterpolationLogic()
+    calls = []
+    with pytest.raises(OperationCancelled, match="adaptation was cancelled"):
+        logic.upsample(inputVolume, 2, checkpoint=pairCheckpointPath, device="cpu", adapt=600,
+                       progress=lambda d, t: calls.append(d), shouldCancel=lambda: len(calls) >= 2)
+    with pytest.raises(OperationCancelled):
+        logic.upsample(inputVolume, 2, checkpoint=pairCheckpointPath, device="cpu", adapt=600,
+                       outputVolume=outputVolume, shouldCancel=lambda: True)
+    assert nodeCount(scene) == before
+    assert outputVolume.GetImageData().GetDimensions() == (4, 3, 2)
+    assert logic.lastAdaptation is None
+    assert sameWeights(weightsOf(logic._engine.model), weightsOf(load_checkpoint(pairCheckpointPath).model))
+
+
+def test_adapt_sequence_adapts_each_frame_from_the_checkpoint_weights(scene, pairCheckpointPath, monkeypatch):
+    from SemanticInterpolationLib import load_checkpoint
+    from SemanticInterpolationLib.training import adaptation
+
+    original = weightsOf(load_checkpoint(pairCheckpointPath).model)
+    startWeights = []
+    realAdapt = adaptation.adapt_engine
+
+    def recordingAdapt(engine, volume, **kwargs):
+        startWeights.append(weightsOf(engine.model))
+        report = realAdapt(engine, volume, **kwargs)
+        with torch.no_grad():  # pretend it was kept with changed weights: the next frame must not see them
+            next(engine.model.parameters()).add_(1.0)
+        return report
+
+    monkeypatch.setattr(adaptation, "adapt_engine", recordingAdapt)
+    frames = [makeVoxels((5, 20, 16), seed=s) for s in range(2)]
+    sequence = addSequence(scene, frames, ["0", "40"])
+    logic = SemanticInterpolationLogic()
+    output = logic.upsampleSequence(sequence, 2, checkpoint=pairCheckpointPath, device="cpu", adapt=600, adaptSteps=1)
+
+    assert output.GetNumberOfDataNodes() == 2
+    assert len(startWeights) == 2 and all(sameWeights(w, original) for w in startWeights)
+    assert len(logic.lastAdaptations) == 2 and logic.lastAdaptation is logic.lastAdaptations[-1]
+    assert sameWeights(weightsOf(logic._engine.model), original)
+    assert "adapted to each frame (600 s budget)" in output.GetDescription()
+    assert "frame 0: adaptation: 1 steps" in output.GetDescription()
+    assert "frame 40: adaptation: 1 steps" in output.GetDescription()
+
+
+def test_background_run_with_adapt_hands_the_report_to_the_gui(scene, pairCheckpointPath):
+    inputVolume = addVolume(scene, makeVoxels((6, 20, 16)))
+    logic = SemanticInterpolationLogic()
+    job = logic.prepareVolumeJob(inputVolume, 2, checkpoint=pairCheckpointPath, device="cpu", adapt=600, adaptSteps=1)
+    assert (job.adapt, job.adaptSteps, job.adaptSeed) == (600.0, 1, 0)
+    run = mrml.BackgroundRun(logic, job)
+    assert run.adaptations == [] and run.adaptationSummary == ""
+    run.start()
+    assert run.wait(300) and run.error is None
+    assert len(run.adaptations) == 1
+    assert run.adaptationSummary.startswith("adaptation: 1 steps") and "B-spline" in run.adaptationSummary
+    assert ("kept the adapted model" in run.adaptationSummary) != ("kept the original model" in run.adaptationSummary)
+    output = logic.finishJob(run.job)
+    assert output.GetImageData().GetDimensions() == (16, 20, 11)
+
+
+def test_describe_checkpoint_gives_model_type_and_architecture(checkpointPath, pairCheckpointPath, tmp_path):
+    pair = mrml.describeCheckpoint(pairCheckpointPath)
+    assert (pair.modelType, pair.architecture, pair.adaptable) == ("pair-unet", "pair-unet-24-48-96", True)
+    assert pair.label() == "pair-unet (pair-unet-24-48-96)"
+    assert mrml.describeCheckpoint(pairCheckpointPath) is pair  # read once per file version
+    asi = mrml.describeCheckpoint(checkpointPath)
+    assert asi.modelType == "asi" and not asi.adaptable and asi.label().startswith("asi (")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        mrml.describeCheckpoint(tmp_path / "missing.pt")
+    broken = tmp_path / "broken.pt"
+    broken.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError):
+        mrml.describeCheckpoint(broken)
+
+
+def test_batch_adapt_option_exit_codes(tmp_path, checkpointPath, pairCheckpointPath):
+    from SemanticInterpolationLib.mrml import batch as mrml_batch
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    writeNifti(inputs / "a.nii.gz", makeVoxels((5, 20, 16), seed=1))
+    messages = []
+    common = ["--input", str(inputs), "--output", str(tmp_path / "out"), "--factor", "2", "--device", "cpu"]
+    assert mrml_batch.parseArguments(common).adapt is None
+    code = mrml_batch.main(common + ["--checkpoint", str(pairCheckpointPath), "--adapt", "600", "--adapt-steps", "1"],
+                           log=messages.append)
+    assert code == mrml_batch.EXIT_OK, messages
+    assert (tmp_path / "out" / "a_asi_x2.nii.gz").is_file()
+    assert any("a.nii.gz: adaptation: 1 steps" in m for m in messages), messages
+    # settings wrong for every file: exit 2 before any file
+    for extra, message in ((["--checkpoint", str(checkpointPath), "--adapt", "60"], "available for pair-unet"),
+                           (["--checkpoint", str(pairCheckpointPath), "--adapt", "0"], "seconds above 0"),
+                           (["--checkpoint", str(pairCheckpointPath), "--adapt-steps", "2"], "with --adapt")):
+        messages.clear()
+        assert mrml_batch.main(common + ["--overwrite"] + extra, log=messages.append) == mrml_batch.EXIT_USAGE, extra
+        assert message in messages[-1], messages
+    # a file too short to adapt to fails alone: exit 1
+    writeNifti(inputs / "short.nii.gz", makeVoxels((3, 20, 16), seed=2))
+    messages.clear()
+    code = mrml_batch.main(common + ["--checkpoint", str(pairCheckpointPath), "--adapt", "600", "--adapt-steps", "1"],
+                           log=messages.append)
+    assert code == mrml_batch.EXIT_SOME_FAILED, messages
+    assert any("short.nii.gz: FAILED" in m and "at least 4 acquired slices" in m for m in messages), messages

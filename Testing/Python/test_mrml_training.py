@@ -157,6 +157,39 @@ def test_init_default_and_checkpoint_path(scene, tmp_path, random_checkpoint):
     assert config.to_cli_args()[config.to_cli_args().index("--init") + 1] == "default"
 
 
+def test_model_type_reaches_the_command_line(scene, tmp_path, random_checkpoint):
+    """"auto" (the Train tab's first entry) and None give no --model-type (the checkpoint's type is kept); a
+    chosen type is passed as --model-type, checked by the Trainer before any process starts, and parsed back."""
+    from SemanticInterpolationLib.cli.app import build_parser
+    from SemanticInterpolationLib.cli.train import config_from_args
+
+    volume = addVolume(scene, makeVoxels((8, 24, 20)))
+    for auto in (None, "", "auto", "AUTO"):
+        config = mt.buildTrainingConfig(settingsFor([volume], tmp_path, modelType=auto), ["a.nrrd"])
+        assert config.model_type is None and "--model-type" not in config.to_cli_args()
+    job = mt.prepareTraining(settingsFor([volume], tmp_path, modelType="pair-unet", maxGap=4), tmp_path / "w",
+                             python=sys.executable)
+    arguments = job.arguments
+    assert arguments[arguments.index("--model-type") + 1] == "pair-unet"
+    assert arguments[arguments.index("--max-gap") + 1] == "4"
+    parsed = config_from_args(build_parser().parse_args(["train", *arguments[2:]]))
+    assert parsed.model_type == "pair-unet" and parsed.max_gap == 4
+    assert parsed.settings() == job.config.settings()
+    job.cleanup()
+    job = mt.prepareTraining(settingsFor([volume], tmp_path, modelType="asi"), tmp_path / "w", python=sys.executable)
+    assert job.arguments[job.arguments.index("--model-type") + 1] == "asi"
+    job.cleanup()
+    # fine-tuning an asi checkpoint as pair-unet is refused before any process starts, leaving no files
+    from SemanticInterpolationLib import CheckpointError
+
+    with pytest.raises(CheckpointError, match="is a asi model, but model type 'pair-unet'"):
+        mt.prepareTraining(settingsFor([volume], tmp_path, init=str(random_checkpoint), modelType="pair-unet"),
+                           tmp_path / "w2", python=sys.executable)
+    assert not (tmp_path / "w2").exists() or not any((tmp_path / "w2").iterdir())
+    with pytest.raises(InputError, match="unknown model type 'cnn'"):
+        mt.prepareTraining(settingsFor([volume], tmp_path, modelType="cnn"), tmp_path / "w3", python=sys.executable)
+
+
 def test_training_volume_references_in_the_parameter_node(scene):
     parameterNode = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "parameters")
     volumes = [addVolume(scene, makeVoxels(seed=s), name=f"v{s}") for s in range(3)]

@@ -339,7 +339,7 @@ def test_ui_values_and_limits_agree_with_the_wrapper(moduleTree, uiWidgets):
         if parameter not in defaults:
             continue
         default = ast.literal_eval(defaults[parameter]) if not defaults[parameter].startswith(
-            ("ComputeDevice", "SynthesisLoss", "SynthesisMode")) else None
+            ("ComputeDevice", "SynthesisLoss", "SynthesisMode", "TrainingModelType")) else None
         if isinstance(default, bool):
             shown = {p.get("name"): p.findtext("bool") for p in widget.findall("property")}.get("checked", "false")
             assert shown == ("true" if default else "false"), f"{widgetName} checked != {default}"
@@ -365,6 +365,11 @@ def test_training_and_evaluation_choices_match_the_library(moduleTree, uiWidgets
     modes = {ast.literal_eval(s.value) for s in enums["SynthesisMode"].body if isinstance(s, ast.Assign)}
     assert modes == {"auto", *SYNTHESIS_MODES}
     assert uiWidgets["synthesisModeComboBox"].get("class") == "QComboBox"
+    from SemanticInterpolationLib.models.registry import model_type_names
+    types = [ast.literal_eval(s.value) for s in enums["TrainingModelType"].body if isinstance(s, ast.Assign)]
+    assert types[0] == "auto" and set(types) == {"auto", *model_type_names()}, "auto first, then every model type"
+    assert uiWidgets["trainingModelTypeComboBox"].get("class") == "QComboBox"
+    assert parameterNodeDefaults(moduleTree)["trainingModelType"] == "TrainingModelType.AUTO"
     assert set(EVALUATION_METHODS) == set(METHODS)
     for method, box in (("asi", "evaluateASICheckBox"), ("linear", "evaluateLinearCheckBox"),
                         ("bspline", "evaluateBSplineCheckBox"), ("lanczos", "evaluateLanczosCheckBox")):
@@ -380,6 +385,28 @@ def test_training_and_evaluation_choices_match_the_library(moduleTree, uiWidgets
     assert "TrainingPlot(" in training and "ShowChartInLayout" in training
     evaluate = (TABS_DIR / "evaluate.py").read_text(encoding="utf-8")
     assert "BackgroundEvaluation(" in evaluate and "finishEvaluation(" in evaluate
+    assert "modelType=parameters.trainingModelType.value" in training
+
+
+def test_adaptation_widgets_are_bound_and_reach_the_logic(moduleTree, uiWidgets):
+    """Advanced > Adapt to this scan and its time budget: parameter node fields bound in the .ui, in the
+    Upsample tab's Advanced section, passed to the logic as ``adapt=``; the model label is on the Model section."""
+    fields, defaults = parameterNodeFields(moduleTree), parameterNodeDefaults(moduleTree)
+    bound = slicerParameterNames(uiWidgets)
+    assert fields["adaptToScan"] == "bool" and defaults["adaptToScan"] == "False"
+    assert fields["adaptSeconds"].startswith("Annotated[int, WithinRange(1,") and defaults["adaptSeconds"] == "120"
+    assert bound["adaptToScan"] == "adaptToScanCheckBox" and bound["adaptSeconds"] == "adaptSecondsSpinBox"
+    assert uiWidgets["adaptToScanCheckBox"].get("class") == "QCheckBox"
+    assert uiWidgets["adaptSecondsSpinBox"].get("class") == "QSpinBox"
+    root = ElementTree.parse(UI_FILE).getroot()
+    sections = {w.get("name"): {c.get("name") for c in w.iter("widget")} for w in root.iter("widget")
+                if w.get("class") == "ctkCollapsibleButton"}
+    assert {"adaptToScanCheckBox", "adaptSecondsSpinBox"} <= sections["advancedCollapsibleButton"]
+    assert "checkpointModelLabel" in sections["modelCollapsibleButton"]
+    assert "trainingModelTypeComboBox" in sections["trainingModelCollapsibleButton"]
+    upsample = (TABS_DIR / "upsample.py").read_text(encoding="utf-8")
+    assert "adapt=adapt" in upsample and "run.adaptationSummary" in upsample
+    assert "describeCheckpoint(" in upsample and 'find_spec("torch")' in upsample
 
 
 def test_factor_limits_agree_between_ui_wrapper_and_engine(moduleTree, uiWidgets):
@@ -497,6 +524,7 @@ def test_importing_the_module_file_imports_neither_torch_nor_the_library():
         print("requirements:", SI._readRequirements(SI._requirementsFile()))
         print("loss labels:", [d.label() for d in SI.SynthesisLoss])
         print("synthesis labels:", [d.label() for d in SI.SynthesisMode])
+        print("model type labels:", [d.label() for d in SI.TrainingModelType])
         sample = SI.sampleDataSourceArguments()  # imports the light sampledata module only
         print("torch imported after sample:", "torch" in sys.modules)
         import hashlib, urllib.request
@@ -526,6 +554,7 @@ def test_importing_the_module_file_imports_neither_torch_nor_the_library():
     assert "checkpoint: None None /m.pt" in out
     assert "requirements: []" in out
     assert "LPIPS (the paper's; needs lpips and torchvision)" in out
+    assert "model type labels: [\"auto (checkpoint's type)\", \"asi (the paper's autoencoder)\", " in out
     assert "torch imported after sample: False" in out
     assert "sample checksum ok: True" in out
     assert "sample: Semantic Interpolation AnisotropicBrainT1 brain1_image.nrrd AnisotropicBrainT1 True VolumeFile" in out
@@ -566,7 +595,7 @@ def test_self_test_logic_parts_run_with_slicer_core():
         SI = slicer_stand_ins.load_module_file({str(MODULE_FILE)!r})
 
         test = SI.SemanticInterpolationTest("test_UpsampleSmallVolume")
-        for name in ("test_UpsampleSmallVolume", "test_BadInputCreatesNoNode", "test_Sequence",
+        for name in ("test_UpsampleSmallVolume", "test_BadInputCreatesNoNode", "test_Sequence", "test_AdaptToScan",
                      "test_TrainAndEvaluateLogic"):
             test.setUp()
             getattr(test, name)()
@@ -576,6 +605,6 @@ def test_self_test_logic_parts_run_with_slicer_core():
     if "NO MRML" in result.stdout:
         pytest.skip("the 'slicer' package here has no MRML classes (install slicer-core)")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for name in ("test_UpsampleSmallVolume", "test_BadInputCreatesNoNode", "test_Sequence",
+    for name in ("test_UpsampleSmallVolume", "test_BadInputCreatesNoNode", "test_Sequence", "test_AdaptToScan",
                  "test_TrainAndEvaluateLogic"):
         assert f"passed: {name}" in result.stdout, result.stdout

@@ -230,6 +230,7 @@ def test_widget_setup_creates_the_tabs_and_they_follow_the_parameter_node(tmp_pa
               "gui:", parameters.connectedGuis.get(widget._parameterNodeGuiTag) is ui)
         print("defaults:", parameters.upsamplingFactor, parameters.computeDevice.name,
               os.path.basename(parameters.trainingOutputPath), "device info:", bool(ui.deviceInfoLabel.text))
+        print("new defaults:", parameters.adaptToScan, parameters.adaptSeconds, parameters.trainingModelType.name)
         print("no volume:", ui.upsampleButton.enabled, ui.upsampleButton.toolTip, "|", ui.trainingStartButton.enabled,
               ui.evaluateButton.enabled, ui.trainingShowLossChartButton.enabled, ui.evaluationShowTableButton.enabled)
 
@@ -247,6 +248,9 @@ def test_widget_setup_creates_the_tabs_and_they_follow_the_parameter_node(tmp_pa
         parameters.evaluateASI = True
         parameters.checkpointPath = "/models/clinic.pt"
         print("checkpoint to gui:", ui.checkpointPathLineEdit.currentPath, "|", ui.evaluationModelLabel.text)
+        print("missing checkpoint:", ui.checkpointModelLabel.text.startswith("Model: unknown ("),
+              "does not exist" in ui.checkpointModelLabel.text, "adapt box:", ui.adaptToScanCheckBox.enabled,
+              "cannot be read" in ui.adaptToScanCheckBox.toolTip, ui.adaptSecondsSpinBox.enabled)
         ui.checkpointPathLineEdit.slots["currentPathChanged(QString)"]("/models/other.pt")  # the user picks a file
         print("checkpoint from gui:", parameters.checkpointPath)
         parameters.trainingFromScratch = True
@@ -285,6 +289,7 @@ def test_widget_setup_creates_the_tabs_and_they_follow_the_parameter_node(tmp_pa
     assert "timers: [('UpsampleTab', 'poll', 100), ('TrainingTab', 'poll', 1000), ('EvaluateTab', 'poll', 100)]" in out
     assert "parameter node: True gui: True" in out
     assert "defaults: 4 AUTO asi-finetuned.pt device info: True" in out
+    assert "new defaults: False 120 AUTO" in out
     assert "no volume: False Select an input volume | False False False False" in out
     assert ("with input: True Upsample the input volume through-plane with ASI | "
             "Slice axis k: 5 slices of 4 mm -> 17 slices of 1 mm") in out
@@ -294,6 +299,7 @@ def test_widget_setup_creates_the_tabs_and_they_follow_the_parameter_node(tmp_pa
     assert "no method: False Select a fine-slice volume and at least one method ''" in out
     assert "checkpoint to gui: /models/clinic.pt | ASI uses the Upsample tab's checkpoint (clinic.pt)" in out
     assert "checkpoint from gui: /models/other.pt" in out
+    assert "missing checkpoint: True True adapt box: False True False" in out
     assert "init path edit: False" in out
     assert "lpips info: True" in out and "mse info: ''" in out
     assert "after exit: None {}" in out and "not followed after exit: True" in out
@@ -515,6 +521,123 @@ def test_evaluate_tab_runs_in_the_background_and_shows_table_and_plots(tmp_path)
     assert "bad factors: True running: False" in out
     assert "cancelled: Cancelled." in out
     assert "after scene close: None False" in out
+
+
+def test_upsample_tab_shows_the_model_type_and_adapts_to_the_scan(tmp_path):
+    """The Model section names the checkpoint's model type (read once per file); Advanced > Adapt to this scan is
+    off for asi checkpoints, reaches the logic as adapt=SECONDS for pair-unet ones, and the report is shown."""
+    out = runHarness('''
+        import torch
+        from SemanticInterpolationLib import ASIAutoencoder, save_checkpoint
+        from SemanticInterpolationLib.models import checkpoint as checkpointModule
+        from SemanticInterpolationLib.models.normalization import IntensityNormalization
+        from SemanticInterpolationLib.models.pair_unet import PairUNet
+
+        torch.manual_seed(0)
+        asi = str(save_checkpoint(os.path.join(TMP, "asi.pt"), ASIAutoencoder()))
+        model = PairUNet()
+        with torch.no_grad():
+            model.head.weight.normal_(0, 0.02)
+        pair = str(save_checkpoint(os.path.join(TMP, "pair.pt"), model, normalization=IntensityNormalization(clip=False)))
+        reads = []
+        realLoad = checkpointModule.load_checkpoint
+        checkpointModule.load_checkpoint = lambda path: reads.append(os.path.basename(str(path))) or realLoad(path)
+
+        volume = addVolume("scan", shape=(6, 20, 16))
+        parameters.inputVolume = volume
+        parameters.upsamplingFactor = 2
+        parameters.computeDevice = SI.ComputeDevice.CPU
+        parameters.checkpointPath = asi
+        print("asi:", ui.checkpointModelLabel.text, "| adapt box:", ui.adaptToScanCheckBox.enabled,
+              "| tooltip:", "asi (asi-journal) model" in ui.adaptToScanCheckBox.toolTip)
+        parameters.adaptToScan = True  # checked, but an asi checkpoint cannot be adapted: the run does not adapt
+        print("asi checked:", ui.adaptSecondsSpinBox.enabled, upsample.adaptSeconds())
+        parameters.checkpointPath = pair
+        print("pair:", ui.checkpointModelLabel.text, "| adapt box:", ui.adaptToScanCheckBox.enabled,
+              ui.adaptSecondsSpinBox.enabled, upsample.adaptSeconds())
+        parameters.adaptToScan = False
+        print("unchecked:", ui.adaptSecondsSpinBox.enabled, upsample.adaptSeconds())
+        parameters.upsamplingFactor = 3
+        parameters.upsamplingFactor = 2
+        print("reads:", reads)  # once per file, not on every parameter change
+
+        # a run with adaptation: 1 s budget, the report in the status text, a new volume
+        parameters.adaptToScan = True
+        parameters.adaptSeconds = 1
+        before = count()
+        upsample.onUpsampleButton()
+        print("errors:", errors)
+        print("status while running:", ui.statusLabel.text)
+        print("job:", upsample._run.job.adapt)
+        waitFor(upsample.isRunning, upsample.poll)
+        status = ui.statusLabel.text
+        print("added:", count() - before, slicer.mrmlScene.GetFirstNodeByName("scan ASI x2").GetImageData().GetDimensions())
+        print("status created:", status.startswith("Created 'scan ASI x2'"), "adapted to the scan (1 s budget)" in status)
+        print("report:", "held-out acquired slices" in status, "PSNR before" in status, "linear" in status,
+              "B-spline" in status, ("kept the adapted model" in status) or ("kept the original model" in status))
+
+        # cancel while adapting: nothing is added
+        parameters.adaptSeconds = 600
+        before = count()
+        upsample.onUpsampleButton()
+        time.sleep(0.5)
+        upsample.onCancelButton()
+        waitFor(upsample.isRunning, upsample.poll)
+        print("cancelled:", ui.statusLabel.text, count() - before)
+
+        # bad input: too few slices to adapt to -> an error before anything runs
+        parameters.inputVolume = addVolume("three slices", shape=(3, 20, 16))
+        upsample.onUpsampleButton()
+        print("three slices:", errors[-1].startswith("Upsampling could not start."), "at least 4" in errors[-1],
+              upsample.isRunning())
+
+        # the file changes (a training rewrote it): read again
+        time.sleep(0.01)
+        save_checkpoint(pair, ASIAutoencoder())
+        parameters.upsamplingFactor = 3
+        print("rewritten:", ui.checkpointModelLabel.text.startswith("Model: asi ("), ui.adaptToScanCheckBox.enabled,
+              reads)  # pair.pt: the tab's first read, the engine's model (once for both runs), the tab again
+    ''', tmp_path)
+    assert "asi: Model: asi (asi-journal) | adapt box: False | tooltip: True" in out
+    assert "asi checked: False None" in out
+    assert "pair: Model: pair-unet (pair-unet-24-48-96) | adapt box: True True 120.0" in out
+    assert "unchecked: False None" in out
+    assert "reads: ['asi.pt', 'pair.pt']" in out
+    assert "errors: []" in out
+    assert "status while running: Adapting the model to 'scan' (up to 1 s), then upsampling x2..." in out
+    assert "job: 1.0" in out
+    assert "added: 1 (16, 20, 11)" in out
+    assert "status created: True True" in out
+    assert "report: True True True True True" in out
+    assert "cancelled: Cancelled: nothing was added to the scene. 0" in out
+    assert "three slices: True True False" in out
+    assert "rewritten: True False ['asi.pt', 'pair.pt', 'pair.pt', 'pair.pt']" in out
+
+
+def test_train_tab_model_type_reaches_the_command_line(tmp_path):
+    out = runHarness('''
+        from SemanticInterpolationLib.mrml import training as mrml_training
+
+        volumes = [addVolume(f"train {s}", shape=(8, 24, 20), seed=s) for s in range(2)]
+        ui.trainingVolumesSelector.checked = list(volumes)
+        train.onTrainingVolumesChanged()
+        parameters.trainingOutputPath = os.path.join(TMP, "pair.pt")
+        parameters.trainingFromScratch = True
+
+        def arguments():
+            job = mrml_training.prepareTraining(train.trainingSettings(), os.path.join(TMP, "work"), check=False)
+            job.cleanup()
+            return job.arguments
+
+        print("auto:", train.trainingSettings().modelType, "--model-type" in arguments())
+        for choice in (SI.TrainingModelType.PAIR_UNET, SI.TrainingModelType.ASI):
+            parameters.trainingModelType = choice
+            args = arguments()
+            print(choice.name + ":", train.trainingSettings().modelType, args[args.index("--model-type") + 1])
+    ''', tmp_path)
+    assert "auto: auto False" in out
+    assert "PAIR_UNET: pair-unet pair-unet" in out
+    assert "ASI: asi asi" in out
 
 
 def test_self_test_gui_run_drives_the_split_widget(tmp_path):

@@ -4,11 +4,18 @@ Usage (the ``--`` separates Slicer's options from the script's)::
 
     Slicer --no-splash --no-main-window --python-script upsample_folder.py -- \\
         --input /data/scans [more files or folders] --output /data/upsampled --factor 4 \\
-        [--checkpoint /models/asi.pt] [--device auto|cpu|cuda] [--format nrrd] [--overwrite]
+        [--checkpoint /models/asi.pt] [--device auto|cpu|cuda] [--format nrrd] [--overwrite] \\
+        [--adapt SECONDS [--adapt-steps N] [--seed S]]
 
 Each input ``<name><ext>`` is written as ``<output>/<name>_asi_x<factor><ext>``. Progress is
 printed per file. Exit code: 0 all done (or skipped because the result exists), 1 some files
 failed, 2 bad arguments or no input files. ``--help`` lists every option.
+
+``--adapt SECONDS`` (pair-unet checkpoints) first adapts the model to each scan for at most that long;
+the adapted model is used only when it predicts the scan's held-out acquired slices better, the report
+(held-out PSNR/SSIM before, after, linear and B-spline; kept or declined) is printed per file, and each
+scan starts again from the checkpoint's weights. An asi checkpoint with ``--adapt`` is a bad argument
+(exit code 2); a scan with fewer than 4 slices fails alone (exit code 1).
 
 The work is done by ``SemanticInterpolationLib.mrml.batch`` with the module logic
 (``SemanticInterpolationLogic``), so the model is loaded once for all files. It also runs in

@@ -3,7 +3,8 @@
 Used by ``Resources/Scripts/upsample_folder.py``, which 3D Slicer runs with::
 
     Slicer --no-splash --no-main-window --python-script upsample_folder.py -- \\
-        --input /data/scans --output /data/upsampled --factor 4 [--checkpoint model.pt] [--device cpu]
+        --input /data/scans --output /data/upsampled --factor 4 [--checkpoint model.pt] [--device cpu] \\
+        [--adapt SECONDS [--adapt-steps N] [--seed S]]
 
 Everything here also runs in plain Python with the ``slicer-core`` package (files are read and
 written with MRML storage nodes, not with ``slicer.app``), which is how it is tested.
@@ -104,6 +105,13 @@ def buildArgumentParser() -> argparse.ArgumentParser:
                         help="how new slices are made: auto (default) = the mode the checkpoint recommends; plain = "
                              "the paper's decoded latent mix; residual / residual-bspline = a learned correction "
                              "added to linear / cubic B-spline interpolation")
+    parser.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
+                        help="adapt the model to each scan for at most SECONDS before upsampling it (pair-unet "
+                             "checkpoints); the adapted model is used only when it predicts held-out acquired slices "
+                             "better, and every scan starts from the checkpoint's weights. Needs at least 4 slices")
+    parser.add_argument("--adapt-steps", type=int, default=None, metavar="N",
+                        help="with --adapt: also stop after N steps (a run that ends here is deterministic)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of the adaptation (default 0)")
     parser.add_argument("--slice-axis", default="auto",
                         help="auto (largest spacing) or the IJK axis 0 (i), 1 (j), 2 (k)")
     parser.add_argument("--reconstruct-acquired", action="store_true",
@@ -181,14 +189,18 @@ def runBatch(arguments: argparse.Namespace, scene: Any = None, log: Callable[[st
 
     scene = scene if scene is not None else slicer.vtkMRMLScene()
     logic = logic if logic is not None else SemanticInterpolationLogic()
+    adapt = getattr(arguments, "adapt", None)
+    adaptSteps = getattr(arguments, "adapt_steps", None)
+    adaptSeed = getattr(arguments, "seed", 0)
     logic.validateSettings(arguments.factor, arguments.checkpoint, arguments.device, arguments.batch_size,
-                           synthesis=arguments.synthesis)
+                           synthesis=arguments.synthesis, adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed)
     files = collectInputFiles(arguments.input, arguments.recursive)
     outputFolder = Path(arguments.output).expanduser()
     outputFolder.mkdir(parents=True, exist_ok=True)
     report = BatchReport()
     log(f"SemanticInterpolation batch: {len(files)} volume(s), factor {arguments.factor}, "
-        f"device {arguments.device}, output folder {outputFolder}")
+        f"device {arguments.device}, output folder {outputFolder}"
+        + (f", adaptation to each scan for up to {adapt:g} s" if adapt is not None else ""))
     for number, inputPath in enumerate(files, start=1):
         prefix = f"[{number}/{len(files)}] {inputPath.name}"
         outputPath = outputPathFor(inputPath, outputFolder, arguments.factor, arguments.format)
@@ -212,8 +224,11 @@ def runBatch(arguments: argparse.Namespace, scene: Any = None, log: Callable[[st
             outputVolume = logic.upsample(
                 inputVolume, arguments.factor, checkpoint=arguments.checkpoint, device=arguments.device,
                 keepAcquiredSlices=not arguments.reconstruct_acquired, progress=progress,
-                batchSize=arguments.batch_size, sliceAxis=arguments.slice_axis, synthesis=arguments.synthesis)
+                batchSize=arguments.batch_size, sliceAxis=arguments.slice_axis, synthesis=arguments.synthesis,
+                adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed)
             created.append(outputVolume)
+            if logic.lastAdaptation is not None:
+                log(f"{prefix}: {logic.lastAdaptation.summary()}")
             saveVolume(outputVolume, outputPath)
         except (SemanticInterpolationError, OSError, RuntimeError, ValueError) as error:
             log(f"{prefix}: FAILED: {error}")
@@ -246,6 +261,9 @@ def main(argv: Sequence[str] | None = None, scene: Any = None, log: Callable[[st
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
     if arguments.factor < 2:
         log(f"error: --factor must be at least 2 (got {arguments.factor})")
+        return EXIT_USAGE
+    if arguments.adapt_steps is not None and arguments.adapt is None:
+        log("error: --adapt-steps applies with --adapt SECONDS only")
         return EXIT_USAGE
     try:
         files = collectInputFiles(arguments.input, arguments.recursive)

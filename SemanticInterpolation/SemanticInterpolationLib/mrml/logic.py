@@ -26,11 +26,23 @@ stay responsive splits a run into three phases: :meth:`~SemanticInterpolationLog
 (any thread: network only, never touches MRML) and :meth:`~SemanticInterpolationLogic.finishJob`
 (main thread: creates or fills the output node). Nothing is added to the scene before
 ``finishJob``, so a failed or cancelled run leaves the scene as it was.
+
+Adaptation to the scan
+----------------------
+``adapt=SECONDS`` (``upsample``, ``upsampleSequence``, the prepare methods) first fine-tunes the
+cached engine's copy of a ``pair-unet`` model on the volume's own acquired slices for at most that
+long (see ``SemanticInterpolationLib.training.adaptation``), keeps the result only when it predicts
+held-out acquired slices better, upsamples, and restores the engine's weights, so every frame of a
+sequence (and every later call) starts from the checkpoint's weights again. The reports are in
+``job.adaptations`` (one per frame) and ``logic.lastAdaptation`` / ``logic.lastAdaptations``; each
+is logged. An asi checkpoint, fewer than 4 slices or slices under 16x16 pixels fail in the prepare
+phase, before any work and before any node is created; a cancelled adaptation creates no node.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -61,6 +73,8 @@ CancelCallback = Callable[[], bool]
 
 #: Progress units per sequence frame (frames report a fraction of this each).
 _UNITS_PER_FRAME = 1000
+#: Progress units of each half (adaptation, upsampling) of an adapted volume.
+_HALF = 500
 _AXIS_NAMES = ("i", "j", "k")
 #: Node classes that derive from vtkMRMLScalarVolumeNode but hold no single scalar per voxel.
 _NON_SCALAR_VOLUME_CLASSES = (
@@ -107,21 +121,96 @@ class UpsamplingJob:
     keepAcquiredSlices: bool
     batchSize: int | None  #: None = the engine's default for the device
     synthesis: str | None = None  #: engine synthesis mode; None = the one the checkpoint recommends
+    adapt: float | None = None  #: seconds of adaptation to each frame before upsampling it; None = no adaptation
+    adaptSteps: int | None = None  #: with ``adapt``: also stop after this many steps (None = time budget only)
+    adaptSeed: int = 0  #: with ``adapt``: random seed of the adaptation
     outputNode: Any = None  #: caller-given output volume (volumes only) or None for a new node
     createBrowser: bool = True  #: sequences: set up a sequence browser for the result
     results: list[np.ndarray] = field(default_factory=list)
     engineDescription: str = ""  #: device and settings used, filled by ``runJob``
     seconds: float = 0.0  #: compute time of ``runJob``
+    #: ``training.adaptation.AdaptationReport`` of each frame adapted to (filled by ``runJob`` with ``adapt``)
+    adaptations: list[Any] = field(default_factory=list)
 
     @property
     def outputName(self) -> str:
         """Name given to a new output node, e.g. ``"cine ASI x4"``."""
         return upsampledName(self.inputNode.GetName(), self.factor)
 
+    def adaptationSummary(self) -> str:
+        """The adaptation reports as text (held-out scores before/after/linear/B-spline, kept or declined);
+        "" when the job did not adapt. Sequences: one block per frame, headed by its index value."""
+        if not self.adaptations:
+            return ""
+        if self.kind == "volume":
+            return self.adaptations[0].summary()
+        kept = sum(1 for report in self.adaptations if report.accepted)
+        lines = [f"adapted to {len(self.adaptations)} frame(s): kept the adapted model for {kept}, "
+                 f"the original for {len(self.adaptations) - kept}"]
+        for frame, report in zip(self.frames, self.adaptations):
+            lines.append(f"frame {frame.indexValue or frame.name}: {report.summary()}")
+        return "\n".join(lines)
+
 
 def upsampledName(inputName: str | None, factor: int) -> str:
     """Name of an upsampled node: ``"<input name> ASI x<factor>"``."""
     return f"{inputName or 'Volume'} ASI x{factor}"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What the GUI shows of a checkpoint: its model type and architecture (see :func:`describeCheckpoint`)."""
+
+    path: str | None  #: the file (None for a checkpoint in memory)
+    modelType: str  #: registry name, e.g. "asi" or "pair-unet"
+    architecture: str  #: the configuration's name, e.g. "pair-unet-24-48-96"
+    details: str = ""  #: the network's own one-line description
+    adaptable: bool = False  #: ``adapt=`` can be used with it
+
+    def label(self) -> str:
+        """E.g. ``"pair-unet (pair-unet-24-48-96)"``."""
+        return f"{self.modelType} ({self.architecture})" if self.architecture else self.modelType
+
+
+_checkpointInfoCache: dict[tuple, CheckpointInfo] = {}
+_checkpointInfoLock = threading.Lock()
+
+
+def describeCheckpoint(checkpoint: Any) -> CheckpointInfo:
+    """Model type and architecture of a checkpoint path (or a loaded Checkpoint).
+
+    A file is read once with ``torch.load(weights_only=True)`` (through
+    ``models.checkpoint.load_checkpoint``, which never runs code from it) and remembered by path,
+    modification time and size. Raises :class:`CheckpointError` for a missing or unreadable file.
+    """
+    from ..models.checkpoint import Checkpoint, load_checkpoint
+    from ..training.adaptation import ADAPTABLE_TYPES
+
+    def info(loaded: Checkpoint, path: str | None) -> CheckpointInfo:
+        describe = getattr(loaded.model, "describe_architecture", None)
+        return CheckpointInfo(path=path, modelType=loaded.model_type,
+                              architecture=str(getattr(loaded.config, "name", "") or ""),
+                              details=describe() if callable(describe) else "",
+                              adaptable=loaded.model_type in ADAPTABLE_TYPES)
+
+    if isinstance(checkpoint, Checkpoint):
+        return info(checkpoint, checkpoint.path)
+    path = Path(os.fspath(checkpoint)).expanduser()
+    try:
+        stat = path.stat()
+    except OSError:
+        raise CheckpointError(f"checkpoint file '{path}' does not exist or is not a file: choose an existing .pt file")
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    with _checkpointInfoLock:
+        cached = _checkpointInfoCache.get(key)
+    if cached is not None:
+        return cached
+    result = info(load_checkpoint(path), key[0])
+    with _checkpointInfoLock:
+        if len(_checkpointInfoCache) >= 16:  # a long session picks many files (and rewrites them): stay small
+            _checkpointInfoCache.clear()
+        _checkpointInfoCache[key] = result
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +327,30 @@ def validateScalarVolume(volumeNode: Any, role: str = "input volume", sliceAxis:
     return axis
 
 
+def validateAdaptableVolume(volumeNode: Any, role: str = "input volume", sliceAxis: int | None = None) -> int:
+    """Check that a scalar volume (already checked by :func:`validateScalarVolume`) can be adapted to.
+
+    Adaptation trains on triplets of acquired slices and checks on held-out ones, so it needs at
+    least 4 slices along the slice axis, and slices of at least 16 x 16 pixels. Raises
+    :class:`InputError` naming the problem and the fix; returns the slice axis (IJK).
+    """
+    from ..training.adaptation import MIN_SLICE_SIZE
+
+    axis = sliceAxisOfVolume(volumeNode) if sliceAxis is None else int(sliceAxis)
+    dims = volumeNode.GetImageData().GetDimensions()
+    if dims[axis] < 4:
+        raise InputError(
+            f"the {role} {_describeNode(volumeNode)} has {dims[axis]} slices along its slice axis {_AXIS_NAMES[axis]}: "
+            "adaptation to the scan needs at least 4 acquired slices (training triplets and a held-out one). "
+            "Upsample without adaptation")
+    inPlane = [dims[a] for a in range(3) if a != axis]
+    if min(inPlane) < MIN_SLICE_SIZE:
+        raise InputError(
+            f"the {role} {_describeNode(volumeNode)} has slices of {inPlane[0]} x {inPlane[1]} pixels: adaptation to "
+            f"the scan needs at least {MIN_SLICE_SIZE} x {MIN_SLICE_SIZE}. Upsample without adaptation")
+    return axis
+
+
 def _copyDisplaySettings(source: Any, target: Any) -> None:
     """Copy window/level, thresholds, interpolation and colour table between scalar volume display nodes."""
     if source is None or target is None:
@@ -309,6 +422,13 @@ class SemanticInterpolationLogic:
 
     The model is loaded once and kept (for the same checkpoint, device and batch size), so
     repeated calls and all frames of a sequence share it. Inputs are never modified.
+
+    With ``adapt=SECONDS`` (pair-unet checkpoints) the model is first adapted to each volume (see the
+    module docstring); the reports of the latest run are :attr:`lastAdaptation` (the last frame's,
+    or None) and :attr:`lastAdaptations` (one per frame)::
+
+        outputVolume = logic.upsample(inputVolume, 4, checkpoint="/path/pair-unet.pt", adapt=120)
+        print(logic.lastAdaptation.summary())
     """
 
     #: Slices per encoder/decoder call unless a call says otherwise (bounds memory);
@@ -322,6 +442,10 @@ class SemanticInterpolationLogic:
         self._engine: ASIEngine | None = None
         self._engineKey: tuple | None = None
         self._engineLock = threading.Lock()
+        #: ``AdaptationReport`` of the last frame adapted to by the latest run (None: it did not adapt)
+        self.lastAdaptation: Any = None
+        #: the latest run's reports, one per frame (empty: it did not adapt)
+        self.lastAdaptations: list[Any] = []
 
     # ----------------------------------------------------------------- one-call API
     def upsample(
@@ -337,6 +461,9 @@ class SemanticInterpolationLogic:
         batchSize: int | None = None,
         sliceAxis: int | str = "auto",
         synthesis: str | None = None,
+        adapt: float | None = None,
+        adaptSteps: int | None = None,
+        adaptSeed: int = 0,
     ) -> vtkMRMLScalarVolumeNode:
         """Upsample a scalar volume node by ``factor`` along its slice axis; return the output node.
 
@@ -357,14 +484,23 @@ class SemanticInterpolationLogic:
             paper: the decoded latent mix), "residual" or "residual-bspline" (a learned correction added
             to linear or cubic B-spline interpolation); None or "auto" = the mode the checkpoint
             recommends (the bundled model: residual-bspline).
+        :param adapt: seconds (> 0) to adapt the model to this volume first (pair-unet checkpoints; the
+            adapted weights are used only when they predict held-out acquired slices better); None = no
+            adaptation. The report is :attr:`lastAdaptation` (also logged); the checkpoint and the cached
+            model are not changed.
+        :param adaptSteps: with ``adapt``: also stop after this many steps (a run that ends here is
+            deterministic for a given ``adaptSeed``).
+        :param adaptSeed: with ``adapt``: random seed of the adaptation.
         :returns: the output vtkMRMLScalarVolumeNode, in the input's scene, with the input's
             parent transform and display settings.
-        :raises InputError, CheckpointError, DeviceError: bad input, before any node is created.
+        :raises InputError, CheckpointError, DeviceError: bad input, before any node is created (also an
+            ``adapt`` with an asi checkpoint, or a volume of fewer than 4 slices).
         :raises OperationCancelled: when ``shouldCancel`` asked to stop (no node is left behind).
         """
         job = self.prepareVolumeJob(inputVolume, factor, checkpoint=checkpoint, device=device,
                                     outputVolume=outputVolume, keepAcquiredSlices=keepAcquiredSlices,
-                                    batchSize=batchSize, sliceAxis=sliceAxis, synthesis=synthesis)
+                                    batchSize=batchSize, sliceAxis=sliceAxis, synthesis=synthesis,
+                                    adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed)
         self.runJob(job, progress=progress, shouldCancel=shouldCancel)
         return self.finishJob(job)
 
@@ -381,6 +517,9 @@ class SemanticInterpolationLogic:
         sliceAxis: int | str = "auto",
         synthesis: str | None = None,
         createBrowser: bool = True,
+        adapt: float | None = None,
+        adaptSteps: int | None = None,
+        adaptSeed: int = 0,
     ) -> vtkMRMLSequenceNode:
         """Upsample every frame of a volume sequence (e.g. cardiac cine) into a new sequence node.
 
@@ -390,12 +529,16 @@ class SemanticInterpolationLogic:
         :returns: a new vtkMRMLSequenceNode named ``"<input> ASI x<factor>"`` with the same index
             name, unit, type and values; frame ``n`` is frame ``n`` of the input upsampled.
             The model is loaded once for all frames.
+        :param adapt: adapt the model to each frame for at most this many seconds before upsampling it;
+            the engine goes back to the checkpoint's weights between frames, so every frame is adapted
+            from the same start. :attr:`lastAdaptations` holds one report per frame.
 
         Other arguments as in :meth:`upsample`.
         """
         job = self.prepareSequenceJob(inputSequence, factor, checkpoint=checkpoint, device=device,
                                       keepAcquiredSlices=keepAcquiredSlices, batchSize=batchSize,
-                                      sliceAxis=sliceAxis, createBrowser=createBrowser, synthesis=synthesis)
+                                      sliceAxis=sliceAxis, createBrowser=createBrowser, synthesis=synthesis,
+                                      adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed)
         self.runJob(job, progress=progress, shouldCancel=shouldCancel)
         return self.finishJob(job)
 
@@ -411,6 +554,9 @@ class SemanticInterpolationLogic:
         batchSize: int | None = None,
         sliceAxis: int | str = "auto",
         synthesis: str | None = None,
+        adapt: float | None = None,
+        adaptSteps: int | None = None,
+        adaptSeed: int = 0,
     ) -> UpsamplingJob:
         """Validate everything and copy the input voxels; nothing is created or modified."""
         axis = validateScalarVolume(inputVolume, "input volume", sliceAxis)
@@ -419,7 +565,10 @@ class SemanticInterpolationLogic:
             raise InputError(f"the input volume {_describeNode(inputVolume)} is not in a scene: add it to one first")
         if outputVolume is not None:
             self._validateOutputVolume(outputVolume, inputVolume)
-        common = self.validateSettings(factor, checkpoint, device, batchSize, keepAcquiredSlices, synthesis)
+        common = self.validateSettings(factor, checkpoint, device, batchSize, keepAcquiredSlices, synthesis,
+                                       adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed)
+        if common["adapt"] is not None:
+            validateAdaptableVolume(inputVolume, "input volume", axis)
         frame = FrameInput(inputVolume.GetName() or "Volume", voxelsFromVolumeNode(inputVolume),
                            ijkToRASArray(inputVolume), axis)
         return UpsamplingJob(kind="volume", inputNode=inputVolume, frames=[frame], outputNode=outputVolume, **common)
@@ -435,6 +584,9 @@ class SemanticInterpolationLogic:
         sliceAxis: int | str = "auto",
         synthesis: str | None = None,
         createBrowser: bool = True,
+        adapt: float | None = None,
+        adaptSteps: int | None = None,
+        adaptSeed: int = 0,
     ) -> UpsamplingJob:
         """Validate a volume sequence and copy all frames' voxels; nothing is created or modified."""
         if inputSequence is None or not hasattr(inputSequence, "IsA") or not inputSequence.IsA("vtkMRMLSequenceNode"):
@@ -446,14 +598,20 @@ class SemanticInterpolationLogic:
         if count < 1:
             raise InputError(f"the input sequence {_describeNode(inputSequence)} has no frames")
         frames = []
+        checked = []
         for index in range(count):
             frameNode = inputSequence.GetNthDataNode(index)
             indexValue = inputSequence.GetNthIndexValue(index)
-            axis = validateScalarVolume(
-                frameNode, f"frame {index} (index value {indexValue}) of sequence '{inputSequence.GetName()}'", sliceAxis)
+            role = f"frame {index} (index value {indexValue}) of sequence '{inputSequence.GetName()}'"
+            axis = validateScalarVolume(frameNode, role, sliceAxis)
+            checked.append((frameNode, role, axis))
+        common = self.validateSettings(factor, checkpoint, device, batchSize, keepAcquiredSlices, synthesis,
+                                       adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed)
+        for index, (frameNode, role, axis) in enumerate(checked):
+            if common["adapt"] is not None:
+                validateAdaptableVolume(frameNode, role, axis)
             frames.append(FrameInput(frameNode.GetName() or f"frame {index}", voxelsFromVolumeNode(frameNode),
-                                     ijkToRASArray(frameNode), axis, indexValue))
-        common = self.validateSettings(factor, checkpoint, device, batchSize, keepAcquiredSlices, synthesis)
+                                     ijkToRASArray(frameNode), axis, inputSequence.GetNthIndexValue(index)))
         return UpsamplingJob(kind="sequence", inputNode=inputSequence, frames=frames,
                              createBrowser=createBrowser, **common)
 
@@ -470,11 +628,14 @@ class SemanticInterpolationLogic:
             raise InputError(f"the output volume {_describeNode(outputVolume)} is not in the input volume's scene")
 
     def validateSettings(self, factor: int, checkpoint: Any = None, device: str = "auto", batchSize: int | None = None,
-                         keepAcquiredSlices: bool = True, synthesis: str | None = None) -> dict[str, Any]:
+                         keepAcquiredSlices: bool = True, synthesis: str | None = None, *, adapt: float | None = None,
+                         adaptSteps: int | None = None, adaptSeed: int = 0) -> dict[str, Any]:
         """Check the settings shared by volumes and sequences; return them as UpsamplingJob fields.
 
-        Raises InputError (factor, batch size, synthesis mode), CheckpointError (no such file, no
-        default model) or DeviceError (device not available). Batch jobs call it once before the first file.
+        Raises InputError (factor, batch size, synthesis mode, adaptation settings, ``adapt`` with a
+        checkpoint whose model type cannot be adapted), CheckpointError (no such file, no default
+        model, unreadable file when ``adapt`` is given) or DeviceError (device not available). Batch
+        jobs call it once before the first file.
         """
         from ..engine.synthesis import synthesis_choice, validate_factor  # imports torch, so only on use
 
@@ -483,14 +644,44 @@ class SemanticInterpolationLogic:
         batch = self.batchSize if batchSize is None else batchSize
         if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1):
             raise InputError(f"batch size must be a positive whole number, got {batch!r}")
+        resolved = self._validateCheckpoint(checkpoint)
+        seconds, steps, seed = self._validateAdaptation(adapt, adaptSteps, adaptSeed, resolved)
         return {
             "factor": factor,
-            "checkpoint": self._validateCheckpoint(checkpoint),
+            "checkpoint": resolved,
             "device": self._validateDevice(device),
             "keepAcquiredSlices": bool(keepAcquiredSlices),
             "batchSize": None if batch is None else int(batch),
             "synthesis": mode,
+            "adapt": seconds,
+            "adaptSteps": steps,
+            "adaptSeed": seed,
         }
+
+    @staticmethod
+    def _validateAdaptation(adapt: Any, adaptSteps: Any, adaptSeed: Any, checkpoint: Any) -> tuple:
+        """``(seconds or None, steps or None, seed)`` for the job; the checkpoint must be of an adaptable type."""
+        if adapt is None:
+            if adaptSteps is not None:
+                raise InputError("adaptSteps applies with adapt=SECONDS only")
+            return None, None, 0
+        if isinstance(adapt, bool) or not isinstance(adapt, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(float(adapt)) or not 0 < float(adapt) <= 24 * 3600:
+            raise InputError(f"the adaptation time must be a number of seconds above 0 (at most a day), got {adapt!r}")
+        if adaptSteps is not None and (isinstance(adaptSteps, bool) or not isinstance(adaptSteps, (int, np.integer))
+                                       or adaptSteps < 1):
+            raise InputError(f"adaptation steps must be a whole number >= 1, got {adaptSteps!r}")
+        if isinstance(adaptSeed, bool) or not isinstance(adaptSeed, (int, np.integer)):
+            raise InputError(f"the adaptation seed must be a whole number, got {adaptSeed!r}")
+        info = describeCheckpoint(checkpoint)
+        if not info.adaptable:
+            from ..training.adaptation import ADAPTABLE_TYPES
+
+            raise InputError(
+                f"adaptation to the scan is available for {', '.join(ADAPTABLE_TYPES)} models; the checkpoint "
+                f"{info.path or 'in memory'} is a {info.modelType} model ({info.label()}). Upsample without "
+                f"adaptation, or choose a {ADAPTABLE_TYPES[0]} checkpoint")
+        return float(adapt), None if adaptSteps is None else int(adaptSteps), int(adaptSeed)
 
     @staticmethod
     def _validateCheckpoint(checkpoint: Any) -> Any:
@@ -552,9 +743,11 @@ class SemanticInterpolationLogic:
                shouldCancel: CancelCallback | None = None) -> None:
         """Upsample the job's voxels into ``job.results``. Never touches MRML, so it may run in a worker thread."""
         started = time.perf_counter()
+        self.lastAdaptation, self.lastAdaptations = None, []
         engine = self.engineFor(job.checkpoint, job.device, job.batchSize, job.synthesis)
         job.engineDescription = engine.describe()
         job.results = []
+        job.adaptations = []
         frameCount = len(job.frames)
         for index, frame in enumerate(job.frames):
             if shouldCancel is not None and shouldCancel():
@@ -563,13 +756,54 @@ class SemanticInterpolationLogic:
                 frameProgress = progress
             else:
                 frameProgress = self._frameProgress(progress, index, frameCount)
+            if job.adapt is not None:
+                job.results.append(self._adaptAndUpsample(engine, job, frame, frameProgress, shouldCancel))
+                continue
             job.results.append(engine.upsample(
                 frame.voxels, job.factor, axis=numpy_axis(frame.sliceAxis), keep_acquired=job.keepAcquiredSlices,
                 progress=frameProgress, should_cancel=shouldCancel))
+        if job.adaptations:
+            self.lastAdaptations = list(job.adaptations)
+            self.lastAdaptation = job.adaptations[-1]
+            kept = sum(1 for report in job.adaptations if report.accepted)
+            job.engineDescription += (f"; adapted to the scan ({job.adapt:g} s budget): "
+                                      f"{'kept' if kept else 'declined'}" if frameCount == 1 else
+                                      f"; adapted to each frame ({job.adapt:g} s budget): kept for {kept} of {frameCount}")
         job.seconds = time.perf_counter() - started
         logger.info("ASI upsampled %d frame(s) of '%s' by %d in %.1f s (%s)", frameCount,
                     job.frames[0].name if frameCount == 1 else job.inputNode.GetName(), job.factor, job.seconds,
                     job.engineDescription)
+
+    @staticmethod
+    def _adaptAndUpsample(engine: ASIEngine, job: UpsamplingJob, frame: FrameInput, progress: ProgressCallback | None,
+                          shouldCancel: CancelCallback | None) -> np.ndarray:
+        """Adapt the engine to one frame (first half of its progress), upsample it (second half), restore the
+        engine's weights (also after an error or a cancel). The report goes to ``job.adaptations``."""
+        from ..training.adaptation import adapt_engine, check_adaptable
+
+        axis = numpy_axis(frame.sliceAxis)
+        check_adaptable(engine, frame.voxels, axis)  # the prepare phase checked the node; this checks the engine
+
+        # both halves in the same units (the adaptation counts per mille, the upsampling slices)
+        def firstHalf(done: int, total: int) -> None:
+            if progress is not None:
+                progress(min(_HALF, int(_HALF * done / total)) if total else _HALF, 2 * _HALF)
+
+        def secondHalf(done: int, total: int) -> None:
+            if progress is not None:
+                progress(_HALF + (min(_HALF, int(_HALF * done / total)) if total else _HALF), 2 * _HALF)
+
+        engine.adaptation = None
+        try:
+            report = adapt_engine(engine, frame.voxels, axis=axis, seconds=float(job.adapt), max_steps=job.adaptSteps,
+                                  seed=int(job.adaptSeed), progress=firstHalf, should_cancel=shouldCancel)
+            engine.adaptation = report
+            job.adaptations.append(report)
+            logger.info("adaptation to '%s': %s", frame.name, report.summary())
+            return engine.upsample(frame.voxels, job.factor, axis=axis, keep_acquired=job.keepAcquiredSlices,
+                                   progress=secondHalf, should_cancel=shouldCancel)
+        finally:
+            engine.restore()
 
     @staticmethod
     def _frameProgress(progress: ProgressCallback | None, index: int, count: int) -> ProgressCallback | None:
@@ -729,8 +963,10 @@ class SemanticInterpolationLogic:
     @staticmethod
     def _description(job: UpsamplingJob) -> str:
         checkpoint = job.checkpoint if isinstance(job.checkpoint, str) else (getattr(job.checkpoint, "path", None) or "in memory")
-        return (f"ASI through-plane upsampling x{job.factor} of '{job.inputNode.GetName()}' "
+        text = (f"ASI through-plane upsampling x{job.factor} of '{job.inputNode.GetName()}' "
                 f"(keep acquired slices: {job.keepAcquiredSlices}; checkpoint {checkpoint}; {job.engineDescription})")
+        summary = job.adaptationSummary()
+        return f"{text}\n{summary}" if summary else text
 
 
 class BackgroundRun(BackgroundTask):
@@ -748,3 +984,13 @@ class BackgroundRun(BackgroundTask):
                          "SemanticInterpolation upsampling")
         self.logic = logic
         self.job = job
+
+    @property
+    def adaptations(self) -> list[Any]:
+        """The adaptation reports of the run (one per frame; empty without ``adapt`` or before they exist)."""
+        return list(self.job.adaptations)
+
+    @property
+    def adaptationSummary(self) -> str:
+        """The reports as text for the status line ("" without adaptation); see :meth:`UpsamplingJob.adaptationSummary`."""
+        return self.job.adaptationSummary()

@@ -75,7 +75,10 @@ class TrainingTabSettings:
 
     ``init``: checkpoint to fine-tune (path, or ``"default"`` for the bundled model); None or ""
     trains from scratch. ``output``: the checkpoint to write (``.best.pt`` and ``.log.jsonl`` go
-    beside it). ``stepsPerEpoch``: None = one pass over all triplets.
+    beside it). ``stepsPerEpoch``: None = one pass over all triplets. ``modelType``: the network type
+    (``"asi"``, ``"pair-unet"``, see ``models.registry``); None or ``"auto"`` = the starting checkpoint's
+    type (``asi`` from scratch); a starting checkpoint of another type is refused. ``maxGap``: the
+    largest slice gap a pair-unet model is trained on.
     """
 
     trainingVolumes: Sequence[Any]
@@ -92,6 +95,14 @@ class TrainingTabSettings:
     stepsPerEpoch: int | None = None
     seed: int = 0
     tripletStride: int = 1
+    modelType: str | None = None
+    maxGap: int = 6
+
+
+def modelTypeArgument(modelType: Any) -> str | None:
+    """The ``--model-type`` value for a GUI value: None (the checkpoint's type) for None, "" or "auto"."""
+    text = str(modelType or "").strip().lower()
+    return None if text in ("", "auto") else text
 
 
 @dataclass
@@ -226,7 +237,8 @@ def buildTrainingConfig(settings: TrainingTabSettings, trainingFiles: Sequence[s
         epochs=int(settings.epochs), steps_per_epoch=int(settings.stepsPerEpoch) if settings.stepsPerEpoch else None,
         batch_size=int(settings.batchSize), patch_size=int(settings.patchSize), learning_rate=learningRate,
         synthesis_loss=str(settings.synthesisLoss).lower(), lam=float(settings.lam),
-        triplet_stride=int(settings.tripletStride), seed=int(settings.seed), device=str(settings.device))
+        triplet_stride=int(settings.tripletStride), seed=int(settings.seed), device=str(settings.device),
+        model_type=modelTypeArgument(settings.modelType), max_gap=int(settings.maxGap))
 
 
 def libraryFolder() -> Path:
