@@ -128,3 +128,13 @@ def test_cli_adapt_and_evaluate_adapt(pair_checkpoint, tmp_path):
     summary = (report / "summary.csv").read_text()
     assert "asi+adapt" in summary
     assert "adaptation:" in (report / "summary.md").read_text()
+
+
+def test_adaptation_of_a_network_with_the_bspline_anchor_input(pair_checkpoint):
+    wide = load_checkpoint(pair_checkpoint).model.with_anchor_input()
+    engine = ASIEngine(wide, "cpu", normalization=IntensityNormalization(clip=False))
+    before = _weights(engine)
+    report = adapt_engine(engine, _volume(), seconds=600, max_steps=4, learning_rate=1e-3, check_every=2,
+                          min_gain_db=100.0)
+    assert report.steps == 4 and not report.accepted
+    assert all(torch.equal(a, b) for a, b in zip(before, _weights(engine)))

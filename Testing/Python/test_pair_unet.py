@@ -215,3 +215,40 @@ def test_evaluate_compares_checkpoints_of_several_types_side_by_side(tmp_path, r
     np.testing.assert_allclose(by_method["asi"], by_method["linear"], atol=0.05)
     assert main(["evaluate", str(T1_2MM), "--compare", str(tmp_path / "missing.pt"), "--methods", "linear",
                  "--factors", "2", "-o", str(tmp_path / "r2")]) == 1
+
+
+@pytest.mark.parametrize("gap, offset", [(2, 1), (4, 1), (4, 3), (5, 2), (6, 4)])
+def test_gap_dataset_anchor_is_the_bspline_baseline_of_the_thinned_volume(gap, offset):
+    """The fourth channel is what the engine's B-spline gives when every gap-th slice is acquired."""
+    from SemanticInterpolationLib.engine.baselines import interpolate_array
+    from SemanticInterpolationLib.training.data import bspline_fraction_anchor, lattice_context_indices
+
+    slices = _t1()[:, :, :]  # [25, 41, 33]: 25 slices along numpy axis 0
+    unit = (slices - slices.min()) / np.ptp(slices)
+    for first in (0, gap, 2 * gap):  # at the start of the volume (mirrored context) and inside
+        if first + gap >= unit.shape[0]:
+            continue
+        lattice = unit[first % gap::gap]
+        spline = interpolate_array(lattice, 0, gap, "bspline")
+        expected = spline[(first // gap) * gap + offset]
+        context = unit[lattice_context_indices(first, gap, unit.shape[0])]
+        np.testing.assert_allclose(bspline_fraction_anchor(context, gap, offset), expected, atol=3e-3)
+
+
+def test_anchor_input_network_widens_exactly_and_runs_in_the_engine_and_training(tmp_path):
+    model = _trained_pair_unet()
+    wider = model.with_anchor_input()
+    assert wider.needs_anchor and not model.needs_anchor and wider.config.anchor_input
+    volume = _t1()
+    norm = IntensityNormalization(clip=False)
+    same = [ASIEngine(m, "cpu", normalization=norm).upsample(volume, 3, output_dtype=np.float32) for m in (model, wider)]
+    np.testing.assert_array_equal(same[0], same[1])  # the new input starts at zero weights
+    with pytest.raises(ValueError, match="needs the B-spline anchor"):
+        wider(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), 0.5)
+    init = save_checkpoint(tmp_path / "wide.pt", wider, normalization=norm)
+    config = TrainingConfig([str(T1_2MM)], output=tmp_path / "a.pt", validation_volumes=[str(T1_2MM)], init=init,
+                            epochs=1, steps_per_epoch=3, batch_size=4, patch_size=24, device="cpu",
+                            thick_slice_probability=0.5, noise_std=0.02)
+    result = Trainer(config).run()
+    trained = load_checkpoint(result.output)
+    assert trained.config.anchor_input and result.history[0]["val_syn_psnr"] > 0

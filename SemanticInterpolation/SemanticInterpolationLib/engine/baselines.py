@@ -121,6 +121,33 @@ def bspline_midpoint_weights(taps_per_side: int = 4) -> np.ndarray:
 
 
 _WEIGHT_CACHE: dict[int, np.ndarray] = {}
+_FRACTION_CACHE: dict[tuple[int, int, int], np.ndarray] = {}
+
+
+def bspline_fraction_weights(factor: int, offset: int, taps_per_side: int = 6) -> np.ndarray:
+    """Weights of the ``bspline`` baseline at ``offset / factor`` of the way from one sample to the next.
+
+    Returns ``2 * taps_per_side`` float64 weights for the samples at offsets ``-(T-1), ..., 0, 1, ..., T``
+    sample spacings from the first of the two (T = ``taps_per_side``), measured on an impulse with
+    SimpleITK like :func:`bspline_midpoint_weights` (``factor=2, offset=1`` gives the same weights shifted)
+    and renormalised to sum to 1. Read-only; cached.
+    """
+    key = (int(factor), int(offset), int(taps_per_side))
+    if not (key[0] >= 2 and 0 < key[1] < key[0] and key[2] >= 1):
+        raise ValueError(f"need factor >= 2, 0 < offset < factor and taps >= 1, got {key}")
+    if key not in _FRACTION_CACHE:
+        factor, offset, taps = key
+        length = 4 * taps + 16
+        centre = length // 2
+        impulse = np.zeros((length, 1, 1))
+        impulse[centre] = 1.0
+        response = interpolate_array(impulse, 0, factor, "bspline")[:, 0, 0]
+        # the target lies offset/factor after sample L; the impulse at `centre` is sample L + j when L = centre - j
+        weights = np.array([response[(centre - j) * factor + offset] for j in range(-(taps - 1), taps + 1)])
+        weights = weights / weights.sum()
+        weights.setflags(write=False)
+        _FRACTION_CACHE[key] = weights
+    return _FRACTION_CACHE[key]
 
 
 def _bspline_midpoint_weights(taps: int) -> np.ndarray:

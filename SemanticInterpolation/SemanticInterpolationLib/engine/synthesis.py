@@ -256,10 +256,12 @@ class ASIEngine:
             decoded = self.model.reconstruct(states.contiguous(memory_format=self.memory_format))
         return decoded[:, 0].float().cpu().numpy()
 
-    def _synthesize(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor) -> np.ndarray:
+    def _synthesize(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor,
+                    anchor: torch.Tensor | None = None) -> np.ndarray:
+        extra = () if anchor is None else (anchor.contiguous(memory_format=self.memory_format),)
         with autocast(self.device, self.compute_dtype):
             decoded = self.model.synthesize(first.contiguous(memory_format=self.memory_format),
-                                            second.contiguous(memory_format=self.memory_format), alpha)
+                                            second.contiguous(memory_format=self.memory_format), alpha, *extra)
         return decoded[:, 0].float().cpu().numpy()
 
     @staticmethod
@@ -311,7 +313,8 @@ class ASIEngine:
         alphas = [i / factor for i in range(1, factor)]
         residual = self.synthesis.startswith("residual")
         anchor = None  # [n_out, H, W] float32 view: the B-spline interpolation the correction is added to
-        if self.synthesis == "residual-bspline":
+        needs_anchor = bool(getattr(self.model, "needs_anchor", False))  # a network that takes it as an input
+        if self.synthesis == "residual-bspline" or needs_anchor:
             from .baselines import interpolate_slices  # SimpleITK; only needed for this mode
 
             # one output-sized float32 array; the B-spline runs in chunks of in-plane voxels
@@ -380,8 +383,12 @@ class ASIEngine:
                     first = torch.tensor([j.first for j in batch], device=self.device)
                     second = torch.tensor([j.second for j in batch], device=self.device)
                     alpha = torch.tensor([j.alpha for j in batch], device=self.device, dtype=latents.dtype)
+                    anchor_batch = None
+                    if needs_anchor:
+                        anchor_batch = self._to_network(np.stack([anchor[j.output_index] for j in batch]),
+                                                        intensity_range)
                     decoded = self._synthesize(latents.index_select(0, first), latents.index_select(0, second),
-                                               alpha)[:, :height, :width]
+                                               alpha, anchor_batch)[:, :height, :width]
                     if residual:
                         values = np.empty_like(decoded)
                         for n, job in enumerate(batch):

@@ -6,6 +6,11 @@ as a learned correction to their linear mix::
 
     y = (1 - alpha) x_first + alpha x_second + f([x_first, x_second, alpha])
 
+With ``anchor_input`` the network also sees the cubic B-spline estimate of the slice (computed by the
+engine from the wider lattice of acquired slices around the pair, four or more slices): with thick
+slices the acquired slices are blurred through-plane, and undoing that needs more than the two
+neighbours; the output stays the linear mix plus the learned correction.
+
 ``f`` is a U-Net without batch normalisation (so small batches and single slices behave the same in
 training and inference): ``len(widths)`` levels of [3x3 conv, leaky ReLU, 3x3 conv, leaky ReLU], 2x2
 average pooling between levels, nearest-neighbour upsampling and concatenation with the encoder
@@ -23,6 +28,7 @@ network on a pair.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +53,7 @@ class PairUNetConfig:
 
     widths: tuple[int, ...] = (24, 48, 96)
     negative_slope: float = 0.2
+    anchor_input: bool = False
     name: str = "pair-unet-24-48-96"
 
     @property
@@ -62,6 +69,8 @@ class PairUNetConfig:
             raise ValueError(f"widths must be whole numbers from 1 to {MAX_WIDTH}, got {list(self.widths)}")
         if not isinstance(self.negative_slope, (int, float)) or not 0.0 <= float(self.negative_slope) < 1.0:
             raise ValueError(f"negative_slope must be in [0, 1), got {self.negative_slope!r}")
+        if not isinstance(self.anchor_input, bool):
+            raise ValueError(f"anchor_input must be true or false, got {self.anchor_input!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form for checkpoints."""
@@ -116,7 +125,7 @@ class PairUNet(nn.Module):
         self.config.validate()
         widths, slope = self.config.widths, float(self.config.negative_slope)
         self.down = nn.ModuleList()
-        channels = 3  # first, second, alpha plane
+        channels = 4 if self.config.anchor_input else 3  # first, second, alpha plane [, B-spline anchor]
         for width in widths:
             self.down.append(_DoubleConv(channels, width, slope))
             channels = width
@@ -143,7 +152,8 @@ class PairUNet(nn.Module):
 
     def describe_architecture(self) -> str:
         """One line for logs."""
-        return f"{self.config.name} (U-Net widths {'/'.join(map(str, self.config.widths))}, full resolution)"
+        anchor = ", B-spline anchor input" if self.config.anchor_input else ""
+        return f"{self.config.name} (U-Net widths {'/'.join(map(str, self.config.widths))}, full resolution{anchor})"
 
     @staticmethod
     def _alpha(alpha: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
@@ -151,10 +161,16 @@ class PairUNet(nn.Module):
             alpha = torch.full((like.shape[0],), float(alpha))
         return alpha.to(device=like.device, dtype=like.dtype).reshape(-1, 1, 1, 1)
 
-    def forward(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+    def forward(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor | float,
+                anchor: torch.Tensor | None = None) -> torch.Tensor:
         a = self._alpha(alpha, first)
         linear = first + a * (second - first)
-        x = torch.cat([first, second, a.expand_as(first)], dim=1)
+        planes = [first, second, a.expand_as(first)]
+        if self.config.anchor_input:
+            if anchor is None:
+                raise ValueError("this pair U-Net needs the B-spline anchor of each new slice (anchor=...)")
+            planes.append(anchor)
+        x = torch.cat(planes, dim=1)
         skips = []
         for level, block in enumerate(self.down):
             if level:
@@ -175,9 +191,33 @@ class PairUNet(nn.Module):
         """An acquired slice from its state: the slice itself (this network never alters acquired slices)."""
         return state
 
-    def synthesize(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+    def synthesize(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor | float,
+                   anchor: torch.Tensor | None = None) -> torch.Tensor:
         """The slice at ``alpha`` between two states (= :meth:`forward`)."""
-        return self.forward(first, second, alpha)
+        return self.forward(first, second, alpha, anchor)
+
+    @property
+    def needs_anchor(self) -> bool:
+        """True when :meth:`synthesize` needs the B-spline anchor of each new slice."""
+        return bool(self.config.anchor_input)
+
+    def with_anchor_input(self) -> "PairUNet":
+        """A copy that also takes the B-spline anchor, computing exactly what this network computes
+        (the new input channel's weights start at zero): a warm start for training with anchors."""
+        if self.config.anchor_input:
+            return copy.deepcopy(self)
+        config = dataclasses.replace(self.config, anchor_input=True, name=self.config.name + "-anchor")
+        wider = PairUNet(config)
+        state = self.state_dict()
+        first = wider.down[0][0]
+        for name, tensor in wider.state_dict().items():
+            if name == "down.0.0.weight":
+                tensor.zero_()
+                tensor[:, :3] = state[name]
+            else:
+                tensor.copy_(state[name])
+        assert first.weight.shape[1] == 4
+        return wider
 
     def flops_per_pixel(self) -> dict[str, int]:
         """Multiply-add FLOPs (2 per MAC) per output pixel of one synthesized slice (``"synthesize"``)."""

@@ -112,13 +112,17 @@ def _held_out_middles(n: int, every: int) -> list[int]:
 
 @torch.no_grad()
 def _score(model: torch.nn.Module, unit: np.ndarray, middles: list[int], device: torch.device,
-           multiple: int) -> tuple[float, float]:
+           multiple: int, anchors: dict[int, np.ndarray] | None = None) -> tuple[float, float]:
     h, w = unit.shape[1:]
     firsts = pad_to_multiple(unit[[m - 1 for m in middles]], multiple)
     seconds = pad_to_multiple(unit[[m + 1 for m in middles]], multiple)
     a = torch.from_numpy(firsts).unsqueeze(1).to(device)
     b = torch.from_numpy(seconds).unsqueeze(1).to(device)
-    predicted = model.synthesize(a, b, 0.5).float()[..., :h, :w].cpu()
+    anchor = None
+    if anchors is not None:
+        anchor = torch.from_numpy(pad_to_multiple(np.stack([anchors[m] for m in middles]), multiple)).unsqueeze(1)
+        anchor = anchor.to(device)
+    predicted = model.synthesize(a, b, 0.5, anchor).float()[..., :h, :w].cpu()
     truth = torch.from_numpy(unit[middles]).unsqueeze(1)
     return float(psnr(predicted, truth, reduction="none").mean()), float(ssim(predicted, truth))
 
@@ -164,10 +168,13 @@ def adapt_engine(
                          "are too few. Upsample without --adapt")
     device, multiple = engine.device, engine.size_multiple
     model = engine.model
+    #: B-spline anchors of every middle slice (from the lattice of every second slice), for networks that take them
+    anchors = ({m: bspline_anchor(unit, m, 1) for m in range(1, n - 1)}
+               if getattr(model, "needs_anchor", False) else None)
     engine.remember_weights()
     original = copy.deepcopy(model.state_dict())
 
-    before_psnr, before_ssim = _score(model, unit, held, device, multiple)
+    before_psnr, before_ssim = _score(model, unit, held, device, multiple, anchors)
     truth = torch.from_numpy(unit[held]).unsqueeze(1)
     linear = torch.from_numpy(0.5 * (unit[[m - 1 for m in held]] + unit[[m + 1 for m in held]])).unsqueeze(1)
     spline = torch.from_numpy(np.stack([bspline_anchor(unit, m, 1) for m in held])).unsqueeze(1)
@@ -194,7 +201,7 @@ def adapt_engine(
     def check() -> None:
         nonlocal best_state, best_psnr, best_ssim, best_step
         model.eval()
-        value, structure = _score(model, unit, held, device, multiple)
+        value, structure = _score(model, unit, held, device, multiple, anchors)
         model.train()
         if value >= best_psnr + (float(min_gain_db) if best_state is None else 0.0) and structure >= before_ssim:
             best_state, best_psnr, best_ssim, best_step = copy.deepcopy(model.state_dict()), value, structure, steps
@@ -205,18 +212,21 @@ def adapt_engine(
             if should_cancel is not None and should_cancel():
                 raise OperationCancelled("adaptation was cancelled")
             middles = rng.choice(targets, size=batch_size)
-            batch = np.empty((batch_size, 3, patch, patch), dtype=np.float32)
+            batch = np.empty((batch_size, 3 if anchors is None else 4, patch, patch), dtype=np.float32)
             for i, m in enumerate(middles):
                 top, left = int(rng.integers(0, h - patch + 1)), int(rng.integers(0, w - patch + 1))
                 item = unit[[m - 1, m, m + 1], top:top + patch, left:left + patch]
+                if anchors is not None:
+                    item = np.concatenate([item, anchors[m][None, top:top + patch, left:left + patch]])
                 item = np.rot90(item, int(rng.integers(0, 4)), axes=(1, 2))
                 if rng.integers(0, 2):
                     item = item[:, :, ::-1]
                 if rng.integers(0, 2):
-                    item = item[::-1]
+                    item = np.concatenate([item[2::-1], item[3:]])
                 batch[i] = item
             x = torch.from_numpy(batch).to(device)
-            predicted = model(x[:, 0:1], x[:, 2:3], torch.full((batch_size,), 0.5, device=device))
+            predicted = model(x[:, 0:1], x[:, 2:3], torch.full((batch_size,), 0.5, device=device),
+                              x[:, 3:4] if anchors is not None else None)
             loss = torch.nn.functional.mse_loss(predicted, x[:, 1:2])
             if not bool(torch.isfinite(loss)):
                 raise InputError("adaptation diverged (the loss is not finite); upsample without --adapt")
@@ -240,7 +250,7 @@ def adapt_engine(
     if steps % max(1, int(check_every)):
         check()
     model.eval()
-    last_psnr, last_ssim = _score(model, unit, held, device, multiple)
+    last_psnr, last_ssim = _score(model, unit, held, device, multiple, anchors)
     accepted = best_state is not None
     if accepted:
         model.load_state_dict(best_state)

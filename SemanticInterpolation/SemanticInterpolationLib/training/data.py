@@ -67,6 +67,37 @@ def anchor_context_indices(middle: int, stride: int, n_slices: int,
     return indices
 
 
+def lattice_context_indices(first: int, gap: int, n_slices: int,
+                            taps_per_side: int = ANCHOR_TAPS_PER_SIDE) -> list[int]:
+    """Slice indices whose B-spline mix gives the anchor of a slice between ``first`` and ``first + gap``.
+
+    The slices of the lattice ``first + j * gap`` (``j = -(T-1) .. T``, the volume thinned to every
+    ``gap``-th slice keeping ``first``), weighted by
+    :func:`~SemanticInterpolationLib.engine.baselines.bspline_fraction_weights`; positions beyond the
+    volume are mirrored on that lattice about its end slices, as in :func:`anchor_context_indices`.
+    """
+    g = int(gap)
+    j_low = -(first // g)
+    j_high = (n_slices - 1 - first) // g
+    indices = []
+    for j in range(-(taps_per_side - 1), taps_per_side + 1):
+        if j < j_low:
+            j = 2 * j_low - j
+        if j > j_high:
+            j = 2 * j_high - j
+        j = min(max(j, j_low), j_high)
+        indices.append(first + j * g)
+    return indices
+
+
+def bspline_fraction_anchor(context: np.ndarray, gap: int, offset: int) -> np.ndarray:
+    """The B-spline anchor ``offset / gap`` of the way along, from the slices of :func:`lattice_context_indices`."""
+    from ..engine.baselines import bspline_fraction_weights
+
+    weights = bspline_fraction_weights(gap, offset, ANCHOR_TAPS_PER_SIDE).astype(np.float32)
+    return np.tensordot(weights, context.astype(np.float32, copy=False), axes=1)
+
+
 #: a volume is "fine" (its slices may be blurred into simulated thick slices) when its slice spacing is
 #: at most this many times its largest in-plane spacing
 FINE_SLICE_RATIO = 1.5
@@ -453,7 +484,10 @@ class GapDataset(Dataset):
     """Training samples for models that see two slices and alpha (``pair-unet``): random gaps, random middles.
 
     Item ``i`` is ``(patch, alpha)``: ``patch`` float32 ``[3, P, P]`` = (first, middle, second) and
-    ``alpha`` float32 = where the middle lies between them. On *fine* volumes (slice spacing at most
+    ``alpha`` float32 = where the middle lies between them. With ``bspline_anchor`` the patch is
+    ``[4, P, P]``, the fourth being the cubic B-spline estimate of the middle from the lattice of
+    endpoints (:func:`lattice_context_indices`, the slices kept when every ``g``-th is acquired),
+    computed after augmentation from the same (thick, noisy) slices the network sees. On *fine* volumes (slice spacing at most
     :data:`FINE_SLICE_RATIO` times the in-plane spacing) the endpoints are ``g`` slices apart with
     ``g`` uniform in ``[min_gap, max_gap]`` and the middle is any slice strictly between
     (``alpha = r / g``): the gaps the engine fills at factors K = ``min_gap .. max_gap``. On real
@@ -472,7 +506,7 @@ class GapDataset(Dataset):
 
     def __init__(self, volumes: Sequence[TrainingVolume], patch_size: int, *, min_gap: int = 2, max_gap: int = 6,
                  augmentation: Augmentation | None = None, seed: int = 0,
-                 thick_slice_probability: float = 0.0) -> None:
+                 thick_slice_probability: float = 0.0, bspline_anchor: bool = False) -> None:
         if not volumes:
             raise InputError("give at least one training volume")
         if not (isinstance(min_gap, int) and isinstance(max_gap, int) and 2 <= min_gap <= max_gap <= 32):
@@ -486,6 +520,7 @@ class GapDataset(Dataset):
         self.augmentation = augmentation if augmentation is not None else Augmentation()
         self.seed = int(seed)
         self.epoch = 0
+        self.with_anchor = bool(bspline_anchor)
         self.fine = [v.slice_spacing_mm <= FINE_SLICE_RATIO * max(v.in_plane_spacing_mm) for v in self.volumes]
         for v, fine in zip(self.volumes, self.fine):
             v.check_usable(patch_size=self.patch_size, triplet_stride=1)
@@ -519,13 +554,16 @@ class GapDataset(Dataset):
         else:
             gap, offset = 2, 1
         rows = [first, first + offset, first + gap]
+        if self.with_anchor:
+            rows += lattice_context_indices(first, gap, volume.n_slices)
+        inputs = [0, 2] + list(range(3, len(rows)))  # the endpoints and the anchor's context
         h, w = volume.slice_shape
         top = int(rng.integers(0, h - p + 1))
         left = int(rng.integers(0, w - p + 1))
         patch = volume.slices[rows, top:top + p, left:left + p].astype(np.float32, copy=True)
         thick = self.thick.get((vi, gap))
         if thick is not None and rng.random() < self.thick_slice_probability:
-            patch[[0, 2]] = thick[[rows[0], rows[2]], top:top + p, left:left + p]
+            patch[inputs] = thick[[rows[i] for i in inputs], top:top + p, left:left + p]
         aug = self.augmentation
         k = int(rng.integers(0, 4))
         flip = bool(rng.integers(0, 2))
@@ -543,9 +581,15 @@ class GapDataset(Dataset):
             patch = (patch - 0.5) * contrast + 0.5 + brightness
         if aug.noise_std_max > 0 and rng.random() < aug.noise_probability:
             sigma = float(rng.uniform(0.0, aug.noise_std_max))
-            patch[[0, 2]] += rng.normal(0.0, sigma, (2, p, p)).astype(np.float32)
+            noisy = sorted(set(inputs))  # a context slice that is an endpoint gets the same noise as the endpoint
+            noise = {r: rng.normal(0.0, sigma, (p, p)).astype(np.float32) for r in sorted({rows[i] for i in noisy})}
+            for i in noisy:
+                patch[i] += noise[rows[i]]
         alpha = offset / gap
+        if self.with_anchor:
+            anchor = bspline_fraction_anchor(patch[3:], gap, offset)
+            patch = np.concatenate([patch[:3], anchor[None]])
         if aug.flip and swap:
-            patch, alpha = patch[::-1], 1.0 - alpha
+            patch, alpha = np.concatenate([patch[2::-1], patch[3:]]), 1.0 - alpha
         return (torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32)),
                 torch.tensor(alpha, dtype=torch.float32))
