@@ -252,3 +252,21 @@ def test_anchor_input_network_widens_exactly_and_runs_in_the_engine_and_training
     result = Trainer(config).run()
     trained = load_checkpoint(result.output)
     assert trained.config.anchor_input and result.history[0]["val_syn_psnr"] > 0
+
+
+def test_thick_slice_noise_is_blurred_into_the_inputs_and_kept_in_the_middle():
+    """Thick samples: noise on the fine slices before the blur, so the middle's noise is in the inputs."""
+    fine = _ramp_volume(n=40, size=32)
+    data = GapDataset([fine], 32, min_gap=2, max_gap=2, thick_slice_probability=1.0, seed=0,
+                      augmentation=Augmentation(rotate=False, flip=False, intensity_probability=0.0,
+                                                noise_std_max=0.5, noise_probability=1.0))
+    correlations = []
+    for item in range(5, 30):
+        patch, _ = data[item]
+        clean, _ = GapDataset([fine], 32, min_gap=2, max_gap=2, thick_slice_probability=1.0, seed=0,
+                              augmentation=Augmentation.none())[item]
+        noise = (patch - clean).numpy()
+        assert noise[1].std() > 0  # the sharp middle is noisy too
+        correlations.append(np.corrcoef(noise[0].ravel(), noise[1].ravel())[0, 1])
+    # FWHM 2 slices: each endpoint holds about a fifth of the middle's noise
+    assert 0.1 < float(np.mean(correlations)) < 0.6

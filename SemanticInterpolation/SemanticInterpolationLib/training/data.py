@@ -103,6 +103,18 @@ def bspline_fraction_anchor(context: np.ndarray, gap: int, offset: int) -> np.nd
 FINE_SLICE_RATIO = 1.5
 
 
+@functools.lru_cache(maxsize=64)
+def _blur_weights(fwhm_slices: float) -> tuple[np.ndarray, int]:
+    """The Gaussian weights of :func:`blur_slices` (float32, offsets -radius..radius) and the radius."""
+    sigma = float(fwhm_slices) / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    radius = max(1, int(4.0 * sigma + 0.5))
+    offsets = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    weights = (weights / weights.sum()).astype(np.float32)
+    weights.setflags(write=False)
+    return weights, radius
+
+
 def blur_slices(slices: np.ndarray, fwhm_slices: float) -> np.ndarray:
     """Gaussian blur of ``[n, H, W]`` along the slice axis (FWHM in slices; edges repeated), float32.
 
@@ -500,7 +512,11 @@ class GapDataset(Dataset):
     Augmentation: rotations, flips and intensity changes apply to all three slices alike; Gaussian
     noise (std uniform in ``[0, noise_std_max]``, with ``noise_probability``) is added to the two
     endpoints only, independently: the network learns to estimate the clean slice from noisy
-    neighbours. Values are not clipped (the pair U-Net's normalisation does not clip either).
+    neighbours (the noise of a removed slice cannot be predicted from other slices). In a thick-slice
+    sample the noise is put on the fine slices *before* the through-plane blur, as in a real thick-slice
+    acquisition: the endpoints carry it blurred, and the middle slice, which is inside their thickness,
+    keeps its own share, so the target is noisy too and the network learns not to remove what the
+    acquired slices really contain of it. Values are not clipped (the pair U-Net's normalisation does not clip either).
     ``item`` and the epoch (:meth:`set_epoch`) seed every random choice, so runs are reproducible.
     """
 
@@ -562,7 +578,8 @@ class GapDataset(Dataset):
         left = int(rng.integers(0, w - p + 1))
         patch = volume.slices[rows, top:top + p, left:left + p].astype(np.float32, copy=True)
         thick = self.thick.get((vi, gap))
-        if thick is not None and rng.random() < self.thick_slice_probability:
+        is_thick = thick is not None and rng.random() < self.thick_slice_probability
+        if is_thick:
             patch[inputs] = thick[[rows[i] for i in inputs], top:top + p, left:left + p]
         aug = self.augmentation
         k = int(rng.integers(0, 4))
@@ -581,10 +598,23 @@ class GapDataset(Dataset):
             patch = (patch - 0.5) * contrast + 0.5 + brightness
         if aug.noise_std_max > 0 and rng.random() < aug.noise_probability:
             sigma = float(rng.uniform(0.0, aug.noise_std_max))
-            noisy = sorted(set(inputs))  # a context slice that is an endpoint gets the same noise as the endpoint
-            noise = {r: rng.normal(0.0, sigma, (p, p)).astype(np.float32) for r in sorted({rows[i] for i in noisy})}
-            for i in noisy:
-                patch[i] += noise[rows[i]]
+            if is_thick:
+                # a thick-slice scan blurs its own noise: noise on the fine slices first, then the inputs get
+                # it blurred like their signal, and the sharp middle keeps its own share (it is in the inputs)
+                weights, radius = _blur_weights(gap)
+                low, high = min(rows) - radius, max(rows) + radius
+                field = rng.normal(0.0, sigma, (high - low + 1, p, p)).astype(np.float32)
+                n = volume.n_slices
+                for i in inputs:
+                    # edge slices repeated, as blur_slices does
+                    source = np.clip(np.arange(rows[i] - radius, rows[i] + radius + 1), 0, n - 1) - low
+                    patch[i] += np.tensordot(weights, field[source], axes=1)
+                patch[1] += field[rows[1] - low]
+            else:
+                noisy = sorted(set(inputs))  # a context slice that is an endpoint gets the endpoint's noise
+                noise = {r: rng.normal(0.0, sigma, (p, p)).astype(np.float32) for r in sorted({rows[i] for i in noisy})}
+                for i in noisy:
+                    patch[i] += noise[rows[i]]
         alpha = offset / gap
         if self.with_anchor:
             anchor = bspline_fraction_anchor(patch[3:], gap, offset)
