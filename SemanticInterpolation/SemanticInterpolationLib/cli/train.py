@@ -131,6 +131,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="auto: float16 mixed precision on CUDA, float32 elsewhere")
     parser.add_argument("--workers", type=_whole_number, default=0, metavar="N",
                         help="data-loading worker processes (default 0)")
+    parser.add_argument("--data-on-device", action="store_true",
+                        help="pair-unet: keep the training slices on the device and draw whole batches there "
+                             "(no data-loading workers; for GPUs, where it keeps the GPU busy)")
     parser.add_argument("--validation-triplets", type=_whole_number, default=16, metavar="N",
                         help="triplets per validation volume, evenly spread (default 16)")
     parser.add_argument("--best-metric", choices=sorted(BEST_METRICS), default="val_syn_psnr",
@@ -158,6 +161,7 @@ def config_from_args(args: argparse.Namespace):
         triplet_stride=args.triplet_stride, slice_axis=args.slice_axis, augment=args.augment,
         noise_std=args.noise_std, thick_slice_probability=args.thick_slice_probability, seed=args.seed,
         device=args.device, precision=args.precision, num_workers=args.workers,
+        data_on_device=bool(getattr(args, "data_on_device", False)),
         validation_triplets=args.validation_triplets, best_metric=args.best_metric,
         best_output=args.best_output, log_path=args.log)
 

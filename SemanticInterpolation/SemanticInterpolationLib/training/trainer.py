@@ -206,6 +206,8 @@ class TrainingConfig:
     device: str = "auto"
     precision: str = "auto"
     num_workers: int = 0
+    #: pair-unet: hold the slices on the device and draw whole batches there (:mod:`.device_sampler`), no DataLoader
+    data_on_device: bool = False
     validation_triplets: int | None = 16
     best_metric: str = "val_syn_psnr"
     best_output: str | os.PathLike | None = None
@@ -256,6 +258,8 @@ class TrainingConfig:
             args += ["--validation-triplets", str(self.validation_triplets)]
         if not self.augment:
             args.append("--no-augment")
+        if self.data_on_device:
+            args.append("--data-on-device")
         if self.noise_std:
             args += ["--noise-std", repr(float(self.noise_std))]
         if self.thick_slice_probability:
@@ -548,10 +552,25 @@ class Trainer:
                 raise InputError(f"validation volume {v.name!r} has slices of {v.slice_shape[0]}x{v.slice_shape[1]} "
                                  "pixels; SSIM needs at least 11x11")
         augmentation = Augmentation(noise_std_max=float(c.noise_std)) if c.augment else Augmentation.none()
+        self.device_sampler = None
+        if c.data_on_device and not self.pair_model:
+            raise InputError("--data-on-device draws pair-unet batches on the device; it does not apply to model "
+                             f"type {self.model_type.name!r}: drop it or give --model-type pair-unet")
+        if c.data_on_device and getattr(self.architecture, "anchor_input", False):
+            raise InputError(f"--data-on-device does not draw the B-spline anchor input that network "
+                             f"{self.architecture.name!r} needs yet: drop --data-on-device")
         if self.pair_model:
+            # data on the device: the GapDataset only lists the samples (its blurred copies would be unused)
             self.dataset = GapDataset(self.volumes, self.patch_size, max_gap=int(c.max_gap),
                                       augmentation=augmentation, seed=c.seed,
-                                      thick_slice_probability=float(c.thick_slice_probability))
+                                      thick_slice_probability=0.0 if c.data_on_device
+                                      else float(c.thick_slice_probability))
+            if c.data_on_device:
+                from .device_sampler import DeviceGapSampler
+
+                self.device_sampler = DeviceGapSampler(
+                    self.volumes, self.patch_size, max_gap=int(c.max_gap), augmentation=augmentation, seed=c.seed,
+                    thick_slice_probability=float(c.thick_slice_probability), device=self.device)
         else:
             self.dataset = TripletDataset(self.volumes, self.patch_size, triplet_stride=c.triplet_stride,
                                           augmentation=augmentation, seed=c.seed,
@@ -828,10 +847,13 @@ class Trainer:
 
         sampler = TripletSampler(self.dataset, num_replicas=ctx.world_size, rank=ctx.rank, seed=c.seed,
                                  samples_per_epoch=self.samples_per_epoch)
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=c.batch_size, sampler=sampler, num_workers=c.num_workers,
-            # no persistent workers: they would keep a copy of the dataset from before set_epoch()
-            pin_memory=device.type == "cuda", drop_last=False, persistent_workers=False)
+        if self.device_sampler is not None:  # --data-on-device: the same start slices, batches drawn on the device
+            loader = self.device_sampler.batches(sampler, c.batch_size)
+        else:
+            loader = torch.utils.data.DataLoader(
+                self.dataset, batch_size=c.batch_size, sampler=sampler, num_workers=c.num_workers,
+                # no persistent workers: they would keep a copy of the dataset from before set_epoch()
+                pin_memory=device.type == "cuda", drop_last=False, persistent_workers=False)
 
         self._log({"event": "start", "settings": c.settings(), "architecture": self.architecture.name,
                    "started_from": self.init_description, "device": str(device), "world_size": ctx.world_size,

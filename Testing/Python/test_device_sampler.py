@@ -1,0 +1,271 @@
+"""The device-resident pair-unet sampler follows GapDataset's rules (on the CPU), and the packed data file."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from SemanticInterpolationLib import load_checkpoint
+from SemanticInterpolationLib.errors import InputError
+from SemanticInterpolationLib.models.normalization import IntensityNormalization
+from SemanticInterpolationLib.training import Trainer, TrainingConfig
+from SemanticInterpolationLib.training import data as data_module
+from SemanticInterpolationLib.training.data import Augmentation, GapDataset, TrainingVolume, blur_slices
+from SemanticInterpolationLib.training.device_sampler import (DeviceGapSampler, blur_slices_torch,
+                                                               load_packed_volumes, save_packed_volumes)
+
+LIB_PARENT = Path(__file__).resolve().parents[2] / "SemanticInterpolation"
+
+
+def _volume(slices: np.ndarray, spacing=(1.0, 1.0, 1.0), name: str = "v") -> TrainingVolume:
+    n, h, w = slices.shape
+    return TrainingVolume(name=name, slices=np.ascontiguousarray(slices, dtype=np.float32),
+                          in_plane_spacing_mm=(spacing[0], spacing[1]), slice_axis=2, slice_spacing_mm=spacing[2],
+                          original_size=(w, h, n))
+
+
+def _ramp(n: int = 30, size: int = 20, spacing=(1.0, 1.0, 1.0), name: str = "ramp") -> TrainingVolume:
+    """Slice k is the constant k: a sample's slices are readable from its values."""
+    return _volume(np.repeat(np.arange(n, dtype=np.float32)[:, None, None], size, 1).repeat(size, 2), spacing, name)
+
+
+class _Script:
+    """A numpy Generator stand-in that returns given values in GapDataset's order of calls."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def _next(self):
+        return self.values.pop(0)
+
+    def integers(self, low, high=None, size=None):
+        value = self._next()
+        assert low <= value < high, (low, value, high)
+        return value
+
+    def random(self):
+        return self._next()
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        return self._next()
+
+    def normal(self, loc, scale, size):
+        return self._next()
+
+
+def _script_of(sampler: DeviceGapSampler, dataset: GapDataset, draws, b: int, augmentation: Augmentation):
+    """GapDataset's random values that make the choices of sample ``b`` of ``draws``."""
+    item = lambda t: t[b].item()  # noqa: E731
+    vi, gap = item(draws.volume), item(draws.gap)
+    values = []
+    if sampler.fine[vi]:
+        values += [gap, item(draws.offset)]
+    values += [item(draws.top), item(draws.left)]
+    if (vi, gap) in dataset.thick:
+        values.append(0.0 if item(draws.thick) else 0.999)
+    values += [item(draws.rotation), int(item(draws.flip)), 0.0 if item(draws.change) else 0.999,
+               math.log(item(draws.gamma)), item(draws.contrast), item(draws.brightness), int(item(draws.swap))]
+    if augmentation.noise_std_max > 0:
+        field = draws.noise[b].numpy()  # the field on slices first - R .. : GapDataset's, or its two slices
+        radius = int(sampler._radius[gap])
+        if np.any(field):
+            values += [0.0, 0.1]
+            if item(draws.thick):
+                values.append(field[:gap + 2 * radius + 1])
+            else:
+                values += [field[radius], field[radius + gap]]
+        else:
+            values.append(0.999)
+    return values
+
+
+@pytest.mark.parametrize("thick,noise", [(0.5, 0.0), (0.0, 0.1), (1.0, 0.2), (0.5, 0.1)])
+def test_each_choice_gives_gap_datasets_patch(monkeypatch, thick, noise):
+    rng = np.random.default_rng(0)
+    volumes = [_volume(rng.random((14, 20, 24)), name="fine"),  # non-square, random: orientation errors show
+               _volume(rng.random((6, 18, 22)), spacing=(1.0, 1.0, 5.0), name="coarse"),
+               _volume(rng.random((9, 16, 16)), spacing=(0.8, 0.8, 1.1), name="fine2")]
+    aug = Augmentation(noise_std_max=noise)
+    sampler = DeviceGapSampler(volumes, 12, max_gap=5, augmentation=aug, seed=4, thick_slice_probability=thick)
+    dataset = GapDataset(volumes, 12, max_gap=5, augmentation=aug, seed=4, thick_slice_probability=thick)
+    assert sampler.index == dataset.index and sampler.fine == dataset.fine == [True, False, True]
+    items = torch.arange(len(sampler)).repeat(3)
+    draws = sampler.draw(items, sampler.generator(0))
+    patches, alphas = sampler.render(draws)
+    assert patches.shape == (items.numel(), 3, 12, 12) and patches.dtype == alphas.dtype == torch.float32
+    seen = set()
+    for b in range(items.numel()):
+        script = _Script(_script_of(sampler, dataset, draws, b, aug))
+        monkeypatch.setattr(data_module.np.random, "default_rng", lambda *a, s=script: s)
+        expected, alpha = dataset[int(items[b])]
+        assert not script.values  # every scripted value was used: the call order is GapDataset's
+        torch.testing.assert_close(patches[b], expected, atol=2e-6, rtol=1e-5)
+        assert float(alphas[b]) == pytest.approx(float(alpha), abs=1e-7)
+        seen.add((int(draws.rotation[b]), bool(draws.flip[b]), bool(draws.swap[b]), bool(draws.thick[b])))
+    assert len({s[:3] for s in seen}) >= 12  # most rotation/flip/swap combinations were exercised
+
+
+def test_gaps_alphas_and_middles_follow_the_rules():
+    fine, coarse = _ramp(), _ramp(n=12, spacing=(1.0, 1.0, 5.0), name="coarse")
+    sampler = DeviceGapSampler([fine, coarse], 12, max_gap=6, augmentation=Augmentation.none(), seed=3)
+    dataset = GapDataset([fine, coarse], 12, max_gap=6, augmentation=Augmentation.none(), seed=3)
+    assert len(sampler) == len(dataset)
+    items = torch.randint(0, len(sampler), (20000,), generator=torch.Generator().manual_seed(1))
+    d = sampler.draw(items, sampler.generator(0))
+    patches, alpha = sampler.render(d)
+    first, middle, second = (patches[:, c].mean((1, 2)) for c in range(3))
+    assert torch.all((alpha > 0) & (alpha < 1))
+    torch.testing.assert_close(middle, first + alpha * (second - first), atol=1e-5, rtol=0)  # alpha = offset / gap
+    assert torch.all((middle - first) * (second - middle) > 0)  # the middle lies strictly between
+    gap = (second - first).abs().round().long()
+    on_coarse = d.volume == 1
+    assert torch.all(gap[on_coarse] == 2) and torch.all(alpha[on_coarse] == 0.5)  # anisotropic: the neighbours
+    assert torch.all(torch.maximum(first, second) <= torch.where(on_coarse, 11, 29))
+    fine_gaps = gap[~on_coarse]
+    assert set(fine_gaps.tolist()) == {2, 3, 4, 5, 6}
+    # the distribution of gaps is GapDataset's: uniform in [2, min(6, n - 1 - first)] for each start slice
+    expected = np.zeros(7)
+    starts = d.first[~on_coarse].numpy()
+    for start in starts:
+        high = min(6, 29 - start)
+        expected[2:high + 1] += 1.0 / (high - 1)
+    observed = np.bincount(fine_gaps.numpy(), minlength=7)
+    np.testing.assert_allclose(observed[2:] / len(starts), expected[2:] / len(starts), atol=0.015)
+    offsets = d.offset[~on_coarse][d.gap[~on_coarse] == 6]
+    np.testing.assert_allclose(np.bincount(offsets.numpy(), minlength=6)[1:] / len(offsets), 0.2, atol=0.03)
+    # start slices uniformly over the items; the number of each start follows the items
+    assert torch.equal(d.first, sampler.item_first[items])
+
+
+def test_augmentation_frequencies_and_ranges():
+    aug = Augmentation(noise_std_max=0.2)
+    sampler = DeviceGapSampler([_ramp()], 16, augmentation=aug, seed=0, thick_slice_probability=0.5)
+    d = sampler.draw(torch.zeros(40000, dtype=torch.int64) + 5, sampler.generator(2))
+    for flags, share in ((d.flip, 0.5), (d.swap, 0.5), (d.change, aug.intensity_probability), (d.thick, 0.5),
+                         ((d.noise.abs().amax((1, 2, 3)) > 0), aug.noise_probability)):
+        assert float(flags.float().mean()) == pytest.approx(share, abs=0.015)
+    np.testing.assert_allclose(np.bincount(d.rotation.numpy(), minlength=4) / 40000, 0.25, atol=0.01)
+    assert aug.gamma_range[0] <= float(d.gamma.min()) and float(d.gamma.max()) <= aug.gamma_range[1]
+    assert aug.contrast_range[0] <= float(d.contrast.min()) and float(d.contrast.max()) <= aug.contrast_range[1]
+    assert aug.brightness_range[0] <= float(d.brightness.min()) <= float(d.brightness.max()) <= aug.brightness_range[1]
+    assert float(d.noise.std((2, 3)).max()) < 0.2 * 1.3
+    assert all(bool(t.le(q).all() and t.ge(0).all()) for t, q in ((d.top, 4), (d.left, 4)))  # 20 - 16
+    assert set(d.top.tolist()) == set(d.left.tolist()) == {0, 1, 2, 3, 4}
+
+
+def test_noise_and_thick_slices_touch_only_the_endpoints():
+    alternating = _volume(np.repeat((np.arange(30) % 2).astype(np.float32)[:, None, None], 20, 1).repeat(20, 2))
+    coarse = _volume(alternating.slices[:10].copy(), spacing=(1.0, 1.0, 4.0), name="coarse")
+    none = Augmentation(rotate=False, flip=False, intensity_probability=0.0)
+    thick = DeviceGapSampler([alternating, coarse], 12, augmentation=none, thick_slice_probability=0.5)
+    items = torch.arange(len(thick)).repeat(200)
+    d = thick.draw(items, thick.generator(0))
+    patches, _ = thick.render(d)
+    middle_values = patches[:, 1].flatten(1)
+    assert torch.all((middle_values == 0) | (middle_values == 1))  # the middle stays sharp
+    blurred = ~((patches[:, 0] == 0) | (patches[:, 0] == 1)).all(2).all(1)
+    assert torch.equal(blurred, d.thick)  # endpoints blurred exactly when drawn so
+    assert not bool(d.thick[d.volume == 1].any())  # anisotropic stacks never
+    assert float(d.thick[d.volume == 0].float().mean()) == pytest.approx(0.5, abs=0.03)
+    noise_only = Augmentation(rotate=False, flip=False, intensity_probability=0.0, noise_std_max=0.2,
+                              noise_probability=1.0)
+    noisy = DeviceGapSampler([_ramp()], 12, augmentation=noise_only)
+    patches, _ = noisy.sample(torch.arange(len(noisy)), noisy.generator(0))
+    assert float(patches[:, 1].std((1, 2)).max()) == 0.0
+    assert float(patches[:, 0].std((1, 2)).min()) > 0 and float(patches[:, 2].std((1, 2)).min()) > 0
+    # thick-slice samples: the noise is on the fine slices before the blur; the endpoints carry it blurred
+    # (smaller), the middle keeps its own share
+    both = DeviceGapSampler([_ramp(n=60)], 16, augmentation=noise_only, thick_slice_probability=0.5)
+    d = both.draw(torch.arange(len(both)).repeat(20), both.generator(1))
+    patches, _ = both.render(d)
+    spread = patches.std((2, 3)) / both.storage.new_tensor(1.0)
+    sigma = d.noise.std((1, 2, 3))
+    assert torch.equal(spread[:, 1] > 0, d.thick)
+    ratio = spread[:, 0] / sigma
+    assert float(ratio[~d.thick].mean()) == pytest.approx(1.0, abs=0.05)
+    assert float(ratio[d.thick].max()) < 0.75  # averaged over about FWHM = gap slices
+
+
+def test_blurred_copies_equal_blur_slices_and_storage_dtype():
+    slices = np.random.default_rng(1).random((11, 5, 7)).astype(np.float32)
+    for fwhm in (2, 3, 6):
+        np.testing.assert_allclose(blur_slices_torch(torch.from_numpy(slices), fwhm).numpy(),
+                                   blur_slices(slices, fwhm), atol=1e-6)
+    flat = _volume(np.full((11, 16, 17), 0.25, np.float32), name="flat")
+    sampler = DeviceGapSampler([flat, _ramp(n=12)], 4, max_gap=4, thick_slice_probability=1.0,
+                               storage_dtype=torch.float16)
+    assert sampler.storage.dtype == torch.float16
+    # a sharp copy of each volume and, for each fine volume, one blurred copy per gap 2..4
+    assert sampler.storage.numel() == 4 * (11 * 16 * 17 + 12 * 400)
+    assert sampler.nbytes == 2 * sampler.storage.numel()
+
+
+def test_epochs_are_reproducible_and_differ():
+    sampler = DeviceGapSampler([_ramp()], 12, augmentation=Augmentation(noise_std_max=0.1), seed=7,
+                               thick_slice_probability=0.5)
+    items = torch.arange(len(sampler))
+    a = sampler.sample(items, sampler.generator(3))
+    b = sampler.sample(items, sampler.generator(3))
+    c = sampler.sample(items, sampler.generator(4))
+    r = sampler.sample(items, sampler.generator(3, rank=1))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0]) and not torch.equal(a[0], r[0])
+
+
+def test_trainer_with_data_on_device_resumes_exactly_and_refuses_asi(tmp_path):
+    rng = np.random.default_rng(0)
+    volume = TrainingVolume.from_array(rng.random((20, 24, 24)).astype(np.float32), (1.0, 1.0, 1.0), axis=2,
+                                       name="noise", normalization=IntensityNormalization(clip=False))
+    common = dict(validation_volumes=[volume], model_type="pair-unet", steps_per_epoch=2, batch_size=3,
+                  patch_size=16, synthesis_loss="mse", device="cpu", data_on_device=True, noise_std=0.05,
+                  thick_slice_probability=0.5, seed=2)
+    straight = Trainer(TrainingConfig([volume], output=tmp_path / "a.pt", epochs=2, **common)).run()
+    Trainer(TrainingConfig([volume], output=tmp_path / "b.pt", epochs=1, **common)).run()
+    resumed = Trainer(TrainingConfig([volume], output=tmp_path / "b.pt", epochs=2, resume=True, **common)).run()
+    assert straight.status == resumed.status == "finished" and resumed.global_step == 4
+    sa, sb = (load_checkpoint(p).model.state_dict() for p in (straight.output, resumed.output))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert load_checkpoint(straight.output).training["settings"]["data_on_device"] is True
+    assert "--data-on-device" in TrainingConfig([volume], output="x.pt", data_on_device=True).to_cli_args()
+    with pytest.raises(InputError, match="does not apply to model type 'asi'"):
+        Trainer(TrainingConfig([volume], output=tmp_path / "c.pt", data_on_device=True, patch_size=16, device="cpu"))
+
+
+def test_packed_volumes_round_trip_without_simpleitk(tmp_path):
+    rng = np.random.default_rng(3)
+    array = rng.random((17, 18, 19)).astype(np.float32)
+    views = [TrainingVolume.from_array(array, (1.0, 1.0, 1.0), axis=a, name=f"iso axis{a}") for a in (0, 1, 2)]
+    coarse = _volume(rng.random((5, 16, 16)) * 1.4, spacing=(0.7, 0.7, 5.0), name="coarse")
+    coarse.thick_slices = coarse.slices * 0.5
+    summary = save_packed_volumes(tmp_path / "pack.npz", views + [coarse], [views[1]], metadata={"recipe": {"a": 1}})
+    assert summary["views"] == 5 and summary["arrays"] == 3  # the three views of one volume are stored once
+    training, validation, meta = load_packed_volumes(tmp_path / "pack.npz")
+    assert meta == {"recipe": {"a": 1}} and [v.name for v in validation] == ["iso axis1"]
+    for original, loaded in zip(views + [coarse], training):
+        assert loaded.name == original.name and loaded.slices.dtype == np.float32
+        assert loaded.slices.shape == original.slices.shape
+        assert np.abs(loaded.slices - original.slices).max() < 1e-3  # float16
+        assert (loaded.in_plane_spacing_mm, loaded.slice_axis, loaded.slice_spacing_mm, loaded.original_size) == \
+            (tuple(original.in_plane_spacing_mm), original.slice_axis, original.slice_spacing_mm,
+             tuple(original.original_size))
+    np.testing.assert_allclose(training[-1].thick_slices, coarse.thick_slices, atol=1e-3)
+    with pytest.raises(InputError, match="does not exist"):
+        load_packed_volumes(tmp_path / "missing.npz")
+    # the loader and the trainer's device path never import SimpleITK
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "SimpleITK.py").write_text("raise ImportError('SimpleITK is blocked in this test')\n")
+    code = ("import sys; from SemanticInterpolationLib.training.device_sampler import load_packed_volumes; "
+            "from SemanticInterpolationLib.training import Trainer, TrainingConfig; "
+            f"t, v, m = load_packed_volumes({str(tmp_path / 'pack.npz')!r}); "
+            "assert 'SimpleITK' not in sys.modules or sys.modules['SimpleITK'] is None; print(len(t))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"PYTHONPATH": f"{blocker}:{LIB_PARENT}", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "4"
