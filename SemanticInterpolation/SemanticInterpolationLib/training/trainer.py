@@ -360,8 +360,9 @@ class _PairStep(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        return self.model(first, second, alpha)
+    def forward(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor,
+                anchor: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(first, second, alpha, anchor)
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -564,7 +565,8 @@ class Trainer:
             self.dataset = GapDataset(self.volumes, self.patch_size, max_gap=int(c.max_gap),
                                       augmentation=augmentation, seed=c.seed,
                                       thick_slice_probability=0.0 if c.data_on_device
-                                      else float(c.thick_slice_probability))
+                                      else float(c.thick_slice_probability),
+                                      bspline_anchor=bool(getattr(self.architecture, "anchor_input", False)))
             if c.data_on_device:
                 from .device_sampler import DeviceGapSampler
 
@@ -728,13 +730,17 @@ class Trainer:
                 stack = pad_to_multiple(volume.slices[[m - s for m in mids] + [m + s for m in mids] + mids],
                                         self.architecture.size_multiple)
                 x = torch.from_numpy(np.ascontiguousarray(stack)).unsqueeze(1).to(self.device)
+                spline = np.stack([bspline_anchor(volume.slices, m, s) for m in mids])
+                anchor = None
+                if getattr(self.architecture, "anchor_input", False):
+                    anchor = torch.from_numpy(pad_to_multiple(spline, self.architecture.size_multiple)).unsqueeze(1)
+                    anchor = anchor.to(self.device)
                 with torch.autocast(self.device.type, dtype=self.compute_dtype,
                                     enabled=self.compute_dtype != torch.float32):
-                    out = model.synthesize(x[:b], x[b:2 * b], 0.5).float()
+                    out = model.synthesize(x[:b], x[b:2 * b], 0.5, anchor).float()
                 x = x.float()[..., :h, :w]
                 syn_mid, real_mid = out[..., :h, :w], x[2 * b:]
-                spline = torch.from_numpy(np.stack([bspline_anchor(volume.slices, m, s) for m in mids])).unsqueeze(1)
-                spline = spline.to(x.device)
+                spline = torch.from_numpy(spline).unsqueeze(1).to(x.device)
                 linear = 0.5 * (x[:b] + x[b:2 * b])
                 for name, values in (("syn", syn_mid), ("lin", linear), ("bspline", spline)):
                     sums[f"{name}_psnr"].append(psnr(values, real_mid, reduction="none"))
@@ -787,8 +793,9 @@ class Trainer:
         patches, alpha = (item.to(self.device, non_blocking=True) for item in batch)
         first = patches[:, 0:1].contiguous(memory_format=memory_format)
         second = patches[:, 2:3].contiguous(memory_format=memory_format)
+        anchor = patches[:, 3:4].contiguous(memory_format=memory_format) if patches.shape[1] > 3 else None
         with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=amp):
-            predicted = step_module(first, second, alpha)
+            predicted = step_module(first, second, alpha, anchor)
         distance = self.loss_fn(predicted.float(), patches[:, 1:2])
         return {"total": distance, "reconstruction": torch.zeros(()), "synthesis": distance}, patches.shape[0]
 
