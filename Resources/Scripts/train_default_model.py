@@ -1,14 +1,33 @@
 #!/usr/bin/env python
-"""Recipe that trains the bundled default ASI model (one command, resumable).
+"""Recipe that trains the bundled default model (one command per stage, resumable).
+
+The shipped default, Resources/Models/default-model.pt (model type pair-unet with the B-spline anchor
+input; see Resources/Models/MODEL_CARD.md), in three stages, each run on one CPU thread:
 
     python Resources/Scripts/fetch_data.py                       # once: registry volumes into the cache
+    T=~/.cache/semantic-interpolation/train
+    # 1. from scratch, 7,800 steps (its best epoch, 26, was the init of stage 2)
+    python Resources/Scripts/train_default_model.py --model-type pair-unet --run $T/pair-l1.pt --loss l1 \
+        --patch-size 44 --batch-size 16 --noise-std 0.06 --thick-slice-probability 0.5 --minutes 75
+    # 2. widened with the B-spline anchor input (exact warm start), 1,500 steps
+    python Resources/Scripts/train_default_model.py --model-type pair-unet --run $T/pair-l1-anchor.pt \
+        --init STAGE1.best.pt --anchor-input --loss l1 --learning-rate 2e-4 --patch-size 44 --batch-size 16 \
+        --noise-std 0.06 --thick-slice-probability 0.5 --minutes 55      # stopped after 8 epochs
+    # 3. noise before the through-plane blur in thick-slice samples (the code since then), 15,600 steps
+    python Resources/Scripts/train_default_model.py --model-type pair-unet --run $T/pair-anchor-noisythick.pt \
+        --init STAGE2.best.pt --anchor-input --loss l1 --learning-rate 2e-4 --patch-size 44 --batch-size 16 \
+        --noise-std 0.06 --thick-slice-probability 0.5 --minutes 45     # run again to continue
+    python Resources/Scripts/train_default_model.py --run $T/pair-anchor-noisythick.pt \
+        --export Resources/Models/default-model.pt --synthesis plain   # best epoch (52) on validation
+
+The previous default, the journal ASI autoencoder (Resources/Models/asi-journal.pt), was made with:
     python Resources/Scripts/train_default_model.py --minutes 70  # trains; run again to continue
     python Resources/Scripts/train_default_model.py --run stage2.pt --init ~/.cache/semantic-interpolation/train/asi-default-run.pt \
         --synthesis-target residual --learning-rate 1e-4 --minutes 25           # second stage
-    python Resources/Scripts/train_default_model.py --run stage2.pt --export Resources/Models/asi-default.pt \
-        --synthesis residual-bspline                                # the shipped model
+    python Resources/Scripts/train_default_model.py --run stage2.pt --export Resources/Models/asi-journal.pt \
+        --synthesis residual-bspline
 
-Experiments after the release (see the model card; not shipped):
+ASI experiments after that release (see Docs/Experiments.md; not shipped):
     python Resources/Scripts/train_default_model.py --run stage3.pt --init stage2.best.pt \
         --synthesis-target residual-bspline --learning-rate 1e-4 --minutes 55
     python Resources/Scripts/train_default_model.py --run stage4.pt --init stage3.best.pt \

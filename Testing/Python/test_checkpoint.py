@@ -193,7 +193,7 @@ def test_a_wheel_install_finds_the_default_model_and_the_sample(tmp_path):
     import sys
 
     repository = Path(__file__).resolve().parents[2]
-    if not (repository / "Resources" / "Models" / "asi-default.pt").is_file():
+    if not (repository / "Resources" / "Models" / "default-model.pt").is_file():
         pytest.skip("no default model in this checkout")
     pip = [sys.executable, "-m", "pip"]
     source = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
@@ -228,9 +228,9 @@ def test_a_wheel_install_finds_the_default_model_and_the_sample(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     package, model, sample = run.stdout.strip().splitlines()
     assert Path(package).is_relative_to(site_packages)
-    assert Path(model) == prefix / "share" / "semantic-interpolation" / "Models" / "asi-default.pt"
+    assert Path(model) == prefix / "share" / "semantic-interpolation" / "Models" / "default-model.pt"
     assert Path(sample) == prefix / "share" / "semantic-interpolation" / "SampleData" / "brain1_image.nrrd"
-    assert file_digest(Path(model)) == file_digest(repository / "Resources" / "Models" / "asi-default.pt")
+    assert file_digest(Path(model)) == file_digest(repository / "Resources" / "Models" / "default-model.pt")
     # the environment's own install of the project is untouched
     still = subprocess.run([sys.executable, "-c", "import SemanticInterpolationLib as m; print(m.__file__)"],
                            capture_output=True, text=True, cwd=tmp_path, timeout=120)

@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output-type", choices=OUTPUT_TYPES, default="input",
                         help="pixel type of the output: the input's (rounded and clipped; default) or float32")
     parser.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
-                        help="first fine-tune a copy of the model on this scan's own acquired slices for at most "
+                        help="experimental: first fine-tune a copy of the model on this scan's own acquired slices for at most "
                              "SECONDS (pair-unet models); the adapted model is used only if it predicts held-out "
                              "acquired slices better than before (the report says so). The checkpoint file is "
                              "never changed")

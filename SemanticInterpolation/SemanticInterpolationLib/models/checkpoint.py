@@ -271,7 +271,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return checkpoint_from_payload(_read_payload(file), path=str(file.absolute()))
 
 
-DEFAULT_CHECKPOINT_NAME = "asi-default.pt"
+DEFAULT_CHECKPOINT_NAME = "default-model.pt"
 DEFAULT_CHECKPOINT_ENV = "SEMANTIC_INTERPOLATION_DEFAULT_CHECKPOINT"
 
 
@@ -279,9 +279,9 @@ def default_checkpoint_candidates() -> list[Path]:
     """Where the bundled default model is looked for, in order.
 
     1. the file named by the environment variable ``SEMANTIC_INTERPOLATION_DEFAULT_CHECKPOINT``;
-    2. ``<module folder>/Resources/Models/asi-default.pt`` (the Slicer module's resources);
-    3. ``<repository>/Resources/Models/asi-default.pt`` (a source checkout or editable install);
-    4. ``<prefix>/share/semantic-interpolation/Models/asi-default.pt`` (a wheel install; see
+    2. ``<module folder>/Resources/Models/default-model.pt`` (the Slicer module's resources);
+    3. ``<repository>/Resources/Models/default-model.pt`` (a source checkout or editable install);
+    4. ``<prefix>/share/semantic-interpolation/Models/default-model.pt`` (a wheel install; see
        :mod:`.datafiles`).
     """
     from ..bundled.datafiles import bundled_data_folders
