@@ -48,7 +48,7 @@ import torch
 
 from ..models.checkpoint import Checkpoint
 from .devices import autocast, describe_device, resolve_device, resolve_precision
-from ..errors import InputError, OperationCancelled
+from ..errors import CheckpointError, InputError, OperationCancelled
 from ..models.normalization import IntensityNormalization, IntensityRange
 
 logger = logging.getLogger("SemanticInterpolation")
@@ -402,6 +402,12 @@ class ASIEngine:
                             values[n] = base + intensity_width * (decoded[n] - reconstruction_mix)
                     else:
                         values = self.normalization.to_input_units(decoded, intensity_range)
+                    if not np.isfinite(values).all():
+                        raise CheckpointError(
+                            f"the {self.model_type} network produced NaN or infinite values for output slice "
+                            f"{batch[0].output_index}..{batch[-1].output_index}: the checkpoint is broken (e.g. bad "
+                            "normalisation statistics) or the precision overflowed; try --precision float32 or "
+                            "another checkpoint. Nothing was written")
                     converted = convert_to_dtype(values, out_dtype)
                     for job, image in zip(batch, converted):
                         out_slices[job.output_index] = image

@@ -466,6 +466,15 @@ class Trainer:
                          else check_writable_destination(default_log_path(self.output)))
         if len({self.output, self.best_output, self.log_path}) < 3:
             raise InputError("the output checkpoint, the best checkpoint and the log must be three different files")
+        for volume in [*c.training_volumes, *c.validation_volumes]:  # never overwrite an input volume
+            if isinstance(volume, (str, os.PathLike)):
+                source = Path(volume).expanduser().absolute()
+                for label, written in (("--output", self.output), ("--best-output", self.best_output),
+                                       ("--log", self.log_path)):
+                    if written == source or (source.is_dir() and source in written.parents):
+                        raise InputError(f"{label} {str(written)!r} would overwrite the training or validation "
+                                         f"volume {str(volume)!r}: write the checkpoint, best checkpoint and log "
+                                         "elsewhere")
 
         # ---- device, distributed
         self.context = context if context is not None else init_distributed(resolve_device(c.device))
