@@ -120,7 +120,6 @@ def bspline_midpoint_weights(taps_per_side: int = 4) -> np.ndarray:
     return _bspline_midpoint_weights(taps).copy()
 
 
-_WEIGHT_CACHE: dict[int, np.ndarray] = {}
 _FRACTION_CACHE: dict[tuple[int, int, int], np.ndarray] = {}
 
 
@@ -151,14 +150,5 @@ def bspline_fraction_weights(factor: int, offset: int, taps_per_side: int = 6) -
 
 
 def _bspline_midpoint_weights(taps: int) -> np.ndarray:
-    if taps not in _WEIGHT_CACHE:
-        length = 4 * taps + 16
-        centre = length // 2
-        impulse = np.zeros((length, 1, 1))
-        impulse[centre] = 1.0
-        response = interpolate_array(impulse, 0, 2, "bspline")[:, 0, 0]
-        # the impulse sits at offset d = centre - (m + 1/2) from the midpoint m + 1/2 (output sample 2m + 1);
-        # weight j is for offset d_j = j - T + 1/2, i.e. midpoint m = centre - j + T - 1
-        weights = np.array([response[2 * (centre - j + taps - 1) + 1] for j in range(2 * taps)])
-        _WEIGHT_CACHE[taps] = weights / weights.sum()
-    return _WEIGHT_CACHE[taps]
+    # halfway between two samples: offsets -(2T-1)/2 .. +(2T-1)/2 are the samples -(T-1) .. T around the first
+    return bspline_fraction_weights(2, 1, taps)

@@ -103,16 +103,25 @@ def bspline_fraction_anchor(context: np.ndarray, gap: int, offset: int) -> np.nd
 FINE_SLICE_RATIO = 1.5
 
 
+def is_fine(volume: "TrainingVolume") -> bool:
+    """True when ``volume``'s slice spacing is at most :data:`FINE_SLICE_RATIO` times its largest in-plane
+    spacing: its slices may be thinned into wider gaps and blurred into simulated thick slices."""
+    return volume.slice_spacing_mm <= FINE_SLICE_RATIO * max(volume.in_plane_spacing_mm)
+
+
 @functools.lru_cache(maxsize=64)
-def _blur_weights(fwhm_slices: float) -> tuple[np.ndarray, int]:
-    """The Gaussian weights of :func:`blur_slices` (float32, offsets -radius..radius) and the radius."""
+def blur_weights(fwhm_slices: float) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (``-radius .. radius``) and float64 weights (sum 1) of :func:`blur_slices`: a Gaussian of
+    FWHM ``fwhm_slices`` slices truncated at 4 sigma, as scipy.ndimage.gaussian_filter1d(truncate=4).
+    Read-only; cached."""
     sigma = float(fwhm_slices) / (2.0 * math.sqrt(2.0 * math.log(2.0)))
     radius = max(1, int(4.0 * sigma + 0.5))
     offsets = np.arange(-radius, radius + 1)
     weights = np.exp(-0.5 * (offsets / sigma) ** 2)
-    weights = (weights / weights.sum()).astype(np.float32)
+    weights /= weights.sum()
+    offsets.setflags(write=False)
     weights.setflags(write=False)
-    return weights, radius
+    return offsets, weights
 
 
 def blur_slices(slices: np.ndarray, fwhm_slices: float) -> np.ndarray:
@@ -121,11 +130,7 @@ def blur_slices(slices: np.ndarray, fwhm_slices: float) -> np.ndarray:
     The thick-slice model of the evaluation (:mod:`..evaluation.simulate`) without scipy: a slice of
     thickness FWHM, centred where the fine slice is.
     """
-    sigma = float(fwhm_slices) / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-    radius = max(1, int(4.0 * sigma + 0.5))  # as scipy.ndimage.gaussian_filter1d(truncate=4)
-    offsets = np.arange(-radius, radius + 1)
-    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
-    weights /= weights.sum()
+    offsets, weights = blur_weights(fwhm_slices)
     n = slices.shape[0]
     out = np.zeros(slices.shape, dtype=np.float32)
     for offset, weight in zip(offsets, weights):
@@ -391,7 +396,7 @@ class TripletDataset(Dataset):
                         raise InputError(f"{v.name}: thick_slices has shape {v.thick_slices.shape}, slices "
                                          f"{v.slices.shape}: they must match")
                     self.thick[vi] = v.thick_slices
-                elif v.slice_spacing_mm <= FINE_SLICE_RATIO * max(v.in_plane_spacing_mm):
+                elif is_fine(v):
                     self.thick[vi] = blur_slices(v.slices, 2 * s)
         self.index: list[tuple[int, int]] = [
             (vi, n) for vi, v in enumerate(self.volumes) for n in range(s, v.n_slices - s)
@@ -492,6 +497,32 @@ def validation_triplets(volume: TrainingVolume, *, triplet_stride: int = 1,
     return middles
 
 
+def setup_gap_sampling(sampler: Any, volumes: Sequence[TrainingVolume], patch_size: int, min_gap: int, max_gap: int,
+                       augmentation: "Augmentation | None", seed: int, thick_slice_probability: float) -> None:
+    """Check the settings of gap sampling and set the attributes :class:`GapDataset` and the device sampler
+    share: ``volumes``, ``patch_size``, ``min_gap``, ``max_gap``, ``augmentation``, ``seed``,
+    ``thick_slice_probability``, ``fine`` (per volume, :func:`is_fine`) and ``index``: ``(volume index,
+    first slice)`` of every sample (a fine volume offers every start with room for ``min_gap``, an
+    anisotropic stack every slice with two after it). Raises :class:`InputError` before any work."""
+    if not volumes:
+        raise InputError("give at least one training volume")
+    if not (isinstance(min_gap, int) and isinstance(max_gap, int) and 2 <= min_gap <= max_gap <= 32):
+        raise InputError(f"gaps must be whole numbers with 2 <= min gap <= max gap <= 32, got {min_gap} and {max_gap}")
+    sampler.thick_slice_probability = float(thick_slice_probability)
+    if not 0.0 <= sampler.thick_slice_probability <= 1.0:
+        raise InputError(f"thick-slice probability must be from 0 to 1, got {thick_slice_probability!r}")
+    sampler.volumes = list(volumes)
+    sampler.patch_size = int(patch_size)
+    sampler.min_gap, sampler.max_gap = int(min_gap), int(max_gap)
+    sampler.augmentation = augmentation if augmentation is not None else Augmentation()
+    sampler.seed = int(seed)
+    sampler.fine = [is_fine(v) for v in sampler.volumes]
+    for v in sampler.volumes:
+        v.check_usable(patch_size=sampler.patch_size, triplet_stride=1)
+    sampler.index = [(vi, n) for vi, (v, fine) in enumerate(zip(sampler.volumes, sampler.fine))
+                     for n in range(0, v.n_slices - (sampler.min_gap if fine else 2))]
+
+
 class GapDataset(Dataset):
     """Training samples for models that see two slices and alpha (``pair-unet``): random gaps, random middles.
 
@@ -523,23 +554,9 @@ class GapDataset(Dataset):
     def __init__(self, volumes: Sequence[TrainingVolume], patch_size: int, *, min_gap: int = 2, max_gap: int = 6,
                  augmentation: Augmentation | None = None, seed: int = 0,
                  thick_slice_probability: float = 0.0, bspline_anchor: bool = False) -> None:
-        if not volumes:
-            raise InputError("give at least one training volume")
-        if not (isinstance(min_gap, int) and isinstance(max_gap, int) and 2 <= min_gap <= max_gap <= 32):
-            raise InputError(f"gaps must be whole numbers with 2 <= min gap <= max gap <= 32, got {min_gap} and {max_gap}")
-        self.thick_slice_probability = float(thick_slice_probability)
-        if not 0.0 <= self.thick_slice_probability <= 1.0:
-            raise InputError(f"thick-slice probability must be from 0 to 1, got {thick_slice_probability!r}")
-        self.volumes = list(volumes)
-        self.patch_size = int(patch_size)
-        self.min_gap, self.max_gap = int(min_gap), int(max_gap)
-        self.augmentation = augmentation if augmentation is not None else Augmentation()
-        self.seed = int(seed)
+        setup_gap_sampling(self, volumes, patch_size, min_gap, max_gap, augmentation, seed, thick_slice_probability)
         self.epoch = 0
         self.with_anchor = bool(bspline_anchor)
-        self.fine = [v.slice_spacing_mm <= FINE_SLICE_RATIO * max(v.in_plane_spacing_mm) for v in self.volumes]
-        for v, fine in zip(self.volumes, self.fine):
-            v.check_usable(patch_size=self.patch_size, triplet_stride=1)
         #: (volume index, gap) -> slices blurred with FWHM = gap (simulated thick slices)
         self.thick: dict[tuple[int, int], np.ndarray] = {}
         if self.thick_slice_probability > 0:
@@ -547,11 +564,6 @@ class GapDataset(Dataset):
                 if fine:
                     for gap in range(self.min_gap, self.max_gap + 1):
                         self.thick[(vi, gap)] = blur_slices(v.slices, gap)
-        #: (volume index, first slice) of every sample; a fine volume offers every start with room for min_gap
-        self.index: list[tuple[int, int]] = []
-        for vi, (v, fine) in enumerate(zip(self.volumes, self.fine)):
-            last = v.n_slices - (self.min_gap if fine else 2)
-            self.index += [(vi, n) for n in range(0, last)]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -601,15 +613,16 @@ class GapDataset(Dataset):
             if is_thick:
                 # a thick-slice scan blurs its own noise: noise on the fine slices first, then the inputs get
                 # it blurred like their signal, and the sharp middle keeps its own share (it is in the inputs)
-                weights, radius = _blur_weights(gap)
+                offsets, weights = blur_weights(gap)
+                weights, radius = weights.astype(np.float32), int(offsets[-1])
                 low, high = min(rows) - radius, max(rows) + radius
-                field = rng.normal(0.0, sigma, (high - low + 1, p, p)).astype(np.float32)
+                fine_noise = rng.normal(0.0, sigma, (high - low + 1, p, p)).astype(np.float32)
                 n = volume.n_slices
                 for i in inputs:
                     # edge slices repeated, as blur_slices does
                     source = np.clip(np.arange(rows[i] - radius, rows[i] + radius + 1), 0, n - 1) - low
-                    patch[i] += np.tensordot(weights, field[source], axes=1)
-                patch[1] += field[rows[1] - low]
+                    patch[i] += np.tensordot(weights, fine_noise[source], axes=1)
+                patch[1] += fine_noise[rows[1] - low]
             else:
                 noisy = sorted(set(inputs))  # a context slice that is an endpoint gets the endpoint's noise
                 noise = {r: rng.normal(0.0, sigma, (p, p)).astype(np.float32) for r in sorted({rows[i] for i in noisy})}

@@ -40,18 +40,9 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .data import FINE_SLICE_RATIO, Augmentation, TrainingVolume
+from .data import Augmentation, TrainingVolume, blur_weights, setup_gap_sampling
 
 PACK_FORMAT = "semantic-interpolation-training-pack/1"
-
-
-def blur_weights(fwhm_slices: float) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets and weights of :func:`.data.blur_slices` (Gaussian, FWHM in slices, truncated at 4 sigma)."""
-    sigma = float(fwhm_slices) / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-    radius = max(1, int(4.0 * sigma + 0.5))
-    offsets = np.arange(-radius, radius + 1)
-    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
-    return offsets, weights / weights.sum()
 
 
 def blur_slices_torch(slices: torch.Tensor, fwhm_slices: float) -> torch.Tensor:
@@ -109,30 +100,12 @@ class DeviceGapSampler:
     def __init__(self, volumes: Sequence[TrainingVolume], patch_size: int, *, min_gap: int = 2, max_gap: int = 6,
                  augmentation: Augmentation | None = None, seed: int = 0, thick_slice_probability: float = 0.0,
                  device: str | torch.device = "cpu", storage_dtype: torch.dtype | None = None) -> None:
-        if not volumes:
-            raise InputError("give at least one training volume")
-        if not (isinstance(min_gap, int) and isinstance(max_gap, int) and 2 <= min_gap <= max_gap <= 32):
-            raise InputError(f"gaps must be whole numbers with 2 <= min gap <= max gap <= 32, got {min_gap} and {max_gap}")
-        self.thick_slice_probability = float(thick_slice_probability)
-        if not 0.0 <= self.thick_slice_probability <= 1.0:
-            raise InputError(f"thick-slice probability must be from 0 to 1, got {thick_slice_probability!r}")
+        # the same settings checks and sample list as GapDataset: (volume index, first slice)
+        setup_gap_sampling(self, volumes, patch_size, min_gap, max_gap, augmentation, seed, thick_slice_probability)
         self.device = torch.device(device)
         if storage_dtype is None:
             storage_dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.storage_dtype = storage_dtype
-        self.volumes = list(volumes)
-        self.patch_size = int(patch_size)
-        self.min_gap, self.max_gap = int(min_gap), int(max_gap)
-        self.augmentation = augmentation if augmentation is not None else Augmentation()
-        self.seed = int(seed)
-        self.fine = [v.slice_spacing_mm <= FINE_SLICE_RATIO * max(v.in_plane_spacing_mm) for v in self.volumes]
-        for v in self.volumes:
-            v.check_usable(patch_size=self.patch_size, triplet_stride=1)
-        # the same sample list as GapDataset: (volume index, first slice)
-        self.index: list[tuple[int, int]] = []
-        for vi, (v, fine) in enumerate(zip(self.volumes, self.fine)):
-            last = v.n_slices - (self.min_gap if fine else 2)
-            self.index += [(vi, n) for n in range(0, last)]
 
         # ---- one flat tensor: every volume, then the blurred copies; per-volume tables
         dev = self.device
@@ -326,18 +299,15 @@ class DeviceBatches:
 # --------------------------------------------------------------------------- packed volumes (.npz)
 def bspline_weight_tables(max_gap: int = 6) -> dict[str, Any]:
     """The cubic B-spline weights training and validation use (``engine.baselines`` measures them with
-    SimpleITK), as plain lists for a packed file: the midpoint weights and those at ``offset / gap`` for
+    SimpleITK), as plain lists for a packed file: the weights at ``offset / gap`` (the midpoint ones are gap 2, offset 1) for
     gaps ``2..max_gap``, with ``ANCHOR_TAPS_PER_SIDE`` taps."""
     from ..engine import baselines
     from .data import ANCHOR_TAPS_PER_SIDE
 
     taps = ANCHOR_TAPS_PER_SIDE
-    tables: dict[str, Any] = {"midpoint": {str(taps): baselines.bspline_midpoint_weights(taps).tolist()},
-                              "fraction": []}
-    if hasattr(baselines, "bspline_fraction_weights"):
-        tables["fraction"] = [[gap, offset, taps, baselines.bspline_fraction_weights(gap, offset, taps).tolist()]
-                              for gap in range(2, int(max_gap) + 1) for offset in range(1, gap)]
-    return tables
+    # the midpoint weights are the fraction weights of gap 2, offset 1 (engine.baselines derives them so)
+    return {"fraction": [[gap, offset, taps, baselines.bspline_fraction_weights(gap, offset, taps).tolist()]
+                         for gap in range(2, int(max_gap) + 1) for offset in range(1, gap)]}
 
 
 def install_bspline_weight_tables(tables: dict[str, Any]) -> None:
@@ -346,14 +316,13 @@ def install_bspline_weight_tables(tables: dict[str, Any]) -> None:
     module for its import)."""
     from ..engine import baselines
 
-    for taps, weights in (tables.get("midpoint") or {}).items():
-        baselines._WEIGHT_CACHE[int(taps)] = np.asarray(weights, dtype=np.float64)
-    cache = getattr(baselines, "_FRACTION_CACHE", None)
-    if cache is not None:
-        for gap, offset, taps, weights in tables.get("fraction") or []:
-            values = np.asarray(weights, dtype=np.float64)
-            values.setflags(write=False)
-            cache[(int(gap), int(offset), int(taps))] = values
+    entries = list(tables.get("fraction") or [])
+    # files packed before the midpoint weights were derived from the fraction weights also list them apart
+    entries += [[2, 1, taps, weights] for taps, weights in (tables.get("midpoint") or {}).items()]
+    for gap, offset, taps, weights in entries:
+        values = np.asarray(weights, dtype=np.float64)
+        values.setflags(write=False)
+        baselines._FRACTION_CACHE.setdefault((int(gap), int(offset), int(taps)), values)
 
 
 def save_packed_volumes(path: str | os.PathLike, training: Sequence[TrainingVolume],

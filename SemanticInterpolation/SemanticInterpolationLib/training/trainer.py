@@ -68,7 +68,7 @@ from ..volumes.fileio import check_writable_destination
 from ..models.asi import ASIAutoencoder, AutoencoderConfig
 from ..models.normalization import IntensityNormalization
 from ..models.registry import DEFAULT_MODEL_TYPE, get_model_type, model_type_names
-from .data import (Augmentation, GapDataset, TrainingVolume, TripletDataset, TripletSampler, bspline_anchor,
+from .data import (Augmentation, GapDataset, TrainingVolume, TripletDataset, TripletSampler, bspline_anchor, is_fine,
                    pad_to_multiple,
                    validate_patch_size, validation_triplets)
 from .distributed import DistributedContext, init_distributed, process_device, shutdown, wrap_model
@@ -729,7 +729,7 @@ class Trainer:
                                                                "bspline_psnr", "bspline_ssim", "loss")}
         chunk = max(1, c.batch_size)
         for volume in self.validation_volumes:
-            fine = volume.slice_spacing_mm <= 1.5 * max(volume.in_plane_spacing_mm)
+            fine = is_fine(volume)
             s = max(c.triplet_stride, 2) if fine and volume.n_slices > 4 * max(c.triplet_stride, 2) else 1
             middles = validation_triplets(volume, triplet_stride=s, max_triplets=c.validation_triplets)
             h, w = volume.slice_shape
