@@ -339,6 +339,28 @@ class Augmentation:
     noise_std_max: float = 0.0
     noise_probability: float = 0.7  # share of triplets that get noise (when noise_std_max > 0)
 
+    def apply_drawn(self, patch: np.ndarray, rng: np.random.Generator, *, clip: bool) -> np.ndarray:
+        """Draw this sample's rotation, flip and intensity change from ``rng`` (always the same draws, in the
+        same order, whether used or not) and apply them to ``patch`` ``[C, P, P]`` (all channels alike).
+        ``clip``: intensities stay in [0, 1] (the ASI autoencoder's range); else only negatives are cut
+        before the gamma."""
+        k = int(rng.integers(0, 4))
+        flip = bool(rng.integers(0, 2))
+        change = bool(rng.random() < self.intensity_probability)
+        gamma = math.exp(rng.uniform(math.log(self.gamma_range[0]), math.log(self.gamma_range[1])))
+        contrast = float(rng.uniform(*self.contrast_range))
+        brightness = float(rng.uniform(*self.brightness_range))
+        if self.rotate and k:
+            patch = np.rot90(patch, k, axes=(1, 2))
+        if self.flip and flip:
+            patch = patch[:, :, ::-1]
+        if change:
+            patch = np.power(np.clip(patch, 0.0, 1.0 if clip else None), gamma)
+            patch = (patch - 0.5) * contrast + 0.5 + brightness
+            if clip:
+                patch = np.clip(patch, 0.0, 1.0)
+        return patch
+
     @classmethod
     def none(cls) -> "Augmentation":
         return cls(rotate=False, flip=False, intensity_probability=0.0)
@@ -424,20 +446,7 @@ class TripletDataset(Dataset):
             inputs = [0, 2] + list(range(3, len(rows)))  # the outer slices and the anchor context
             patch[inputs] = self.thick[vi][[rows[i] for i in inputs], top:top + p, left:left + p]
         aug = self.augmentation
-        k = int(rng.integers(0, 4))
-        flip = bool(rng.integers(0, 2))
-        change = bool(rng.random() < aug.intensity_probability)
-        gamma = math.exp(rng.uniform(math.log(aug.gamma_range[0]), math.log(aug.gamma_range[1])))
-        contrast = float(rng.uniform(*aug.contrast_range))
-        brightness = float(rng.uniform(*aug.brightness_range))
-        if aug.rotate and k:
-            patch = np.rot90(patch, k, axes=(1, 2))
-        if aug.flip and flip:
-            patch = patch[:, :, ::-1]
-        if change:
-            patch = np.power(np.clip(patch, 0.0, 1.0), gamma)
-            patch = (patch - 0.5) * contrast + 0.5 + brightness
-            patch = np.clip(patch, 0.0, 1.0)
+        patch = aug.apply_drawn(patch, rng, clip=True)
         if aug.noise_std_max > 0 and rng.random() < aug.noise_probability:
             sigma = float(rng.uniform(0.0, aug.noise_std_max))
             patch = np.clip(patch + rng.normal(0.0, sigma, patch.shape).astype(np.float32), 0.0, 1.0)
@@ -594,20 +603,8 @@ class GapDataset(Dataset):
         if is_thick:
             patch[inputs] = thick[[rows[i] for i in inputs], top:top + p, left:left + p]
         aug = self.augmentation
-        k = int(rng.integers(0, 4))
-        flip = bool(rng.integers(0, 2))
-        change = bool(rng.random() < aug.intensity_probability)
-        gamma = math.exp(rng.uniform(math.log(aug.gamma_range[0]), math.log(aug.gamma_range[1])))
-        contrast = float(rng.uniform(*aug.contrast_range))
-        brightness = float(rng.uniform(*aug.brightness_range))
+        patch = aug.apply_drawn(patch, rng, clip=False)
         swap = bool(rng.integers(0, 2))  # the pair in either order (alpha mirrored)
-        if aug.rotate and k:
-            patch = np.rot90(patch, k, axes=(1, 2))
-        if aug.flip and flip:
-            patch = patch[:, :, ::-1]
-        if change:
-            patch = np.power(np.clip(patch, 0.0, None), gamma)
-            patch = (patch - 0.5) * contrast + 0.5 + brightness
         if aug.noise_std_max > 0 and rng.random() < aug.noise_probability:
             sigma = float(rng.uniform(0.0, aug.noise_std_max))
             if is_thick:
