@@ -135,9 +135,8 @@ def _adapt_and_upsample(engine: ASIEngine, array: np.ndarray, factor: int, axis_
                         should_cancel: CancelCallback | None) -> np.ndarray:
     """Adaptation (first half of the progress), then upsampling (second half); the engine's weights are
     restored afterwards, also on errors and cancel."""
-    from .training.adaptation import adapt_engine, check_adaptable
+    from .training.adaptation import adapt_engine  # checks the model and the volume before any work
 
-    check_adaptable(engine, array, axis_np)
     destination = None
     if save_adapted is not None:
         from .volumes.fileio import check_writable_destination
