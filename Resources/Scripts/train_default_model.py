@@ -61,6 +61,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from SemanticInterpolationLib.models.checkpoint import load_checkpoint, save_checkpoint
+from SemanticInterpolationLib.models.registry import model_type_names
 from SemanticInterpolationLib.volumes.imageio import read_image
 from SemanticInterpolationLib.training import TrainingConfig, train
 from SemanticInterpolationLib.training.data import TrainingVolume
@@ -159,7 +160,7 @@ def main() -> int:
     parser.add_argument("--noise-std", type=float, default=0.0, help="noise augmentation (stage 4: 0.05)")
     parser.add_argument("--thick-slice-probability", type=float, default=0.0,
                         help="share of the isotropic views' triplets with simulated thick outer slices")
-    parser.add_argument("--model-type", choices=("asi", "pair-unet"), default="asi")
+    parser.add_argument("--model-type", choices=model_type_names(), default="asi")
     parser.add_argument("--max-gap", type=int, default=6, help="pair-unet: largest input gap in slices")
     parser.add_argument("--loss", choices=("mse", "l1", "ssim"), default=RECIPE["synthesis_loss"],
                         help="synthesis distance")
