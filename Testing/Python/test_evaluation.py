@@ -386,3 +386,24 @@ def test_evaluate_synthesis_option_reaches_the_engine(tmp_path, capsys):
                  str(checkpoint), "--synthesis", "residual", "--output", str(out), "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
     assert "residual synthesis" in (out / "summary.md").read_text(encoding="utf-8")
+
+
+def test_report_names_the_evaluated_model_by_its_type(tmp_path):
+    # a pair U-Net scored as method "asi" is labelled "Pair U-Net" in the table and the Markdown, not "ASI"
+    import torch
+
+    from SemanticInterpolationLib.evaluation.report import summary_markdown
+    from SemanticInterpolationLib.models.checkpoint import save_checkpoint
+    from SemanticInterpolationLib.models.pair_unet import PairUNet, PairUNetConfig
+
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "pair.pt", PairUNet(PairUNetConfig(widths=(4, 8))))
+    image = sitk.ReadImage(str(OBLIQUE))
+    result = run_evaluation({"v": image}, EvaluationSettings(factors=(2,), methods=("asi", "linear"),
+                                                             checkpoint=str(path), device="cpu"))
+    assert result.model_type == "pair-unet"
+    header, rows = summary_table(result)
+    assert [row[1] for row in rows] == ["Pair U-Net", "Linear"]
+    assert "p SSIM (Pair U-Net >)" in header
+    markdown = summary_markdown(result)
+    assert "Model (Pair U-Net, method asi)" in markdown and "ASI model" not in markdown

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--factor", "-k", type=int, default=DEFAULT_FACTOR, metavar="K",
                         help=f"upsampling factor (default {DEFAULT_FACTOR}: 6.5 mm -> 1.3 mm for the sample)")
     parser.add_argument("--checkpoint", metavar="PATH",
-                        help="ASI model checkpoint (default: the bundled model, when installed)")
+                        help="model checkpoint of any model type (default: the bundled model, when installed)")
     parser.add_argument("--device", default="auto", metavar="DEVICE",
                         help=f"{', '.join(DEVICE_CHOICES)} or cuda:N for ASI (auto: CUDA, then MPS, then CPU)")
 

@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--methods", metavar="LIST",
                         help=f"comma-separated, from {', '.join(METHODS)} (default: all four when a model is given "
                              f"or installed, else {','.join(BASELINE_METHODS)})")
-    parser.add_argument("--checkpoint", metavar="PATH", help="ASI model checkpoint (default: the bundled model, when installed)")
+    parser.add_argument("--checkpoint", metavar="PATH", help="model checkpoint of any model type (default: the bundled model, when installed)")
     parser.add_argument("--axis", default="auto", choices=("auto", "0", "1", "2"),
                         help="slice axis in ITK index order (0 = i/x, 1 = j/y, 2 = k/z); auto = largest spacing, "
                              "ties go to k")
@@ -105,7 +105,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..volumes.imageio import read_image
 
     require_dependencies()
-    from ..evaluation.report import summary_markdown, timing_text, write_report
+    from ..evaluation.report import model_label, summary_markdown, timing_text, write_report
     from ..evaluation.runner import run_evaluation, volume_name
 
     # every check that can fail runs before the (long) computation
@@ -152,7 +152,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if note:
         result.notes.insert(0, note)
     if result.model:
-        logger.info("ASI model: %s", result.model)
+        logger.info("Model (%s): %s", model_label(result.model_type), result.model)
     files = write_report(result, output)
     print(summary_markdown(result), end="")
     logger.info("wrote %s", ", ".join(str(p) for p in files.values()))

@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="asi (the autoencoder; default) or a conventional baseline on the same grid: "
                              + ", ".join(BASELINE_METHODS))
     parser.add_argument("--checkpoint", metavar="PATH",
-                        help="ASI model checkpoint (default: the bundled model, when installed)")
+                        help="model checkpoint of any model type (default: the bundled model, when installed)")
     parser.add_argument("--axis", default="auto", choices=("auto", "0", "1", "2"),
                         help="slice axis in ITK index order (0 = i/x, 1 = j/y, 2 = k/z); auto = largest spacing")
     parser.add_argument("--device", default="auto", metavar="DEVICE",

@@ -29,7 +29,24 @@ SUMMARY_COLUMNS = ["factor", "method", "slices",
                    *[f"p_{m}" for m in METRICS], "seconds"]
 
 
-def method_label(method: str) -> str:
+#: how reports name the evaluated model (method ``"asi"``) by its model type
+MODEL_TYPE_LABELS = {"asi": "ASI", "pair-unet": "Pair U-Net", "hrinet": "HRINet", "xuan-vae": "Xuan VAE",
+                     "sr-generator": "SR generator"}
+
+
+def model_label(model_type: str | None) -> str:
+    """Report name of the evaluated model: its type's label (``"ASI"`` when the type is not known)."""
+    if model_type is None:
+        return "ASI"
+    return MODEL_TYPE_LABELS.get(model_type, model_type)
+
+
+def method_label(method: str, model_type: str | None = None) -> str:
+    """Report name of ``method``; the evaluated model (``"asi"``, ``"asi+adapt"``) is named by ``model_type``."""
+    if method == "asi":
+        return model_label(model_type)
+    if method == "asi+adapt":
+        return f"{model_label(model_type)} adapted"
     return METHOD_LABELS.get(method, method)
 
 
@@ -96,10 +113,11 @@ def summary_table(result: EvaluationResult) -> tuple[list[str], list[list[str]]]
     "p SSIM", "p PSNR", "p VIF" (ASI > this method, one-sided Wilcoxon), "Time (s)".
     """
     header = ["K", "Method", "Slices", *[METRIC_LABELS[m] for m in METRICS],
-              *[f"p {METRIC_LABELS[m].split(' ')[0]} (ASI >)" for m in METRICS], "Time (s)"]
+              *[f"p {METRIC_LABELS[m].split(' ')[0]} ({model_label(result.model_type)} >)" for m in METRICS],
+              "Time (s)"]
     rows = []
     for record in summary_records(result):
-        row = [str(record["factor"]), method_label(record["method"]), str(record["slices"])]
+        row = [str(record["factor"]), method_label(record["method"], result.model_type), str(record["slices"])]
         for metric in METRICS:
             mean, std = record[f"{metric}_mean"], record[f"{metric}_std"]
             row.append(f"{_format_number(mean, DIGITS[metric])} ± {_format_number(std, DIGITS[metric])}")
@@ -157,14 +175,16 @@ def summary_markdown(result: EvaluationResult) -> str:
     lines = ["# Through-plane upsampling evaluation", ""]
     lines.append(f"- Volumes: {', '.join(f'{v} (slice axis {result.slice_axes[v]})' for v in result.volumes)}")
     lines.append(f"- Factors K: {', '.join(map(str, result.factors))}; methods: "
-                 f"{', '.join(method_label(m) for m in result.methods)}")
+                 f"{', '.join(method_label(m, result.model_type) for m in result.methods)}")
     lines.append(f"- Simulation: every K-th slice kept{' after a Gaussian through-plane blur with FWHM = K x spacing' if settings.thick_slices else ' (no blur)'}; "
                  "only the removed slices are scored, against the real ones")
-    lines.append(f"- ASI model: {result.model if result.model else 'not evaluated (no checkpoint given)'}")
+    lines.append(f"- Model ({model_label(result.model_type)}, method asi): "
+                 f"{result.model if result.model else 'not evaluated (no checkpoint given)'}")
     lines.append("- Scores on the reference's 1st-99th percentile range scaled to [0, 1] (clamped). SSIM: Wang et al. "
                  "2004, Gaussian 11x11, sigma 1.5. PSNR: data range 1. VIF: pixel-domain multi-scale VIF "
                  f"(Sheikh & Bovik 2006, vifp_mscale; needs slices of at least {VIF_MIN_SIZE}x{VIF_MIN_SIZE} pixels)")
-    lines.append("- p: one-sided Wilcoxon signed-rank test that ASI scores higher than that method, paired per slice")
+    lines.append(f"- p: one-sided Wilcoxon signed-rank test that the model ({model_label(result.model_type)}) scores "
+                 "higher than that method, paired per slice")
     lines.append(f"- Time: {timing_text(result)}")
     lines += [f"- Note: {note}" for note in result.notes]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -215,7 +235,7 @@ def plot_boxplots(result: EvaluationResult, path: Path) -> Path:
                          meanprops={"marker": "^", "markerfacecolor": "white", "markeredgecolor": "black", "markersize": 5},
                          flierprops={"marker": ".", "markersize": 2, "markeredgecolor": colour, "alpha": 0.5},
                          whiskerprops={"color": colour}, capprops={"color": colour})
-            axes.plot([], [], color=colour, linewidth=8, alpha=0.55, label=method_label(method))
+            axes.plot([], [], color=colour, linewidth=8, alpha=0.55, label=method_label(method, result.model_type))
         axes.set_xticks(range(len(result.factors)))
         axes.set_xticklabels([f"K={k}" for k in result.factors])
         axes.set_xlim(-0.6, len(result.factors) - 0.4)
@@ -260,7 +280,7 @@ def plot_montage(result: EvaluationResult, volume: str, path: Path) -> Path:
             psnr = _score_of(result, item, method, "psnr")
             axes = figure.add_subplot(grid[2 * row, col])
             axes.imshow(prediction, cmap="gray", vmin=0, vmax=1, aspect=aspect, interpolation="nearest")
-            axes.set_title(f"{method_label(method)}\nSSIM {_format_number(ssim, 3)}, PSNR {_format_number(psnr, 1)}",
+            axes.set_title(f"{method_label(method, result.model_type)}\nSSIM {_format_number(ssim, 3)}, PSNR {_format_number(psnr, 1)}",
                            fontsize=8)
             diff_axes = figure.add_subplot(grid[2 * row + 1, col])
             difference_image = diff_axes.imshow(item.reference - prediction, cmap="RdBu_r", vmin=-1, vmax=1,

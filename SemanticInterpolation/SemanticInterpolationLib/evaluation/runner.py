@@ -165,6 +165,8 @@ class EvaluationResult:
     montage: list[MontageSlice] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: registered model type of the evaluated model (method ``"asi"``); None when no model was evaluated
+    model_type: str | None = None
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -255,6 +257,7 @@ def run_evaluation(
         else:
             model = f"ASI engine given by the caller ({engine.describe()})"
     result = EvaluationResult(settings, list(volumes), axes, model)
+    result.model_type = engine.model_type if engine is not None else None
     engines: dict[str, ASIEngine] = {"asi": engine, ADAPTED_METHOD: engine} if engine is not None else {}
     for method, path in zip(compared_methods(settings.compare), settings.compare):
         compared = resolve_checkpoint(path)

@@ -169,6 +169,7 @@ def fillSummaryTableNode(tableNode: Any, header: Sequence[str], rows: Sequence[S
 def summaryTableNode(scene: Any, result: Any, name: str | None = None, tableNode: Any = None) -> Any:
     """A table node (new, or ``tableNode`` refilled) holding :func:`~SemanticInterpolationLib.evaluation.summary_table`."""
     from ..evaluation import summary_table
+    from ..evaluation.report import model_label
 
     header, rows = summary_table(result)
     if tableNode is None:
@@ -178,7 +179,7 @@ def summaryTableNode(scene: Any, result: Any, name: str | None = None, tableNode
     description = [f"Evaluation of {', '.join(result.volumes)}: factors {', '.join(map(str, result.factors))}, "
                    f"{'thick' if result.settings.thick_slices else 'thin'} slices, {result.seconds:.1f} s."]
     if result.model:
-        description.append(f"ASI model: {result.model}")
+        description.append(f"Model ({model_label(result.model_type)}): {result.model}")
     description += list(result.notes)
     tableNode.SetDescription(" ".join(description))
     return tableNode
