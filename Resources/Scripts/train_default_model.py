@@ -169,6 +169,9 @@ def main() -> int:
     parser.add_argument("--anchor-input", action="store_true",
                         help="pair-unet: the network also sees the B-spline estimate of each new slice; with --init "
                              "of a pair-unet without it, the init is widened (the new input starts at zero weights)")
+    parser.add_argument("--thickness-input", action="store_true",
+                        help="pair-unet: the network is also told the slice profile (thickness / gap) when known; "
+                             "with --init of a pair-unet without it, the init is widened (zero weights)")
     parser.add_argument("--export", type=Path, help="only export the best epoch of --run to this file")
     parser.add_argument("--synthesis", choices=("plain", "residual", "residual-bspline"), default="residual",
                         help="inference mode recorded in the exported checkpoint")
@@ -190,6 +193,15 @@ def main() -> int:
                             in_plane_spacing_mm=start.in_plane_spacing_mm,
                             training={"widened_from": str(args.init)}, metadata={"inference": {"synthesis": "plain"}})
             print(f"widened {args.init} with a B-spline anchor input -> {widened}")
+            args.init = widened
+    if args.thickness_input and args.init and not args.run.is_file():
+        start = load_checkpoint(args.init)
+        if not getattr(start.config, "thickness_input", True):
+            widened = args.run.with_name(args.run.stem + ".profile-init.pt")
+            save_checkpoint(widened, start.model.with_thickness_input(), normalization=start.normalization,
+                            in_plane_spacing_mm=start.in_plane_spacing_mm,
+                            training={"widened_from": str(args.init)}, metadata={"inference": {"synthesis": "plain"}})
+            print(f"widened {args.init} with a slice-profile input -> {widened}")
             args.init = widened
     volumes = build_training_set(thick=args.thick_slice_probability > 0, model_type=args.model_type)
     print(f"{len(volumes)} training views, {sum(v.n_slices for v in volumes)} slices")

@@ -19,10 +19,12 @@ import SimpleITK as sitk
 
 from .engine.baselines import BASELINE_METHODS, interpolate_array, upsampled_reference
 from .models.checkpoint import Checkpoint, resolve_checkpoint
-from .engine.synthesis import ASIEngine, CancelCallback, ProgressCallback, convert_to_dtype, validate_factor
+from .engine.synthesis import (ASIEngine, CancelCallback, ProgressCallback, convert_to_dtype, validate_factor,
+                               validate_thickness_ratio)
 from .errors import InputError, OperationCancelled
 from .volumes.geometry import numpy_axis, parse_axis
 from .volumes.imageio import validate_scalar_volume
+from .volumes.slice_profile import slice_thickness_ratio
 
 logger = logging.getLogger("SemanticInterpolation")
 
@@ -61,6 +63,7 @@ def upsample_image(
     adapt_steps: int | None = None,
     adapt_seed: int = 0,
     save_adapted: "str | os.PathLike | None" = None,
+    slice_thickness: "float | str | None" = "auto",
     progress: ProgressCallback | None = None,
     should_cancel: CancelCallback | None = None,
 ) -> sitk.Image:
@@ -77,6 +80,9 @@ def upsample_image(
     without adaptation) and is logged. The engine goes back to its weights afterwards, so a reused
     engine is not changed. ``save_adapted``: also write the adapted model to this checkpoint path
     (only when adaptation was kept). The checkpoint file is never modified.
+    ``slice_thickness`` (learned method only): the acquisition's slice thickness in mm, for networks with a
+    slice-profile input (see :mod:`.volumes.slice_profile`); ``"auto"`` = the DICOM Slice Thickness when the
+    image carries it, else not known; None = not known.
     Header fields other than the geometry (e.g. DICOM tags) are not copied: the output is a new image.
     """
     method = validate_method(method)
@@ -102,13 +108,17 @@ def upsample_image(
         elif synthesis is not None and synthesis != engine.synthesis:
             raise InputError(f"synthesis={synthesis!r} differs from the given engine's {engine.synthesis!r}")
         engine.adaptation = None
+        ratio = validate_thickness_ratio(slice_thickness_ratio(image, index_axis, slice_thickness))
         if adapt is not None:
             values = _adapt_and_upsample(engine, array, factor, axis_np, keep_acquired, out_dtype, adapt, adapt_steps,
-                                         adapt_seed, save_adapted, progress, should_cancel)
+                                         adapt_seed, save_adapted, progress, should_cancel, ratio)
         else:
             values = engine.upsample(array, factor, axis=axis_np, keep_acquired=keep_acquired, output_dtype=out_dtype,
-                                     progress=progress, should_cancel=should_cancel)
+                                     progress=progress, should_cancel=should_cancel, slice_thickness_ratio=ratio)
         settings = engine.describe()
+        if engine.takes_slice_profile:
+            settings += (f", slice profile thickness/spacing {ratio:.3g}" if ratio is not None
+                         else ", slice profile not known")
     else:
         if should_cancel is not None and should_cancel():
             raise OperationCancelled("upsampling was cancelled")
@@ -132,7 +142,7 @@ def upsample_image(
 def _adapt_and_upsample(engine: ASIEngine, array: np.ndarray, factor: int, axis_np: int, keep_acquired: bool,
                         out_dtype: np.dtype, seconds: float, steps: int | None, seed: int,
                         save_adapted: "str | os.PathLike | None", progress: ProgressCallback | None,
-                        should_cancel: CancelCallback | None) -> np.ndarray:
+                        should_cancel: CancelCallback | None, thickness_ratio: float | None = None) -> np.ndarray:
     """Adaptation (first half of the progress), then upsampling (second half); the engine's weights are
     restored afterwards, also on errors and cancel."""
     from .training.adaptation import adapt_engine  # checks the model and the volume before any work
@@ -167,7 +177,7 @@ def _adapt_and_upsample(engine: ASIEngine, array: np.ndarray, factor: int, axis_
                 logger.warning("adaptation was declined (%s): no adapted checkpoint written to %s",
                                report.reason, destination)
         return engine.upsample(array, factor, axis=axis_np, keep_acquired=keep_acquired, output_dtype=out_dtype,
-                               progress=second_half, should_cancel=should_cancel)
+                               progress=second_half, should_cancel=should_cancel, slice_thickness_ratio=thickness_ratio)
     finally:
         engine.restore()
 

@@ -66,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--compare", nargs="+", default=[], metavar="CKPT",
                         help="more model checkpoints (any model type) scored side by side as methods "
                              "model:<file name>, e.g. the bundled ASI default beside a new model")
+    parser.add_argument("--tell-slice-thickness", action="store_true",
+                        help="tell models with a slice-profile input the simulated slice thickness (as a DICOM "
+                             "header would); default: not known, as for a NIfTI file")
     parser.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
                         help="also score the model after adapting it for at most SECONDS to each thinned volume "
                              "(method asi+adapt; adaptation sees only the thinned volume, never the removed slices)")
@@ -139,7 +142,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise InputError("--adapt adapts the learned model: add asi to --methods")
     settings = EvaluationSettings(factors, methods, args.axis, args.thick_slices, args.checkpoint, args.device,
                                   args.batch_size, args.synthesis, adapt_seconds=args.adapt,
-                                  adapt_steps=args.adapt_steps, compare=tuple(args.compare))
+                                  adapt_steps=args.adapt_steps, compare=tuple(args.compare),
+                                  tell_slice_thickness=bool(args.tell_slice_thickness))
     bar = TerminalProgress("evaluate")
     level = logger.level
     if not args.verbose:

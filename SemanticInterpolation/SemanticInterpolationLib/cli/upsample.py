@@ -74,6 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --adapt: also stop after N steps (a run that ends here is deterministic)")
     parser.add_argument("--save-adapted", metavar="PATH", help="with --adapt: write the adapted model (if kept) here")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of the adaptation (default 0)")
+    parser.add_argument("--slice-thickness", default="auto", metavar="MM",
+                        help="slice thickness of the acquisition in mm, for models with a slice-profile input "
+                             "(thin slices far apart and contiguous thick slices need different synthesis); auto "
+                             "(default) = the DICOM Slice Thickness when the input has it, else not known; "
+                             "'unknown' = do not tell the model")
     parser.add_argument("--dicom-series", metavar="UID", help="SeriesInstanceUID to read when INPUT is a folder with several series")
     add_common_options(parser)
     parser.set_defaults(handler=run_upsample)
@@ -106,6 +111,7 @@ def run_upsample(args: argparse.Namespace) -> int:
         engine = ASIEngine(checkpoint, args.device, batch_size=args.batch_size, precision=args.precision,
                            synthesis=args.synthesis)
         logger.info("model: %s", checkpoint.summary())
+    slice_thickness_option(args.slice_thickness)  # a bad value fails before any work
     image = read_image(args.input, args.dicom_series)
     check_writable_image(image, output)  # the output keeps the input's direction: refuse NIfTI before the work
 
@@ -115,10 +121,26 @@ def run_upsample(args: argparse.Namespace) -> int:
         result = upsample_image(image, factor, args.method, axis=args.axis, keep_acquired=args.keep_acquired,
                                 output_type=args.output_type, engine=engine, adapt=args.adapt,
                                 adapt_steps=args.adapt_steps, adapt_seed=args.seed, save_adapted=args.save_adapted,
-                                progress=bar)
+                                slice_thickness=slice_thickness_option(args.slice_thickness), progress=bar)
     finally:
         bar.close()
     write_image(result, output)
     logger.info("wrote %s (%s, %s) in %.1f s", output, "x".join(map(str, result.GetSize())),
                 result.GetPixelIDTypeAsString(), time.perf_counter() - started)
     return 0
+
+
+def slice_thickness_option(value: str) -> "float | str | None":
+    """``--slice-thickness``: ``auto``, ``unknown`` or a positive number of mm."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if text in ("unknown", "none"):
+        return None
+    try:
+        thickness = float(text)
+    except ValueError:
+        raise InputError(f"--slice-thickness {value!r}: give a thickness in mm (e.g. 5), auto or unknown") from None
+    if not thickness > 0 or thickness == float("inf"):
+        raise InputError(f"--slice-thickness {value!r}: the thickness must be a positive number of mm")
+    return thickness

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -108,6 +109,25 @@ def validate_volume(volume: np.ndarray, axis: int) -> int:
             f"volume contains {bad} NaN or infinite voxel(s): replace them (e.g. with 0 or the background value) first"
         )
     return axis
+
+
+#: largest slice thickness / spacing accepted (slices overlapping by more than their spacing are unusual)
+MAX_THICKNESS_RATIO = 3.0
+
+
+def validate_thickness_ratio(ratio: float | None) -> float | None:
+    """``ratio`` (slice thickness / slice spacing) as a float, or None; :class:`InputError` when it is not a
+    positive number up to :data:`MAX_THICKNESS_RATIO`."""
+    if ratio is None:
+        return None
+    try:
+        value = float(ratio)
+    except (TypeError, ValueError):
+        raise InputError(f"slice thickness ratio must be a number, got {ratio!r}") from None
+    if not math.isfinite(value) or not 0.0 < value <= MAX_THICKNESS_RATIO:
+        raise InputError(f"slice thickness / slice spacing must be above 0 and at most {MAX_THICKNESS_RATIO:g}, got "
+                         f"{value:g}: give the slice thickness in mm (e.g. the DICOM SliceThickness), not in slices")
+    return value
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -217,6 +237,8 @@ class ASIEngine:
         self.model_type = model_type_of(self.model).name
         #: report of the last adaptation by ``upsample_image(adapt=...)`` (None: not adapted)
         self.adaptation = None
+        #: the network uses the slice profile (``upsample(slice_thickness_ratio=...)``) when it is given
+        self.takes_slice_profile = bool(getattr(self.model, "takes_thickness", False))
 
     def remember_weights(self) -> None:
         """Keep a copy of the current weights for :meth:`restore` (once; adaptation calls it)."""
@@ -257,11 +279,13 @@ class ASIEngine:
         return decoded[:, 0].float().cpu().numpy()
 
     def _synthesize(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor,
-                    anchor: torch.Tensor | None = None) -> np.ndarray:
+                    anchor: torch.Tensor | None = None, thickness_ratio: float | None = None) -> np.ndarray:
         extra = () if anchor is None else (anchor.contiguous(memory_format=self.memory_format),)
+        profile = {"thickness": thickness_ratio} if self.takes_slice_profile else {}
         with autocast(self.device, self.compute_dtype):
             decoded = self.model.synthesize(first.contiguous(memory_format=self.memory_format),
-                                            second.contiguous(memory_format=self.memory_format), alpha, *extra)
+                                            second.contiguous(memory_format=self.memory_format), alpha, *extra,
+                                            **profile)
         return decoded[:, 0].float().cpu().numpy()
 
     @staticmethod
@@ -286,8 +310,13 @@ class ASIEngine:
         output_dtype: np.dtype | type | str | None = None,
         progress: ProgressCallback | None = None,
         should_cancel: CancelCallback | None = None,
+        slice_thickness_ratio: float | None = None,
     ) -> np.ndarray:
         """Upsample ``volume`` by ``factor`` along numpy axis ``axis``.
+
+        ``slice_thickness_ratio``: the acquisition's slice thickness divided by its slice spacing along
+        ``axis`` (1 = contiguous thick slices, 0.2 = thin slices far apart), when known; networks with
+        a slice-profile input use it (:attr:`takes_slice_profile`), others ignore it. None = not known.
 
         ``volume``: 3-D array of any real dtype, not modified. Returns a new array with
         ``(n - 1) * factor + 1`` slices along ``axis`` and the input's other sizes, of
@@ -297,6 +326,7 @@ class ASIEngine:
         """
         factor = validate_factor(factor)
         axis = validate_volume(volume, axis)
+        slice_thickness_ratio = validate_thickness_ratio(slice_thickness_ratio)
         out_dtype = np.dtype(output_dtype) if output_dtype is not None else volume.dtype
         if out_dtype.kind not in "iuf":
             raise InputError(f"output dtype must be an integer or float type, got {out_dtype}")
@@ -388,7 +418,7 @@ class ASIEngine:
                         anchor_batch = self._to_network(np.stack([anchor[j.output_index] for j in batch]),
                                                         intensity_range)
                     decoded = self._synthesize(latents.index_select(0, first), latents.index_select(0, second),
-                                               alpha, anchor_batch)[:, :height, :width]
+                                               alpha, anchor_batch, slice_thickness_ratio)[:, :height, :width]
                     if residual:
                         values = np.empty_like(decoded)
                         for n, job in enumerate(batch):

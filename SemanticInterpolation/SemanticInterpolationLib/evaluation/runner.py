@@ -119,6 +119,9 @@ class EvaluationSettings:
     #: more checkpoints scored side by side, as methods ``model:<name>`` (name: the file's stem); each
     #: in its own recommended synthesis mode. The Wilcoxon tests stay ASI (``checkpoint``) against the rest.
     compare: "tuple[str, ...]" = ()
+    #: tell networks with a slice-profile input the simulated slice thickness (thin: the fine spacing; thick:
+    #: K x the fine spacing), as a DICOM header would; False = not known, as for a NIfTI file
+    tell_slice_thickness: bool = False
 
     def validated(self) -> "EvaluationSettings":
         """A copy with factors and methods parsed and checked (fields not named here are kept as they are)."""
@@ -318,10 +321,15 @@ def run_evaluation(
                                               seconds=float(settings.adapt_seconds), max_steps=settings.adapt_steps,
                                               should_cancel=should_cancel)
                     result.notes.append(f"{name} K={factor}: " + adaptation.summary().replace("\n", ";"))
+                thickness = None
+                if settings.tell_slice_thickness and method in engines:
+                    fine_spacing = float(image.GetSpacing()[index_axis])
+                    thickness = fine_spacing * (factor if settings.thick_slices else 1)
                 try:
                     upsampled = upsample_image(simulated.low, factor, "asi" if method in engines else method,
                                                axis=index_axis, output_type="float32", engine=engines.get(method),
-                                               progress=sub_progress, should_cancel=should_cancel)
+                                               slice_thickness=thickness, progress=sub_progress,
+                                               should_cancel=should_cancel)
                 finally:
                     if method == ADAPTED_METHOD:
                         engine.restore()

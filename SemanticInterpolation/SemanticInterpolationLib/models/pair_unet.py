@@ -11,6 +11,14 @@ engine from the wider lattice of acquired slices around the pair, four or more s
 slices the acquired slices are blurred through-plane, and undoing that needs more than the two
 neighbours; the output stays the linear mix plus the learned correction.
 
+With ``thickness_input`` the network is also told the slice profile of the acquisition when it is
+known: the ratio ``r`` = slice thickness / distance between the two input slices (``1/K`` for thin
+slices far apart, 1 for contiguous thick slices), as two constant planes (``known`` = 1 and ``r``;
+both 0 when the thickness is not known). Thin and thick acquisitions look alike slice by slice, and a
+network that cannot tell them apart must compromise between sharpening (thick) and not (thin); one
+told the profile need not. Trained with the profile withheld on part of the samples, the same network
+works without it.
+
 ``f`` is a U-Net without batch normalisation (so small batches and single slices behave the same in
 training and inference): ``len(widths)`` levels of [3x3 conv, leaky ReLU, 3x3 conv, leaky ReLU], 2x2
 average pooling between levels, nearest-neighbour upsampling and concatenation with the encoder
@@ -54,6 +62,7 @@ class PairUNetConfig:
     widths: tuple[int, ...] = (24, 48, 96)
     negative_slope: float = 0.2
     anchor_input: bool = False
+    thickness_input: bool = False
     name: str = "pair-unet-24-48-96"
 
     @property
@@ -71,6 +80,13 @@ class PairUNetConfig:
             raise ValueError(f"negative_slope must be in [0, 1), got {self.negative_slope!r}")
         if not isinstance(self.anchor_input, bool):
             raise ValueError(f"anchor_input must be true or false, got {self.anchor_input!r}")
+        if not isinstance(self.thickness_input, bool):
+            raise ValueError(f"thickness_input must be true or false, got {self.thickness_input!r}")
+
+    @property
+    def input_channels(self) -> int:
+        """Planes of the first convolution: first, second, alpha [, anchor] [, thickness known, ratio]."""
+        return 3 + int(self.anchor_input) + 2 * int(self.thickness_input)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form for checkpoints."""
@@ -125,7 +141,7 @@ class PairUNet(nn.Module):
         self.config.validate()
         widths, slope = self.config.widths, float(self.config.negative_slope)
         self.down = nn.ModuleList()
-        channels = 4 if self.config.anchor_input else 3  # first, second, alpha plane [, B-spline anchor]
+        channels = self.config.input_channels  # first, second, alpha plane [, B-spline anchor] [, thickness]
         for width in widths:
             self.down.append(_DoubleConv(channels, width, slope))
             channels = width
@@ -153,7 +169,9 @@ class PairUNet(nn.Module):
     def describe_architecture(self) -> str:
         """One line for logs."""
         anchor = ", B-spline anchor input" if self.config.anchor_input else ""
-        return f"{self.config.name} (U-Net widths {'/'.join(map(str, self.config.widths))}, full resolution{anchor})"
+        thickness = ", slice-profile input" if self.config.thickness_input else ""
+        return (f"{self.config.name} (U-Net widths {'/'.join(map(str, self.config.widths))}, full resolution{anchor}"
+                f"{thickness})")
 
     @staticmethod
     def _alpha(alpha: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
@@ -161,8 +179,22 @@ class PairUNet(nn.Module):
             alpha = torch.full((like.shape[0],), float(alpha))
         return alpha.to(device=like.device, dtype=like.dtype).reshape(-1, 1, 1, 1)
 
+    @staticmethod
+    def _thickness_planes(thickness: torch.Tensor | float | None, like: torch.Tensor) -> list[torch.Tensor]:
+        """(known, ratio) planes from ``thickness`` ([N] ratios, NaN = not known; a float; or None = not known)."""
+        if thickness is None:
+            thickness = float("nan")
+        if not isinstance(thickness, torch.Tensor):
+            thickness = torch.full((like.shape[0],), float(thickness))
+        ratio = thickness.to(device=like.device, dtype=like.dtype).reshape(-1, 1, 1, 1)
+        known = torch.isfinite(ratio)
+        ratio = torch.where(known, ratio, torch.zeros_like(ratio))
+        return [known.to(like.dtype).expand_as(like), ratio.expand_as(like)]
+
     def forward(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor | float,
-                anchor: torch.Tensor | None = None) -> torch.Tensor:
+                anchor: torch.Tensor | None = None, thickness: torch.Tensor | float | None = None) -> torch.Tensor:
+        """``thickness``: slice thickness / distance between ``first`` and ``second`` per pair (``[N]``, NaN =
+        not known) or one float; None = not known. Ignored by networks without ``thickness_input``."""
         a = self._alpha(alpha, first)
         linear = first + a * (second - first)
         planes = [first, second, a.expand_as(first)]
@@ -170,6 +202,8 @@ class PairUNet(nn.Module):
             if anchor is None:
                 raise ValueError("this pair U-Net needs the B-spline anchor of each new slice (anchor=...)")
             planes.append(anchor)
+        if self.config.thickness_input:
+            planes += self._thickness_planes(thickness, first)
         x = torch.cat(planes, dim=1)
         skips = []
         for level, block in enumerate(self.down):
@@ -192,14 +226,34 @@ class PairUNet(nn.Module):
         return state
 
     def synthesize(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor | float,
-                   anchor: torch.Tensor | None = None) -> torch.Tensor:
+                   anchor: torch.Tensor | None = None, thickness: torch.Tensor | float | None = None) -> torch.Tensor:
         """The slice at ``alpha`` between two states (= :meth:`forward`)."""
-        return self.forward(first, second, alpha, anchor)
+        return self.forward(first, second, alpha, anchor, thickness)
+
+    @property
+    def takes_thickness(self) -> bool:
+        """True when :meth:`synthesize` uses the slice profile (``thickness=``) when it is given."""
+        return bool(self.config.thickness_input)
 
     @property
     def needs_anchor(self) -> bool:
         """True when :meth:`synthesize` needs the B-spline anchor of each new slice."""
         return bool(self.config.anchor_input)
+
+    def _widened(self, config: PairUNetConfig, new_planes: list[int]) -> "PairUNet":
+        """A network of ``config`` computing exactly what this one computes: the first convolution's
+        weights are copied for the planes this network has and start at zero for ``new_planes``
+        (positions in the new input)."""
+        wider = PairUNet(config)
+        state = self.state_dict()
+        old_planes = [i for i in range(config.input_channels) if i not in new_planes]
+        for name, tensor in wider.state_dict().items():
+            if name == "down.0.0.weight":
+                tensor.zero_()
+                tensor[:, old_planes] = state[name]
+            else:
+                tensor.copy_(state[name])
+        return wider
 
     def with_anchor_input(self) -> "PairUNet":
         """A copy that also takes the B-spline anchor, computing exactly what this network computes
@@ -207,17 +261,16 @@ class PairUNet(nn.Module):
         if self.config.anchor_input:
             return copy.deepcopy(self)
         config = dataclasses.replace(self.config, anchor_input=True, name=self.config.name + "-anchor")
-        wider = PairUNet(config)
-        state = self.state_dict()
-        first = wider.down[0][0]
-        for name, tensor in wider.state_dict().items():
-            if name == "down.0.0.weight":
-                tensor.zero_()
-                tensor[:, :3] = state[name]
-            else:
-                tensor.copy_(state[name])
-        assert first.weight.shape[1] == 4
-        return wider
+        return self._widened(config, [3])
+
+    def with_thickness_input(self) -> "PairUNet":
+        """A copy that also takes the slice profile (:meth:`forward`'s ``thickness``), computing exactly what
+        this network computes until trained (the two new planes' weights start at zero)."""
+        if self.config.thickness_input:
+            return copy.deepcopy(self)
+        config = dataclasses.replace(self.config, thickness_input=True, name=self.config.name + "-profile")
+        start = 3 + int(self.config.anchor_input)
+        return self._widened(config, [start, start + 1])
 
     def flops_per_pixel(self) -> dict[str, int]:
         """Multiply-add FLOPs (2 per MAC) per output pixel of one synthesized slice (``"synthesize"``)."""

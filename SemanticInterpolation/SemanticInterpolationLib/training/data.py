@@ -109,6 +109,10 @@ def is_fine(volume: "TrainingVolume") -> bool:
     return volume.slice_spacing_mm <= FINE_SLICE_RATIO * max(volume.in_plane_spacing_mm)
 
 
+#: thinnest simulated thick slice, as a fraction of the gap (see :class:`GapDataset` ``slice_profile``)
+MIN_THICK_RATIO = 0.3
+
+
 @functools.lru_cache(maxsize=64)
 def blur_weights(fwhm_slices: float) -> tuple[np.ndarray, np.ndarray]:
     """Offsets (``-radius .. radius``) and float64 weights (sum 1) of :func:`blur_slices`: a Gaussian of
@@ -558,17 +562,32 @@ class GapDataset(Dataset):
     keeps its own share, so the target is noisy too and the network learns not to remove what the
     acquired slices really contain of it. Values are not clipped (the pair U-Net's normalisation does not clip either).
     ``item`` and the epoch (:meth:`set_epoch`) seed every random choice, so runs are reproducible.
+
+    ``slice_profile`` (for networks with ``thickness_input``): items are ``(patch, alpha, ratio)`` with
+    ``ratio`` = slice thickness / gap of the endpoints, float32, NaN when withheld. Thin samples of fine
+    volumes have ratio ``1 / g`` (the fine slices' own thickness); thick samples are blurred with FWHM =
+    ``ratio * g`` slices, ``ratio`` = 1 (contiguous thick slices, as ``evaluate --thick-slices``) on half of
+    them and uniform in [:data:`MIN_THICK_RATIO`, 1] on the rest (thick slices with gaps between them);
+    real anisotropic stacks never tell theirs (their thickness is not known). With
+    ``unknown_profile_probability`` the ratio is withheld (NaN), so the network also learns to work
+    without it.
     """
 
     def __init__(self, volumes: Sequence[TrainingVolume], patch_size: int, *, min_gap: int = 2, max_gap: int = 6,
                  augmentation: Augmentation | None = None, seed: int = 0,
-                 thick_slice_probability: float = 0.0, bspline_anchor: bool = False) -> None:
+                 thick_slice_probability: float = 0.0, bspline_anchor: bool = False,
+                 slice_profile: bool = False, unknown_profile_probability: float = 0.3) -> None:
         setup_gap_sampling(self, volumes, patch_size, min_gap, max_gap, augmentation, seed, thick_slice_probability)
         self.epoch = 0
         self.with_anchor = bool(bspline_anchor)
-        #: (volume index, gap) -> slices blurred with FWHM = gap (simulated thick slices)
+        self.slice_profile = bool(slice_profile)
+        self.unknown_profile_probability = float(unknown_profile_probability)
+        if not 0.0 <= self.unknown_profile_probability <= 1.0:
+            raise InputError(f"unknown-profile probability must be from 0 to 1, got {unknown_profile_probability!r}")
+        #: (volume index, gap) -> slices blurred with FWHM = gap (simulated thick slices); with ``slice_profile``
+        #: the thick inputs are blurred per sample instead (their thickness varies)
         self.thick: dict[tuple[int, int], np.ndarray] = {}
-        if self.thick_slice_probability > 0:
+        if self.thick_slice_probability > 0 and not self.slice_profile:
             for vi, (v, fine) in enumerate(zip(self.volumes, self.fine)):
                 if fine:
                     for gap in range(self.min_gap, self.max_gap + 1):
@@ -598,10 +617,26 @@ class GapDataset(Dataset):
         top = int(rng.integers(0, h - p + 1))
         left = int(rng.integers(0, w - p + 1))
         patch = volume.slices[rows, top:top + p, left:left + p].astype(np.float32, copy=True)
-        thick = self.thick.get((vi, gap))
-        is_thick = thick is not None and rng.random() < self.thick_slice_probability
-        if is_thick:
-            patch[inputs] = thick[[rows[i] for i in inputs], top:top + p, left:left + p]
+        ratio = 1.0 / gap if self.fine[vi] else float("nan")  # thickness / gap; thin: the fine slices' own
+        fwhm = float(gap)
+        if self.slice_profile:
+            is_thick = self.fine[vi] and self.thick_slice_probability > 0 and rng.random() < self.thick_slice_probability
+            if is_thick:
+                ratio = 1.0 if rng.random() < 0.5 else float(rng.uniform(MIN_THICK_RATIO, 1.0))
+                fwhm = ratio * gap
+                offsets, weights = blur_weights(fwhm)
+                n = volume.n_slices
+                for i in inputs:  # blur only the rows the network sees (edge slices repeated, as blur_slices)
+                    source = np.clip(rows[i] + offsets, 0, n - 1)
+                    patch[i] = np.tensordot(weights.astype(np.float32),
+                                            volume.slices[source, top:top + p, left:left + p], axes=1)
+            if rng.random() < self.unknown_profile_probability:
+                ratio = float("nan")
+        else:
+            thick = self.thick.get((vi, gap))
+            is_thick = thick is not None and rng.random() < self.thick_slice_probability
+            if is_thick:
+                patch[inputs] = thick[[rows[i] for i in inputs], top:top + p, left:left + p]
         aug = self.augmentation
         patch = aug.apply_drawn(patch, rng, clip=False)
         swap = bool(rng.integers(0, 2))  # the pair in either order (alpha mirrored)
@@ -610,7 +645,7 @@ class GapDataset(Dataset):
             if is_thick:
                 # a thick-slice scan blurs its own noise: noise on the fine slices first, then the inputs get
                 # it blurred like their signal, and the sharp middle keeps its own share (it is in the inputs)
-                offsets, weights = blur_weights(gap)
+                offsets, weights = blur_weights(fwhm)
                 weights, radius = weights.astype(np.float32), int(offsets[-1])
                 low, high = min(rows) - radius, max(rows) + radius
                 fine_noise = rng.normal(0.0, sigma, (high - low + 1, p, p)).astype(np.float32)
@@ -631,5 +666,8 @@ class GapDataset(Dataset):
             patch = np.concatenate([patch[:3], anchor[None]])
         if aug.flip and swap:
             patch, alpha = np.concatenate([patch[2::-1], patch[3:]]), 1.0 - alpha
+        if self.slice_profile:
+            return (torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32)),
+                    torch.tensor(alpha, dtype=torch.float32), torch.tensor(ratio, dtype=torch.float32))
         return (torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32)),
                 torch.tensor(alpha, dtype=torch.float32))

@@ -361,8 +361,10 @@ class _PairStep(torch.nn.Module):
         self.model = model
 
     def forward(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor,
-                anchor: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model(first, second, alpha, anchor)
+                anchor: torch.Tensor | None = None, thickness: torch.Tensor | None = None) -> torch.Tensor:
+        if thickness is None:
+            return self.model(first, second, alpha, anchor)
+        return self.model(first, second, alpha, anchor, thickness)
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -569,13 +571,17 @@ class Trainer:
         if c.data_on_device and getattr(self.architecture, "anchor_input", False):
             raise InputError(f"--data-on-device does not draw the B-spline anchor input that network "
                              f"{self.architecture.name!r} needs yet: drop --data-on-device")
+        if c.data_on_device and getattr(self.architecture, "thickness_input", False):
+            raise InputError(f"--data-on-device does not draw the slice-profile input that network "
+                             f"{self.architecture.name!r} takes yet: drop --data-on-device")
         if self.pair_model:
             # data on the device: the GapDataset only lists the samples (its blurred copies would be unused)
             self.dataset = GapDataset(self.volumes, self.patch_size, max_gap=int(c.max_gap),
                                       augmentation=augmentation, seed=c.seed,
                                       thick_slice_probability=0.0 if c.data_on_device
                                       else float(c.thick_slice_probability),
-                                      bspline_anchor=bool(getattr(self.architecture, "anchor_input", False)))
+                                      bspline_anchor=bool(getattr(self.architecture, "anchor_input", False)),
+                                      slice_profile=bool(getattr(self.architecture, "thickness_input", False)))
             if c.data_on_device:
                 from .device_sampler import DeviceGapSampler
 
@@ -798,13 +804,14 @@ class Trainer:
     def _pair_losses(self, step_module: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
                      memory_format: torch.memory_format, amp: bool) -> tuple[dict, int]:
         """The synthesis distance of the pair network's prediction of the middle slice, for a
-        :class:`.data.GapDataset` batch ``([B, 3, P, P], alpha [B])``; returns the losses and B."""
-        patches, alpha = (item.to(self.device, non_blocking=True) for item in batch)
+        :class:`.data.GapDataset` batch ``([B, 3, P, P], alpha [B][, thickness ratio [B]])``; returns the losses and B."""
+        patches, alpha, *profile = (item.to(self.device, non_blocking=True) for item in batch)
+        thickness = profile[0] if profile else None
         first = patches[:, 0:1].contiguous(memory_format=memory_format)
         second = patches[:, 2:3].contiguous(memory_format=memory_format)
         anchor = patches[:, 3:4].contiguous(memory_format=memory_format) if patches.shape[1] > 3 else None
         with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=amp):
-            predicted = step_module(first, second, alpha, anchor)
+            predicted = step_module(first, second, alpha, anchor, thickness)
         distance = self.loss_fn(predicted.float(), patches[:, 1:2])
         return {"total": distance, "reconstruction": torch.zeros(()), "synthesis": distance}, patches.shape[0]
 

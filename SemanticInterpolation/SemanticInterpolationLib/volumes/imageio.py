@@ -73,15 +73,32 @@ def read_image(path: str | os.PathLike, dicom_series: str | None = None) -> sitk
         check_dicom_slices(files, source)
         reader.SetFileNames(files)
         try:
-            return reader.Execute()
+            image = reader.Execute()
         except RuntimeError as exc:
             raise InputError(f"cannot read the DICOM series in {str(source)!r}: {_first_line(exc)}") from exc
+        _keep_slice_thickness(image, files)
+        return image
     if nifti_suffix(source):
         return _read_nifti(source)
     try:
         return sitk.ReadImage(str(source))
     except RuntimeError as exc:
         raise _unreadable(source, exc) from exc
+
+
+def _keep_slice_thickness(image: sitk.Image, files) -> None:
+    """Copy the DICOM Slice Thickness of the series' first file onto ``image`` (the series reader drops the
+    tags), for :mod:`.slice_profile`."""
+    from .slice_profile import SLICE_THICKNESS_TAG
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(files[0]))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return
+    if reader.HasMetaDataKey(SLICE_THICKNESS_TAG):
+        image.SetMetaData(SLICE_THICKNESS_TAG, reader.GetMetaData(SLICE_THICKNESS_TAG))
 
 
 def _unreadable(source: Path, exc: BaseException) -> InputError:

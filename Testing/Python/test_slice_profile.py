@@ -1,0 +1,174 @@
+"""The slice-profile input: networks told thickness / spacing, its training samples, and where it comes from."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from SemanticInterpolationLib.cli import main
+from SemanticInterpolationLib.engine.synthesis import ASIEngine
+from SemanticInterpolationLib.errors import InputError
+from SemanticInterpolationLib.models.checkpoint import load_checkpoint, save_checkpoint
+from SemanticInterpolationLib.models.normalization import IntensityNormalization
+from SemanticInterpolationLib.models.pair_unet import PairUNet, PairUNetConfig
+from SemanticInterpolationLib.training.data import (MIN_THICK_RATIO, Augmentation, GapDataset, TrainingVolume,
+                                                    blur_weights)
+from SemanticInterpolationLib.upsampling import upsample_image
+from SemanticInterpolationLib.volumes.imageio import read_image
+from SemanticInterpolationLib.volumes.slice_profile import slice_thickness_from_metadata, slice_thickness_ratio
+
+from test_bad_input_io import write_dicom_series
+
+T1 = Path(__file__).resolve().parents[1] / "Data" / "anatomical_t1_2mm.nii"
+
+
+def _profile_network(seed: int = 0) -> PairUNet:
+    """A pair U-Net with anchor and profile inputs whose profile planes have non-zero weights."""
+    torch.manual_seed(seed)
+    net = PairUNet(PairUNetConfig(widths=(4, 8), anchor_input=True)).with_thickness_input()
+    with torch.no_grad():
+        net.head.weight.normal_(0.0, 0.5)
+        net.down[0][0].weight[:, 4:].normal_(0.0, 1.0)
+    return net.eval()
+
+
+def test_widening_with_the_profile_input_computes_the_same():
+    torch.manual_seed(1)
+    base = PairUNet(PairUNetConfig(widths=(4, 8), anchor_input=True))
+    with torch.no_grad():
+        base.head.weight.normal_(0.0, 0.5)
+    wide = base.with_thickness_input()
+    assert wide.config.thickness_input and wide.config.input_channels == 6 and wide.takes_thickness
+    x, y, a = (torch.rand(3, 1, 16, 16) for _ in range(3))
+    ref = base(x, y, 0.25, a)
+    for thickness in (None, 0.2, torch.tensor([1.0, float("nan"), 0.5])):
+        torch.testing.assert_close(wide(x, y, 0.25, a, thickness), ref, rtol=0, atol=0)
+
+
+def test_profile_planes_reach_the_network_and_nan_means_not_known():
+    net = _profile_network()
+    x, y, a = (torch.rand(2, 1, 16, 16) for _ in range(3))
+    with torch.no_grad():
+        thin, thick = net(x, y, 0.5, a, 0.2), net(x, y, 0.5, a, 1.0)
+        unknown, nan = net(x, y, 0.5, a, None), net(x, y, 0.5, a, torch.tensor([float("nan")] * 2))
+    assert (thin - thick).abs().max() > 1e-3
+    torch.testing.assert_close(unknown, nan, rtol=0, atol=0)
+    assert (unknown - thin).abs().max() > 1e-3
+
+
+def test_profile_config_round_trips_through_a_checkpoint(tmp_path):
+    net = _profile_network()
+    path = save_checkpoint(tmp_path / "p.pt", net, normalization=IntensityNormalization(clip=False))
+    loaded = load_checkpoint(path)
+    assert loaded.config.thickness_input and loaded.model.takes_thickness
+    x, y, a = (torch.rand(1, 1, 16, 16) for _ in range(3))
+    torch.testing.assert_close(loaded.model.eval()(x, y, 0.5, a, 0.7), net(x, y, 0.5, a, 0.7))
+
+
+def _fine_volume() -> TrainingVolume:
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(T1))).astype(np.float32)  # [k, j, i] = 25 x 41 x 33
+    return TrainingVolume.from_array(np.moveaxis(array, 1, 0), [2.0, 2.0, 2.0], axis=1, name="t1")
+
+
+def test_thick_samples_are_blurred_with_the_told_thickness():
+    volume = _fine_volume()
+    dataset = GapDataset([volume], 24, min_gap=4, max_gap=4, augmentation=Augmentation.none(), seed=3,
+                         thick_slice_probability=1.0, slice_profile=True, unknown_profile_probability=0.0)
+    ratios = []
+    for item in range(0, len(dataset), 3):
+        patch, alpha, ratio = dataset[item]
+        ratio = float(ratio)
+        ratios.append(ratio)
+        assert MIN_THICK_RATIO <= ratio <= 1.0
+        _, first = dataset.index[item]
+        offsets, weights = blur_weights(ratio * 4)
+        rows = np.clip(first + offsets, 0, volume.n_slices - 1)
+        blurred = np.tensordot(weights, volume.slices[rows].astype(np.float64), axes=1)
+        # find the patch's place in the blurred slice: the endpoint is that slice, cropped
+        found = any(np.allclose(blurred[t:t + 24, l:l + 24], patch[0].numpy(), atol=1e-5)
+                    for t in range(volume.slice_shape[0] - 23) for l in range(volume.slice_shape[1] - 23))
+        assert found, f"item {item}: endpoint is not the fine volume blurred with FWHM {ratio * 4:.3g} slices"
+        middle = volume.slices[first + round(float(alpha) * 4)]
+        assert any(np.allclose(middle[t:t + 24, l:l + 24], patch[1].numpy())
+                   for t in range(volume.slice_shape[0] - 23) for l in range(volume.slice_shape[1] - 23))
+    assert 1.0 in ratios and any(r < 1.0 for r in ratios)  # contiguous thick slices and thinner ones
+
+
+def test_thin_samples_say_one_over_the_gap_and_withheld_ones_nan():
+    volume = _fine_volume()
+    thin = GapDataset([volume], 24, min_gap=2, max_gap=6, augmentation=Augmentation.none(),
+                      slice_profile=True, unknown_profile_probability=0.0)
+    for item in range(0, len(thin), 5):
+        patch, alpha, ratio = thin[item]
+        gaps = [g for g in range(2, 7) if abs(float(alpha) * g - round(float(alpha) * g)) < 1e-6]
+        assert any(abs(float(ratio) - 1.0 / g) < 1e-6 for g in gaps)
+    hidden = GapDataset([volume], 24, augmentation=Augmentation.none(), slice_profile=True,
+                        unknown_profile_probability=1.0)
+    assert all(math.isnan(float(hidden[i][2])) for i in range(0, len(hidden), 7))
+    stack = TrainingVolume.from_array(np.moveaxis(sitk.GetArrayFromImage(sitk.ReadImage(str(T1))), 1, 0)
+                                      .astype(np.float32), [2.0, 6.0, 2.0], axis=1, name="thick stack")
+    real = GapDataset([stack], 24, augmentation=Augmentation.none(), slice_profile=True,
+                      unknown_profile_probability=0.0)
+    assert all(math.isnan(float(real[i][2])) for i in range(len(real)))  # a real stack's thickness is not known
+
+
+def test_engine_passes_the_ratio_and_upsample_image_computes_it_from_mm(monkeypatch):
+    image = sitk.Cast(sitk.ReadImage(str(T1)), sitk.sitkFloat32)  # spacing 2 mm
+    engine = ASIEngine(_profile_network(), "cpu")
+    assert engine.takes_slice_profile
+    array = sitk.GetArrayViewFromImage(image)
+    thin = engine.upsample(array, 2, slice_thickness_ratio=0.5)
+    thick = engine.upsample(array, 2, slice_thickness_ratio=1.0)
+    unknown = engine.upsample(array, 2)
+    assert np.abs(thin - thick).max() > 1e-3 and np.abs(unknown - thin).max() > 1e-3
+    np.testing.assert_array_equal(thin[::2], array)  # acquired slices untouched
+    via_mm = upsample_image(image, 2, engine=engine, axis=2, slice_thickness=1.0)  # 1 mm / 2 mm = 0.5
+    np.testing.assert_allclose(sitk.GetArrayViewFromImage(via_mm), thin, rtol=0, atol=1e-6)
+    with pytest.raises(InputError, match="at most"):
+        engine.upsample(array, 2, slice_thickness_ratio=10.0)
+    with pytest.raises(InputError, match="positive"):
+        upsample_image(image, 2, engine=engine, slice_thickness=-1.0)
+
+
+def test_dicom_slice_thickness_is_kept_and_used_only_along_k(tmp_path):
+    write_dicom_series(tmp_path / "series", n=6, spacing=2.5)
+    image = read_image(tmp_path / "series")
+    assert slice_thickness_from_metadata(image) == pytest.approx(2.5)
+    assert slice_thickness_ratio(image, 2, "auto") == pytest.approx(1.0)
+    assert slice_thickness_ratio(image, 0, "auto") is None  # the DICOM thickness is along k only
+    assert slice_thickness_ratio(image, 2, None) is None
+    assert slice_thickness_ratio(image, 2, 1.25) == pytest.approx(0.5)
+    nifti = sitk.ReadImage(str(T1))
+    assert slice_thickness_ratio(nifti, 2, "auto") is None
+
+
+def test_cli_rejects_a_bad_slice_thickness_before_work(tmp_path, capsys):
+    out = tmp_path / "o.nii.gz"
+    code = main(["upsample", str(T1), str(out), "--factor", "2", "--method", "linear", "--slice-thickness", "thick"])
+    assert code == 1 and not out.exists()  # InputError, like every bad value this command checks
+    assert "--slice-thickness" in capsys.readouterr().err
+
+
+def test_evaluation_tells_the_simulated_thickness_when_asked(monkeypatch):
+    from SemanticInterpolationLib.evaluation import EvaluationSettings, run_evaluation
+
+    seen = []
+    original = ASIEngine.upsample
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("slice_thickness_ratio"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ASIEngine, "upsample", spy)
+    image = sitk.ReadImage(str(T1))
+    engine = ASIEngine(_profile_network(), "cpu")
+    for thick, told, expected in ((False, True, [0.5, 1 / 3]), (True, True, [1.0, 1.0]), (True, False, [None, None])):
+        seen.clear()
+        run_evaluation({"t1": image}, EvaluationSettings(factors=(2, 3), methods=("asi",), thick_slices=thick,
+                                                         tell_slice_thickness=told), engine=engine)
+        assert seen == pytest.approx(expected) if told else seen == expected
