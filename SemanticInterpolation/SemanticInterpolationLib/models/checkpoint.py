@@ -204,7 +204,7 @@ def checkpoint_from_payload(payload: Mapping[str, Any], path: str | None = None)
     where = repr(path) if path else "checkpoint"
     model_type = get_model_type(payload.get("model_type", DEFAULT_MODEL_TYPE))
     config = configuration_of(model_type, payload.get("architecture"), where)
-    meta, extra_state = checked_metadata(payload, where)
+    meta, extra_state = checked_metadata(payload, model_type, where)
     state_dict = payload.get("state_dict")
     if (not isinstance(state_dict, Mapping) or not all(isinstance(k, str) for k in state_dict)
             or not all(isinstance(v, torch.Tensor) for v in state_dict.values())):

@@ -55,12 +55,12 @@ def _mapping(value: Any, field: str, where: str) -> dict[str, Any]:
     return dict(value)
 
 
-def checked_metadata(payload: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def checked_metadata(payload: Mapping[str, Any], model_type: Any, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The checkpoint's ``metadata`` and ``extra_state`` as dictionaries, their shared fields checked.
 
     ``in_plane_spacing_mm`` must be None or two positive finite numbers (millimetres, x then y);
     ``training``, ``inference`` and ``intensity_normalization`` must be mappings; ``inference.synthesis``
-    a synthesis mode name.
+    one of the synthesis modes the model type offers (its network class's ``synthesis_modes``).
     """
     meta = _mapping(payload.get("metadata"), "metadata", where)
     extra = _mapping(payload.get("extra_state"), "extra_state", where)
@@ -76,11 +76,11 @@ def checked_metadata(payload: Mapping[str, Any], where: str) -> tuple[dict[str, 
                                   f"got {str(spacing)[:60]!r}; use a checkpoint written by SemanticInterpolation")
     synthesis = (meta.get("inference") or {}).get("synthesis")
     if synthesis is not None:
-        from ..engine.synthesis import SYNTHESIS_MODES  # the engine imports this package: import late
-
-        if not isinstance(synthesis, str) or synthesis not in SYNTHESIS_MODES:
-            raise CheckpointError(f"{where} recommends an unknown synthesis mode {str(synthesis)[:40]!r} (known: "
-                                  f"{', '.join(SYNTHESIS_MODES)}); the checkpoint is damaged or from a newer program")
+        modes = tuple(getattr(model_type.model_class, "synthesis_modes", ()) or ())
+        if not isinstance(synthesis, str) or (modes and synthesis not in modes):
+            raise CheckpointError(f"{where} recommends the synthesis mode {str(synthesis)[:40]!r}, which its "
+                                  f"{model_type.name} network does not offer ({', '.join(modes) or 'none listed'}); "
+                                  "the checkpoint is damaged or from a newer program")
     digest = meta.get("weights_sha256")
     if digest is not None and not isinstance(digest, str):
         raise CheckpointError(f"{where} is damaged: its weights checksum is not a text")
