@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import torch
 
 from .._version import __version__
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 from ..volumes.fileio import atomic_output
 from .checkpoint_checks import build_checked_network, checked_metadata, configuration_of
 from .normalization import IntensityNormalization
@@ -119,9 +119,19 @@ def save_checkpoint(
         "metadata": meta,
         "extra_state": dict(extra_state or {}),
     }
-    with atomic_output(path) as temporary:
-        torch.save(payload, temporary)
-    return Path(path).expanduser().absolute()
+    target = Path(path).expanduser().absolute()
+    with atomic_output(target) as temporary:
+        # through a Python file, so a full disk is an OSError(ENOSPC) (atomic_output says "no space left");
+        # torch's own file writer reports it as an unexplained RuntimeError
+        with open(temporary, "wb") as stream:
+            try:
+                torch.save(payload, stream)
+            except RuntimeError as exc:
+                if isinstance(exc.__context__, OSError):
+                    raise exc.__context__ from None
+                kept = f"; the existing {str(target)!r} was kept" if target.exists() else ""
+                raise InputError(f"cannot write checkpoint {str(target)!r}: {str(exc).strip()[:200]}{kept}") from None
+    return target
 
 
 def _file_kind(path: Path) -> str | None:

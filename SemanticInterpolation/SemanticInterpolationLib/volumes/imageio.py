@@ -64,7 +64,8 @@ def read_image(path: str | os.PathLike, dicom_series: str | None = None) -> sitk
             if len(series) > 1:
                 raise InputError(
                     f"folder {str(source)!r} holds {len(series)} DICOM series ({', '.join(series)}): "
-                    "choose one with --dicom-series UID or put each series in its own folder"
+                    "put each series in its own folder and give that folder (the upsample command can also pick "
+                    "one with --dicom-series UID; Python: read_image(folder, dicom_series=UID))"
                 )
             dicom_series = series[0]
         elif dicom_series not in series:
