@@ -795,7 +795,19 @@ class Trainer:
                 pass
             raise
         finally:
+            self._restore_earlier_log()
             self.close()
+
+    def _restore_earlier_log(self) -> None:
+        """A new run that ends before its first checkpoint leaves the earlier run's log as it was."""
+        size = getattr(self, "_earlier_log_size", None)
+        if size is not None and not getattr(self, "_wrote_output", False):
+            self._earlier_log_size = None
+            try:
+                with open(self.log_path, "r+b") as handle:
+                    handle.truncate(size)
+            except OSError as exc:
+                logger.warning("could not restore the earlier log %s: %s", self.log_path, exc)
 
     def _own_files(self) -> bool:
         """Whether the files at the output paths are this run's: it resumed them or wrote a checkpoint (a
@@ -880,9 +892,11 @@ class Trainer:
                                ", ".join(changed))
         elif ctx.is_main:
             # a new run: an earlier run's checkpoint and log stay as they are until this run has written its
-            # first checkpoint (the log's earlier records are dropped then); a new log starts empty
-            self._earlier_log = self.log_path.is_file() and self.log_path.stat().st_size > 0
-            if not self._earlier_log:
+            # first checkpoint. Its records are appended to the earlier log (GUIs poll it); the earlier records
+            # are dropped at the first checkpoint, or the log is cut back to them when the run ends before
+            size = self.log_path.stat().st_size if self.log_path.is_file() else 0
+            self._earlier_log_size = size if size else None
+            if not size:
                 with open(self.log_path, "w", encoding="utf-8"):
                     pass
 
@@ -1001,8 +1015,8 @@ class Trainer:
                                 metadata=self._inference_metadata(), extra_state={"training_state": state})
                 record["checkpoint"] = str(self.output)
                 self._wrote_output = True
-                if getattr(self, "_earlier_log", False):
-                    self._earlier_log = False
+                if getattr(self, "_earlier_log_size", None) is not None:
+                    self._earlier_log_size = None
                     _keep_last_run_of_log(self.log_path)
                 self._log(record)
                 if progress is not None:
