@@ -267,6 +267,8 @@ def test_itk_warnings_do_not_leak_onto_stderr(tmp_path: Path, capfd) -> None:
     assert code == 0, err
     assert "not exactly evenly spaced" in err  # our one line
     assert "WARNING: In" not in err and ".hxx" not in err and ".cxx" not in err, err
+    code = main(["upsample", str(tmp_path / "dicom"), str(tmp_path / "v.nrrd"), "-k", "2", "--method", "linear", "-v"])
+    assert code == 0 and "Non uniform sampling" in capfd.readouterr().err  # -v shows ITK's own warning
 
 
 def test_numpy_warnings_go_to_the_log(capfd) -> None:
