@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from .engine.baselines import BASELINE_METHODS, interpolate_array, upsampled_reference
 from .models.checkpoint import Checkpoint, resolve_checkpoint
+from .engine.integer_offset import integer_offset
 from .engine.synthesis import (ASIEngine, CancelCallback, ProgressCallback, convert_to_dtype, validate_factor,
                                validate_thickness_ratio)
 from .errors import InputError, OperationCancelled
@@ -124,7 +125,11 @@ def upsample_image(
             raise OperationCancelled("upsampling was cancelled")
         if progress is not None:
             progress(0, 1)
-        values = convert_to_dtype(interpolate_array(array, axis_np, factor, method), out_dtype)
+        offset = integer_offset(array, "the image")  # integers beyond float32's exact range: see .engine.integer_offset
+        if offset is None:
+            values = convert_to_dtype(interpolate_array(array, axis_np, factor, method), out_dtype)
+        else:
+            values = offset.restored(interpolate_array(offset.shifted(array), axis_np, factor, method), out_dtype)
         # the interpolants pass through the samples; copy them so acquired slices are bit-exact
         np.moveaxis(values, axis_np, 0)[::factor] = np.moveaxis(array, axis_np, 0)
         if progress is not None:

@@ -17,6 +17,9 @@ from typing import Sequence
 
 from .._version import __version__
 from ..errors import OperationCancelled, SemanticInterpolationError
+from ..termination import TerminationRequested, signals_end_cleanly
+from ..volumes.fileio import NO_SPACE_ERRNOS
+from .library_warnings import routed_warnings
 
 PROG = "semantic-interpolation"
 #: modules (relative to this package) that add subcommands; missing ones are skipped
@@ -70,16 +73,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args)
     started = time.perf_counter()
     try:
-        code = int(args.handler(args) or 0)
+        with signals_end_cleanly(), routed_warnings(bool(getattr(args, "verbose", False))):
+            code = int(args.handler(args) or 0)
     except OperationCancelled as exc:
         print(f"{PROG}: cancelled: {exc}", file=sys.stderr)
         return 130
+    except TerminationRequested as exc:
+        print(f"\n{PROG}: {exc}; the file being written was not completed and existing files are unchanged",
+              file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted; the file being written was not completed and existing files are unchanged",
               file=sys.stderr)
         return 130
     except SemanticInterpolationError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in NO_SPACE_ERRNOS:
+            raise
+        where = f" while writing {exc.filename!r}" if exc.filename else ""
+        print(f"{PROG}: error: no space left on device{where}: free some space or write to another folder; files "
+              "written before were kept", file=sys.stderr)
         return 1
     logger.debug("finished in %.2f s", time.perf_counter() - started)
     return code

@@ -4,7 +4,7 @@ The same program runs under ``torchrun`` for several GPUs or machines (see
 :mod:`SemanticInterpolationLib.training.distributed`); ``python -m SemanticInterpolationLib.cli.train``
 is equivalent to ``semantic-interpolation train``.
 
-Cancel: Ctrl-C (SIGINT), SIGTERM, or creating the ``--stop-file`` stops training after the current
+Cancel: Ctrl-C (SIGINT), SIGTERM, SIGHUP, or creating the ``--stop-file`` stops training after the current
 step; the checkpoint of the last completed epoch stays intact (exit code 130). A second Ctrl-C
 aborts at once (still without corrupting any file: every write is atomic).
 """
@@ -167,7 +167,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 class _CancelFlag:
-    """Set by SIGINT/SIGTERM or by the stop file; a second Ctrl-C aborts at once."""
+    """Set by SIGINT/SIGTERM/SIGHUP or by the stop file; a second Ctrl-C aborts at once."""
 
     def __init__(self, stop_file: str | None) -> None:
         self.stop_file = Path(stop_file).expanduser() if stop_file else None
@@ -189,8 +189,9 @@ class _CancelFlag:
 
     def __enter__(self) -> "_CancelFlag":
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
+            for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+                if sig is not None:
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -259,6 +260,8 @@ def run_train(args: argparse.Namespace) -> int:
                 bar.close()
     if result.cancelled:
         kept = f"{result.output} (epoch {result.epochs_done})" if result.output else "none (no epoch completed)"
+        if result.output is None and trainer.output.is_file():
+            kept += f"; the earlier run's {trainer.output} and its log were left unchanged"
         logger.warning("training cancelled; last complete checkpoint: %s", kept)
         return EXIT_CANCELLED
     logger.info("finished %d epochs; checkpoint %s%s; log %s", result.epochs_done, result.output,

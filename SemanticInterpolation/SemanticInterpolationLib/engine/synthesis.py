@@ -50,6 +50,7 @@ import torch
 from ..models.checkpoint import Checkpoint
 from .devices import autocast, describe_device, resolve_device, resolve_precision
 from ..errors import CheckpointError, InputError, OperationCancelled
+from .integer_offset import integer_offset
 from ..models.normalization import IntensityNormalization, IntensityRange
 
 logger = logging.getLogger("SemanticInterpolation")
@@ -161,7 +162,9 @@ def convert_to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     dtype = np.dtype(dtype)
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+        # the float nearest to int64/uint64's maximum is 2**63 / 2**64, which would wrap around: stay below
+        top = float(info.max) if int(float(info.max)) <= info.max else float(np.nextafter(float(info.max), 0.0))
+        return np.clip(np.rint(values), info.min, top).astype(dtype)
     return values.astype(dtype, copy=False)
 
 
@@ -327,19 +330,29 @@ class ASIEngine:
         factor = validate_factor(factor)
         axis = validate_volume(volume, axis)
         slice_thickness_ratio = validate_thickness_ratio(slice_thickness_ratio)
-        out_dtype = np.dtype(output_dtype) if output_dtype is not None else volume.dtype
+        try:
+            out_dtype = np.dtype(output_dtype) if output_dtype is not None else volume.dtype
+        except TypeError:
+            raise InputError(f"output dtype {output_dtype!r} is not a numpy type name: use e.g. 'int16', 'uint8' or "
+                             "'float32' (or None for the input's)") from None
         if out_dtype.kind not in "iuf":
             raise InputError(f"output dtype must be an integer or float type, got {out_dtype}")
 
         started = time.perf_counter()
         slices = np.moveaxis(volume, axis, 0)  # view [n, H, W]
+        # integers beyond float32's exact range: computed relative to the minimum (see .integer_offset)
+        offset = integer_offset(volume)
+        work = slices if offset is None else offset.shifted(slices, np.float32)
+
+        def to_output(values: np.ndarray) -> np.ndarray:
+            return convert_to_dtype(values, out_dtype) if offset is None else offset.restored(values, out_dtype)
         n_slices, height, width = slices.shape
         out_shape = list(volume.shape)
         out_shape[axis] = output_slice_count(n_slices, factor)
         output = np.empty(out_shape, dtype=out_dtype)
         out_slices = np.moveaxis(output, axis, 0)  # view into output
 
-        intensity_range = self.normalization.fit(volume)
+        intensity_range = self.normalization.fit(work)
         alphas = [i / factor for i in range(1, factor)]
         residual = self.synthesis.startswith("residual")
         anchor = None  # [n_out, H, W] float32 view: the B-spline interpolation the correction is added to
@@ -348,7 +361,7 @@ class ASIEngine:
             from .baselines import interpolate_slices  # SimpleITK; only needed for this mode
 
             # one output-sized float32 array; the B-spline runs in chunks of in-plane voxels
-            anchor = interpolate_slices(np.moveaxis(volume, axis, 0), factor, "bspline", dtype=np.float32)
+            anchor = interpolate_slices(work, factor, "bspline", dtype=np.float32)
         need_reconstructions = residual or not keep_acquired
         jobs_total = (n_slices - 1) * (factor - 1)
         total = n_slices + jobs_total + (n_slices if need_reconstructions else 0)
@@ -381,7 +394,7 @@ class ASIEngine:
                 check_cancel()
                 first_new = start if previous_latent is None else start + 1
                 new_latents = torch.cat([
-                    self._encode(self._to_network(slices[b:min(b + self.batch_size, end + 1)], intensity_range))
+                    self._encode(self._to_network(work[b:min(b + self.batch_size, end + 1)], intensity_range))
                     for b in range(first_new, end + 1, self.batch_size)
                 ])
                 latents = new_latents if previous_latent is None else torch.cat([previous_latent, new_latents])
@@ -397,7 +410,7 @@ class ASIEngine:
                     fresh = np.concatenate(new_reconstructions)
                     if not keep_acquired:
                         values = self.normalization.to_input_units(fresh, intensity_range)
-                        for q, image in enumerate(convert_to_dtype(values, out_dtype), start=first_new):
+                        for q, image in enumerate(to_output(values), start=first_new):
                             out_slices[q * factor] = image
                     reconstructions = fresh if previous_reconstruction is None else np.concatenate(
                         [previous_reconstruction, fresh])
@@ -426,8 +439,8 @@ class ASIEngine:
                             if anchor is not None:
                                 base = anchor[job.output_index]
                             else:
-                                base = (1 - a) * slices[start + job.first].astype(np.float32) \
-                                    + a * slices[start + job.second].astype(np.float32)
+                                base = (1 - a) * work[start + job.first].astype(np.float32) \
+                                    + a * work[start + job.second].astype(np.float32)
                             reconstruction_mix = (1 - a) * reconstructions[job.first] + a * reconstructions[job.second]
                             values[n] = base + intensity_width * (decoded[n] - reconstruction_mix)
                     else:
@@ -438,7 +451,7 @@ class ASIEngine:
                             f"{batch[0].output_index}..{batch[-1].output_index}: the checkpoint is broken (e.g. bad "
                             "normalisation statistics) or the precision overflowed; try --precision float32 or "
                             "another checkpoint. Nothing was written")
-                    converted = convert_to_dtype(values, out_dtype)
+                    converted = to_output(values)
                     for job, image in zip(batch, converted):
                         out_slices[job.output_index] = image
                     report(len(batch))

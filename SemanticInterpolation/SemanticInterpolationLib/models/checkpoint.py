@@ -27,8 +27,9 @@ from typing import Any, Mapping
 import torch
 
 from .._version import __version__
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 from ..volumes.fileio import atomic_output
+from .checkpoint_checks import build_checked_network, checked_metadata, configuration_of
 from .normalization import IntensityNormalization
 from .registry import DEFAULT_MODEL_TYPE, get_model_type, model_type_of
 
@@ -118,9 +119,19 @@ def save_checkpoint(
         "metadata": meta,
         "extra_state": dict(extra_state or {}),
     }
-    with atomic_output(path) as temporary:
-        torch.save(payload, temporary)
-    return Path(path).expanduser().absolute()
+    target = Path(path).expanduser().absolute()
+    with atomic_output(target) as temporary:
+        # through a Python file, so a full disk is an OSError(ENOSPC) (atomic_output says "no space left");
+        # torch's own file writer reports it as an unexplained RuntimeError
+        with open(temporary, "wb") as stream:
+            try:
+                torch.save(payload, stream)
+            except RuntimeError as exc:
+                if isinstance(exc.__context__, OSError):
+                    raise exc.__context__ from None
+                kept = f"; the existing {str(target)!r} was kept" if target.exists() else ""
+                raise InputError(f"cannot write checkpoint {str(target)!r}: {str(exc).strip()[:200]}{kept}") from None
+    return target
 
 
 def _file_kind(path: Path) -> str | None:
@@ -202,41 +213,24 @@ def checkpoint_from_payload(payload: Mapping[str, Any], path: str | None = None)
     """Build a :class:`Checkpoint` from the dictionary stored in a checkpoint file."""
     where = repr(path) if path else "checkpoint"
     model_type = get_model_type(payload.get("model_type", DEFAULT_MODEL_TYPE))
-    config = model_type.config_from_dict(payload.get("architecture"))
+    config = configuration_of(model_type, payload.get("architecture"), where)
+    meta, extra_state = checked_metadata(payload, model_type, where)
     state_dict = payload.get("state_dict")
-    if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+    if (not isinstance(state_dict, Mapping) or not all(isinstance(k, str) for k in state_dict)
+            or not all(isinstance(v, torch.Tensor) for v in state_dict.values())):
         raise CheckpointError(f"{where} has no valid 'state_dict' of tensors: the file is corrupt")
-    try:
-        model = model_type.build(config)
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{where}: the {model_type.name} configuration does not build a network ({exc}); "
-                              "use a checkpoint written by SemanticInterpolation") from exc
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    wrong_shape = sorted(k for k in set(expected) & set(state_dict) if tuple(expected[k].shape) != tuple(state_dict[k].shape))
-    if missing or unexpected or wrong_shape:
-        details = []
-        if missing:
-            details.append(f"missing {len(missing)} tensors (e.g. {missing[0]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unknown tensors (e.g. {unexpected[0]})")
-        if wrong_shape:
-            k = wrong_shape[0]
-            details.append(f"{len(wrong_shape)} tensors of other shapes (e.g. {k}: file {tuple(state_dict[k].shape)}, "
-                           f"network {tuple(expected[k].shape)})")
-        raise CheckpointError(
-            f"{where} holds weights of another architecture than its configuration ({config.name}) describes: "
-            + "; ".join(details) + ". Use a checkpoint made for this network"
-        )
+    # names, shapes and size checked on the meta device before the network is built for real
+    model = build_checked_network(model_type, config, state_dict, where)
     for name, tensor in state_dict.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"{where} is corrupt: tensor {name} contains NaN or infinite values")
-    meta = dict(payload.get("metadata") or {})
     expected_digest = meta.get("weights_sha256")
     if expected_digest is not None and expected_digest != weights_digest(state_dict):
         raise CheckpointError(f"{where} is corrupt: its weights do not match the checksum stored with them")
-    model.load_state_dict(dict(state_dict), strict=True)
+    try:
+        model.load_state_dict(dict(state_dict), strict=True)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise _corrupt(Path(path or "checkpoint"), exc) from None
     model.eval()
     spacing = meta.get("in_plane_spacing_mm")
     return Checkpoint(
@@ -248,7 +242,7 @@ def checkpoint_from_payload(payload: Mapping[str, Any], path: str | None = None)
         created=str(meta.get("created", "")),
         path=path,
         metadata=meta,
-        extra_state=dict(payload.get("extra_state") or {}),
+        extra_state=extra_state,
     )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import SemanticInterpolationError
+from ..termination import TerminationRequested, signals_end_cleanly
 
 #: File name endings read as volumes (lower case; compound endings first).
 VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -276,7 +277,11 @@ def main(argv: Sequence[str] | None = None, scene: Any = None, log: Callable[[st
     try:
         if arguments.format:
             outputPathFor(files[0], arguments.output, arguments.factor, arguments.format)
-        return runBatch(arguments, scene=scene, log=log).exitCode
+        with signals_end_cleanly():  # SIGTERM/SIGHUP: the file being written is removed, as on Ctrl-C
+            return runBatch(arguments, scene=scene, log=log).exitCode
+    except TerminationRequested as stop:
+        log(f"{stop}: the file being written was not completed; files written before are complete")
+        return stop.exit_code
     except (SemanticInterpolationError, OSError, ValueError) as error:  # settings wrong for every file
         log(f"error: {error}")
         return EXIT_USAGE

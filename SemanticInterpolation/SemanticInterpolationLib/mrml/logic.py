@@ -327,6 +327,14 @@ def validateScalarVolume(volumeNode: Any, role: str = "input volume", sliceAxis:
     return axis
 
 
+def _checkFinite(voxels: np.ndarray, role: str) -> None:
+    """Refuse NaN/Inf voxels, naming the node (and the frame of a sequence) in ``role``."""
+    if voxels.dtype.kind == "f" and not np.isfinite(voxels).all():
+        bad = int(voxels.size - np.count_nonzero(np.isfinite(voxels)))
+        raise InputError(f"the {role} contains {bad} NaN or infinite voxel(s): replace them (e.g. with 0 or the "
+                         "background value) first")
+
+
 def validateAdaptableVolume(volumeNode: Any, role: str = "input volume", sliceAxis: int | None = None) -> int:
     """Check that a scalar volume (already checked by :func:`validateScalarVolume`) can be adapted to.
 
@@ -571,6 +579,7 @@ class SemanticInterpolationLogic:
             validateAdaptableVolume(inputVolume, "input volume", axis)
         frame = FrameInput(inputVolume.GetName() or "Volume", voxelsFromVolumeNode(inputVolume),
                            ijkToRASArray(inputVolume), axis)
+        _checkFinite(frame.voxels, f"input volume {_describeNode(inputVolume)}")
         return UpsamplingJob(kind="volume", inputNode=inputVolume, frames=[frame], outputNode=outputVolume, **common)
 
     def prepareSequenceJob(
@@ -612,6 +621,7 @@ class SemanticInterpolationLogic:
                 validateAdaptableVolume(frameNode, role, axis)
             frames.append(FrameInput(frameNode.GetName() or f"frame {index}", voxelsFromVolumeNode(frameNode),
                                      ijkToRASArray(frameNode), axis, inputSequence.GetNthIndexValue(index)))
+            _checkFinite(frames[-1].voxels, role)
         return UpsamplingJob(kind="sequence", inputNode=inputSequence, frames=frames,
                              createBrowser=createBrowser, **common)
 
@@ -621,11 +631,13 @@ class SemanticInterpolationLogic:
             what = outputVolume.GetClassName() if hasattr(outputVolume, "GetClassName") else type(outputVolume).__name__
             raise InputError(f"the output volume must be a scalar volume node (vtkMRMLScalarVolumeNode), got a {what}; "
                              "pass outputVolume=None to create a new one")
+        if outputVolume.GetScene() is not inputVolume.GetScene():  # first: node IDs repeat across scenes
+            raise InputError(f"the output volume {_describeNode(outputVolume)} is in another scene than the input "
+                             f"volume {_describeNode(inputVolume)}: choose an output volume of the input's scene, or "
+                             "None to create a new one")
         if outputVolume is inputVolume or (outputVolume.GetID() and outputVolume.GetID() == inputVolume.GetID()):
             raise InputError("the output volume is the input volume: the input is never overwritten. "
                              "Choose another output volume or None to create a new one")
-        if outputVolume.GetScene() is not inputVolume.GetScene():
-            raise InputError(f"the output volume {_describeNode(outputVolume)} is not in the input volume's scene")
 
     def validateSettings(self, factor: int, checkpoint: Any = None, device: str = "auto", batchSize: int | None = None,
                          keepAcquiredSlices: bool = True, synthesis: str | None = None, *, adapt: float | None = None,

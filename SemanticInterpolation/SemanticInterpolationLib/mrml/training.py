@@ -493,7 +493,10 @@ def trainingLogTables(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[st
     """
     starts = [i for i, r in enumerate(records) if r.get("event") == "start"]
     current = list(records[starts[-1]:]) if starts else list(records)
-    previous = [r for r in (records[:starts[-1]] if starts else []) if r.get("event") == "epoch"]
+    first = int(records[starts[-1]].get("first_epoch") or 1) if starts else 1
+    # a resumed run keeps the history before its first epoch; a new run (first epoch 1) has none
+    previous = [r for r in (records[:starts[-1]] if starts else [])
+                if r.get("event") == "epoch" and int(r.get("epoch") or 0) < first]
     epochs: dict[int, Mapping[str, Any]] = {int(r["epoch"]): r for r in previous}  # a resumed run keeps its history
     progress: list[tuple[float, float]] = []
     for record in current:

@@ -64,7 +64,7 @@ import torch
 from ..models.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from ..engine.devices import describe_device, resolve_device, resolve_precision
 from ..errors import CheckpointError, InputError, SemanticInterpolationError
-from ..volumes.fileio import check_writable_destination
+from ..volumes.fileio import atomic_output, check_writable_destination
 from ..models.asi import ASIAutoencoder, AutoencoderConfig
 from ..models.normalization import IntensityNormalization
 from ..models.registry import DEFAULT_MODEL_TYPE, get_model_type, model_type_names
@@ -139,6 +139,23 @@ def default_best_path(output: str | os.PathLike) -> Path:
 def default_log_path(output: str | os.PathLike) -> Path:
     """``model.pt`` -> ``model.log.jsonl`` (the machine-readable training log)."""
     return Path(output).expanduser().absolute().with_suffix(".log.jsonl")
+
+
+def _event_of(line: str) -> Any:
+    try:
+        return json.loads(line).get("event")
+    except (ValueError, AttributeError):
+        return None
+
+
+def _keep_last_run_of_log(path: Path) -> None:
+    """Rewrite the log (atomically) with only the records from its last ``start`` on: a new run that has
+    written its first checkpoint replaces the earlier run's log."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.endswith("\n") and _event_of(line) == "start"]
+    if starts and starts[-1] > 0:
+        with atomic_output(path) as temporary:
+            temporary.write_text("".join(lines[starts[-1]:]), encoding="utf-8")
 
 
 def read_training_log(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -779,12 +796,29 @@ class Trainer:
             status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
             try:
                 self._log({"event": "end", "status": status, "message": f"{type(exc).__name__}: {exc}",
-                           "checkpoint": str(self.output) if self.output.is_file() else None})
+                           "checkpoint": str(self.output) if self._own_files() and self.output.is_file() else None})
             except OSError:
                 pass
             raise
         finally:
+            self._restore_earlier_log()
             self.close()
+
+    def _restore_earlier_log(self) -> None:
+        """A new run that ends before its first checkpoint leaves the earlier run's log as it was."""
+        size = getattr(self, "_earlier_log_size", None)
+        if size is not None and not getattr(self, "_wrote_output", False):
+            self._earlier_log_size = None
+            try:
+                with open(self.log_path, "r+b") as handle:
+                    handle.truncate(size)
+            except OSError as exc:
+                logger.warning("could not restore the earlier log %s: %s", self.log_path, exc)
+
+    def _own_files(self) -> bool:
+        """Whether the files at the output paths are this run's: it resumed them or wrote a checkpoint (a
+        new run leaves an earlier run's files alone until its first epoch is saved)."""
+        return getattr(self, "resume_state", None) is not None or getattr(self, "_wrote_output", False)
 
     def _triplet_losses(self, step_module: torch.nn.Module, batch: torch.Tensor, memory_format: torch.memory_format,
                         amp: bool) -> tuple[dict, int]:
@@ -863,8 +897,13 @@ class Trainer:
             if changed:
                 logger.warning("resuming with changed settings %s: the result will differ from an uninterrupted run",
                                ", ".join(changed))
-        else:
-            if ctx.is_main:  # a new run starts a new log
+        elif ctx.is_main:
+            # a new run: an earlier run's checkpoint and log stay as they are until this run has written its
+            # first checkpoint. Its records are appended to the earlier log (GUIs poll it); the earlier records
+            # are dropped at the first checkpoint, or the log is cut back to them when the run ends before
+            size = self.log_path.stat().st_size if self.log_path.is_file() else 0
+            self._earlier_log_size = size if size else None
+            if not size:
                 with open(self.log_path, "w", encoding="utf-8"):
                     pass
 
@@ -982,6 +1021,10 @@ class Trainer:
                                 in_plane_spacing_mm=self.in_plane_spacing_mm, training=info,
                                 metadata=self._inference_metadata(), extra_state={"training_state": state})
                 record["checkpoint"] = str(self.output)
+                self._wrote_output = True
+                if getattr(self, "_earlier_log_size", None) is not None:
+                    self._earlier_log_size = None
+                    _keep_last_run_of_log(self.log_path)
                 self._log(record)
                 if progress is not None:
                     progress(TrainingProgress("epoch", epoch + 1, c.epochs, step, self.steps_per_epoch, global_step,
@@ -990,10 +1033,11 @@ class Trainer:
             epochs_done = epoch + 1
             ctx.barrier()
 
+        own = self._own_files()
         result = TrainingResult(
             status=status,
-            output=self.output if self.output.is_file() else None,
-            best_output=self.best_output if (self.validation_volumes and self.best_output.is_file()) else None,
+            output=self.output if own and self.output.is_file() else None,
+            best_output=self.best_output if (own and self.validation_volumes and self.best_output.is_file()) else None,
             epochs_done=epochs_done, global_step=global_step, history=history, log_path=self.log_path)
         self._log({"event": "end", "status": status, "epochs_done": epochs_done,
                    "checkpoint": str(result.output) if result.output else None,

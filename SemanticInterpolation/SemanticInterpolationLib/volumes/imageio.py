@@ -64,7 +64,8 @@ def read_image(path: str | os.PathLike, dicom_series: str | None = None) -> sitk
             if len(series) > 1:
                 raise InputError(
                     f"folder {str(source)!r} holds {len(series)} DICOM series ({', '.join(series)}): "
-                    "choose one with --dicom-series UID or put each series in its own folder"
+                    "put each series in its own folder and give that folder (the upsample command can also pick "
+                    "one with --dicom-series UID; Python: read_image(folder, dicom_series=UID))"
                 )
             dicom_series = series[0]
         elif dicom_series not in series:
@@ -414,8 +415,34 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
     return target
 
 
+_SCALAR_PIXELS = frozenset(getattr(sitk, f"sitk{name}") for name in (
+    "UInt8", "Int8", "UInt16", "Int16", "UInt32", "Int32", "UInt64", "Int64", "Float32", "Float64"))
+_LABEL_MAP_PIXELS = frozenset(getattr(sitk, name) for name in dir(sitk) if name.startswith("sitkLabelUInt"))
+_COMPLEX_PIXELS = frozenset(getattr(sitk, name) for name in dir(sitk) if name.startswith("sitkComplex"))
+
+
 def validate_scalar_volume(image: sitk.Image) -> None:
-    """Raise :class:`InputError` unless ``image`` is a 3-D scalar image of real numbers without NaN/Inf."""
+    """Raise :class:`InputError` unless ``image`` is a 3-D scalar image of real numbers without NaN/Inf.
+
+    The pixel type is checked first: SimpleITK aborts the interpreter (C++ terminate) when some methods
+    are called on a label map (``sitkLabelUInt8`` ...).
+    """
+    if not isinstance(image, sitk.Image):
+        hint = (" (a numpy array: make an image with SimpleITK.GetImageFromArray(array) and set its spacing, or "
+                "use ASIEngine.upsample for arrays)") if isinstance(image, np.ndarray) else ""
+        raise InputError(f"expected a SimpleITK image, got {type(image).__name__}{hint}; read files with "
+                         "SemanticInterpolationLib.read_image")
+    pixel_id = image.GetPixelID()
+    if pixel_id in _LABEL_MAP_PIXELS:
+        raise InputError(
+            f"the image is a label map ({image.GetPixelIDTypeAsString()}), not an image of intensities: convert it "
+            "with SimpleITK.LabelMapToLabel(image) (a label image) or pass the scalar image it was made from")
+    if pixel_id in _COMPLEX_PIXELS:
+        raise InputError(f"complex-valued images ({image.GetPixelIDTypeAsString()}) are not supported: take the "
+                         "magnitude first (SimpleITK.ComplexToModulus)")
+    if pixel_id not in _SCALAR_PIXELS and image.GetNumberOfComponentsPerPixel() == 1:
+        raise InputError(f"pixel type {image.GetPixelIDTypeAsString()} is not supported: give a scalar image of "
+                         "integers or floats")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
             f"the image has {image.GetNumberOfComponentsPerPixel()} components per voxel (vector or RGB): "
