@@ -20,7 +20,7 @@ from ..errors import OperationCancelled, SemanticInterpolationError
 
 PROG = "semantic-interpolation"
 #: modules (relative to this package) that add subcommands; missing ones are skipped
-SUBCOMMAND_MODULES = ("upsample", "train", "evaluate", "demo")
+SUBCOMMAND_MODULES = ("upsample", "upsample_batch", "train", "evaluate", "demo")
 
 logger = logging.getLogger("SemanticInterpolation")
 
