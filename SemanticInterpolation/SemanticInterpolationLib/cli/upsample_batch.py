@@ -92,6 +92,8 @@ def run_upsample_batch(args: argparse.Namespace) -> int:
             prepared = _prepare(args, context)
         except SemanticInterpolationError as exc:
             problem = str(exc)
+        except OSError as exc:  # e.g. the output folder cannot be created
+            problem = f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
         if context.enabled:  # every process stops when one has a bad argument (none waits for the others forever)
             import torch.distributed as dist
 
