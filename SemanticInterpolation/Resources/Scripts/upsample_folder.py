@@ -5,11 +5,14 @@ Usage (the ``--`` separates Slicer's options from the script's)::
     Slicer --no-splash --no-main-window --python-script upsample_folder.py -- \\
         --input /data/scans [more files or folders] --output /data/upsampled --factor 4 \\
         [--checkpoint /models/asi.pt] [--device auto|cpu|cuda] [--format nrrd] [--overwrite] \\
-        [--adapt SECONDS [--adapt-steps N] [--seed S]]
+        [--adapt SECONDS [--adapt-steps N] [--seed S]] [--recursive] [--shard I/N] [--summary results.csv]
 
-Each input ``<name><ext>`` is written as ``<output>/<name>_asi_x<factor><ext>``. Progress is
-printed per file. Exit code: 0 all done (or skipped because the result exists), 1 some files
-failed, 2 bad arguments or no input files. ``--help`` lists every option.
+Each input ``<name><ext>`` is written as ``<output>/<name>_asi_x<factor><ext>`` (with ``--recursive``
+below the same sub-folder as its input). Inputs may also be ``.txt``/``.csv`` lists of files. Progress
+is printed per file. A result that exists and reads back complete is skipped (a rerun resumes).
+Exit code: 0 all done (or skipped because the result exists), 1 some files failed, 2 bad arguments
+or no input files. ``--help`` lists every option. The batch is the same implementation as
+``semantic-interpolation upsample-batch`` (``SemanticInterpolationLib.cohort``).
 
 ``--adapt SECONDS`` (pair-unet checkpoints) first adapts the model to each scan for at most that long;
 the adapted model is used only when it predicts the scan's held-out acquired slices better, the report

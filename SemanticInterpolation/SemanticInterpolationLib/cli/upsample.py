@@ -36,6 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("input", metavar="INPUT", help="image file SimpleITK reads (NIfTI, NRRD, MHA, ...) or a DICOM series folder")
     parser.add_argument("output", metavar="OUTPUT", help="output image file (.nii.gz, .nii, .nrrd, .mha, ...); written atomically")
+    add_upsample_options(parser)
+    add_common_options(parser)
+    parser.set_defaults(handler=run_upsample)
+
+
+def add_upsample_options(parser: argparse.ArgumentParser, single_file: bool = True) -> None:
+    """The options of ``upsample`` (also those of ``upsample-batch``; ``single_file=False`` leaves out
+    --save-adapted and --dicom-series, which name one file's things)."""
     parser.add_argument("--factor", "-k", type=int, required=True, metavar="K",
                         help=f"upsampling factor: K-1 new slices between each pair of acquired slices (2..{MAX_FACTOR})")
     parser.add_argument("--method", choices=METHODS, default="asi",
@@ -72,32 +80,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "never changed")
     parser.add_argument("--adapt-steps", type=int, default=None, metavar="N",
                         help="with --adapt: also stop after N steps (a run that ends here is deterministic)")
-    parser.add_argument("--save-adapted", metavar="PATH", help="with --adapt: write the adapted model (if kept) here")
+    if single_file:
+        parser.add_argument("--save-adapted", metavar="PATH", help="with --adapt: write the adapted model (if kept) here")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of the adaptation (default 0)")
     parser.add_argument("--slice-thickness", default="auto", metavar="MM",
                         help="slice thickness of the acquisition in mm, for models with a slice-profile input "
                              "(thin slices far apart and contiguous thick slices need different synthesis); auto "
                              "(default) = the DICOM Slice Thickness when the input has it, else not known; "
                              "'unknown' = do not tell the model")
-    parser.add_argument("--dicom-series", metavar="UID", help="SeriesInstanceUID to read when INPUT is a folder with several series")
-    add_common_options(parser)
-    parser.set_defaults(handler=run_upsample)
+    if single_file:
+        parser.add_argument("--dicom-series", metavar="UID", help="SeriesInstanceUID to read when INPUT is a folder with several series")
 
 
-def run_upsample(args: argparse.Namespace) -> int:
-    # every check that can fail runs before the (possibly long) computation
+def check_upsample_options(args: argparse.Namespace) -> int:
+    """The checks of the options of :func:`add_upsample_options` that need no file; returns the factor."""
     factor = validate_factor(args.factor)
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    output = check_output_path(args.output, args.input)
     if not args.keep_acquired and args.method != "asi":
         raise InputError("--reconstruct-acquired applies to --method asi only")
     if args.synthesis is not None and args.method != "asi":
         raise InputError("--synthesis applies to --method asi only")
     if args.adapt is not None and (args.method != "asi" or not args.adapt > 0):
         raise InputError("--adapt needs --method asi and a number of seconds above 0")
-    if (args.adapt_steps is not None or args.save_adapted) and args.adapt is None:
+    if (args.adapt_steps is not None or getattr(args, "save_adapted", None)) and args.adapt is None:
         raise InputError("--adapt-steps and --save-adapted apply with --adapt SECONDS only")
+    slice_thickness_option(args.slice_thickness)  # a bad value fails before any work
+    return factor
+
+
+def make_engine(args: argparse.Namespace, device: "str | None" = None) -> ASIEngine | None:
+    """The engine of ``--method asi`` (None for the conventional methods); ``device`` overrides ``--device``."""
+    if args.method != "asi":
+        return None
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    engine = ASIEngine(checkpoint, device or args.device, batch_size=args.batch_size, precision=args.precision,
+                       synthesis=args.synthesis)
+    logger.info("model: %s", checkpoint.summary())
+    return engine
+
+
+def run_upsample(args: argparse.Namespace) -> int:
+    # every check that can fail runs before the (possibly long) computation
+    factor = check_upsample_options(args)
+    output = check_output_path(args.output, args.input)
     if args.save_adapted:
         from ..volumes.fileio import check_writable_destination
 
@@ -105,13 +131,7 @@ def run_upsample(args: argparse.Namespace) -> int:
                                                                 Path(args.output).expanduser().absolute()):
             raise InputError("--save-adapted must name a new checkpoint file, not the input or the output image")
         check_writable_destination(args.save_adapted)
-    engine = None
-    if args.method == "asi":
-        checkpoint = resolve_checkpoint(args.checkpoint)
-        engine = ASIEngine(checkpoint, args.device, batch_size=args.batch_size, precision=args.precision,
-                           synthesis=args.synthesis)
-        logger.info("model: %s", checkpoint.summary())
-    slice_thickness_option(args.slice_thickness)  # a bad value fails before any work
+    engine = make_engine(args)
     image = read_image(args.input, args.dicom_series)
     check_writable_image(image, output)  # the output keeps the input's direction: refuse NIfTI before the work
 

@@ -4,7 +4,13 @@ Used by ``Resources/Scripts/upsample_folder.py``, which 3D Slicer runs with::
 
     Slicer --no-splash --no-main-window --python-script upsample_folder.py -- \\
         --input /data/scans --output /data/upsampled --factor 4 [--checkpoint model.pt] [--device cpu] \\
-        [--adapt SECONDS [--adapt-steps N] [--seed S]]
+        [--adapt SECONDS [--adapt-steps N] [--seed S]] [--shard I/N] [--summary results.csv]
+
+The batch itself (finding the inputs, output names and their checks, resume, shards, the summary
+CSV, per-file failures) is :mod:`..cohort`, shared with ``semantic-interpolation upsample-batch``;
+this module only supplies the MRML backend: files are read and written with MRML storage nodes
+and upsampled with :class:`SemanticInterpolationLogic`, all on the calling thread (the MRML scene
+is not thread-safe). With ``--recursive`` the outputs keep the sub-folder of their input.
 
 Everything here also runs in plain Python with the ``slicer-core`` package (files are read and
 written with MRML storage nodes, not with ``slicer.app``), which is how it is tested.
@@ -15,16 +21,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Sequence
 
+from ..cohort.discovery import VOLUME_EXTENSIONS, CohortInput, discover_inputs, volume_extension
+from ..cohort.naming import CohortTask, default_suffix, output_extension, output_path_for
 from ..errors import SemanticInterpolationError
 from ..termination import TerminationRequested, signals_end_cleanly
-
-#: File name endings read as volumes (lower case; compound endings first).
-VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -33,53 +37,27 @@ EXIT_USAGE = 2
 
 def volumeExtension(path: str | os.PathLike) -> str | None:
     """The volume file ending of ``path`` (e.g. ``".nii.gz"``), or None when it is not a volume file."""
-    name = Path(path).name.lower()
-    for extension in VOLUME_EXTENSIONS:
-        if name.endswith(extension) and len(name) > len(extension):
-            return extension
-    return None
+    return volume_extension(path)
 
 
 def collectInputFiles(inputs: Sequence[str | os.PathLike], recursive: bool = False) -> list[Path]:
-    """Volume files named in ``inputs``: files as given, folders expanded (sorted, no duplicates).
+    """Volume files named in ``inputs`` (files, folders, .txt/.csv lists), without duplicates.
 
-    Raises :class:`FileNotFoundError` for a path that does not exist and :class:`ValueError`
-    for a file that is not a volume file.
+    Raises :class:`~..errors.InputError` for a path that does not exist and for a file that is not a
+    volume or list file.
     """
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            pattern = path.rglob("*") if recursive else path.iterdir()
-            found += sorted(p for p in pattern if p.is_file() and volumeExtension(p) and not p.name.startswith("."))
-        elif path.is_file():
-            if volumeExtension(path) is None:
-                raise ValueError(f"'{path}' is not a volume file (expected one of {', '.join(VOLUME_EXTENSIONS)})")
-            found.append(path)
-        else:
-            raise FileNotFoundError(f"input '{path}' does not exist")
-    unique: list[Path] = []
-    seen: set[Path] = set()
-    for path in found:
-        resolved = path.resolve()
-        if resolved not in seen:
-            seen.add(resolved)
-            unique.append(path)
-    return unique
+    return [item.source for item in _discover(inputs, recursive)[0]]
+
+
+def _discover(inputs: Sequence[str | os.PathLike], recursive: bool) -> tuple[list[CohortInput], list[Path]]:
+    return discover_inputs(inputs, recursive=recursive, dicom=False)  # storage nodes read files, not series folders
 
 
 def outputPathFor(inputPath: str | os.PathLike, outputFolder: str | os.PathLike, factor: int,
                   fileFormat: str | None = None) -> Path:
     """``<output folder>/<input name>_asi_x<factor><ext>``; ``fileFormat`` (e.g. "nrrd") replaces the input's ending."""
-    inputPath = Path(inputPath)
-    extension = volumeExtension(inputPath) or ".nrrd"
-    stem = inputPath.name[: -len(extension)]
-    if fileFormat:
-        extension = "." + fileFormat.lower().lstrip(".")
-        if extension not in VOLUME_EXTENSIONS:
-            raise ValueError(f"unknown output format '{fileFormat}': use one of "
-                             f"{', '.join(e.lstrip('.') for e in VOLUME_EXTENSIONS)}")
-    return Path(outputFolder) / f"{stem}_asi_x{factor}{extension}"
+    item = CohortInput(Path(inputPath), PurePosixPath(Path(inputPath).name), 0)
+    return output_path_for(item, outputFolder, default_suffix("asi", factor), output_extension(fileFormat))
 
 
 def buildArgumentParser() -> argparse.ArgumentParser:
@@ -119,8 +97,14 @@ def buildArgumentParser() -> argparse.ArgumentParser:
                         help="replace acquired slices by their autoencoder reconstruction (default: keep them)")
     parser.add_argument("--format", default=None, metavar="EXT",
                         help="output file format, e.g. nrrd or nii.gz (default: same as the input)")
-    parser.add_argument("--recursive", action="store_true", help="also search sub-folders of input folders")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing results (default: skip them)")
+    parser.add_argument("--recursive", action="store_true",
+                        help="also search sub-folders of input folders (the outputs keep the sub-folders)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing results (default: skip those that are complete files)")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="do only shard I of N (I from 0; balanced by file size), e.g. for scheduler array jobs")
+    parser.add_argument("--summary", default=None, metavar="PATH",
+                        help="also write a CSV with one row per input: input, output, status, seconds, message")
     return parser
 
 
@@ -163,6 +147,50 @@ def saveVolume(volume: Any, path: str | os.PathLike) -> None:
             raise OSError(f"could not write '{path}'")
 
 
+class MRMLBackend:
+    """Read with storage nodes into ``scene``, upsample with ``logic``, write with storage nodes; one thread."""
+
+    concurrent_io = False
+
+    def __init__(self, arguments: argparse.Namespace, scene: Any, logic: Any, log: Callable[[str], None]) -> None:
+        self.arguments, self.scene, self.logic, self.log = arguments, scene, logic, log
+        self.created: list[Any] = []
+
+    def output_problem(self, path: Path) -> str | None:
+        from ..cohort.outputs import image_file_problem
+
+        return image_file_problem(path)
+
+    def read(self, task: CohortTask) -> Any:
+        volume = loadVolume(self.scene, task.item.source)
+        self.created.append(volume)
+        return volume
+
+    def process(self, task: CohortTask, volume: Any, progress: Callable[[int, int], None]) -> Any:
+        a = self.arguments
+        output = self.logic.upsample(
+            volume, a.factor, checkpoint=a.checkpoint, device=a.device, keepAcquiredSlices=not a.reconstruct_acquired,
+            progress=progress, batchSize=a.batch_size, sliceAxis=a.slice_axis, synthesis=a.synthesis,
+            adapt=getattr(a, "adapt", None), adaptSteps=getattr(a, "adapt_steps", None),
+            adaptSeed=getattr(a, "seed", 0))
+        self.created.append(output)
+        if self.logic.lastAdaptation is not None:
+            self.log(f"{task.item.relative.as_posix()}: {self.logic.lastAdaptation.summary()}")
+        return output
+
+    def write(self, task: CohortTask, volume: Any) -> str:
+        saveVolume(volume, task.output)
+        return "x".join(str(d) for d in volume.GetImageData().GetDimensions()) + " voxels"
+
+    def release(self, task: CohortTask) -> None:
+        """Remove the nodes made for the task (and their display nodes) from the scene."""
+        for node in self.created:
+            for index in range(node.GetNumberOfDisplayNodes()):
+                self.scene.RemoveNode(node.GetNthDisplayNode(index))
+            self.scene.RemoveNode(node)
+        self.created.clear()
+
+
 @dataclass
 class BatchReport:
     """What a batch run did."""
@@ -176,6 +204,21 @@ class BatchReport:
         return EXIT_SOME_FAILED if self.failed else EXIT_OK
 
 
+def planBatch(arguments: argparse.Namespace) -> list[CohortTask]:
+    """The tasks of this run (its shard when ``--shard`` is given); :class:`InputError` for bad inputs."""
+    from ..cohort.naming import check_output_dir_outside_inputs, plan_tasks
+    from ..cohort.sharding import parse_shard, select_shard
+
+    items, roots = _discover(arguments.input, arguments.recursive)
+    if not items:
+        return []
+    check_output_dir_outside_inputs(arguments.output, roots)
+    tasks = plan_tasks(items, Path(arguments.output).expanduser(), default_suffix("asi", arguments.factor),
+                       output_extension(arguments.format))
+    shard = getattr(arguments, "shard", None)
+    return select_shard(tasks, *parse_shard(shard)) if shard else tasks
+
+
 def runBatch(arguments: argparse.Namespace, scene: Any = None, log: Callable[[str], None] = print,
              logic: Any = None) -> BatchReport:
     """Upsample every input file into the output folder; failures are reported and counted, not raised.
@@ -186,63 +229,35 @@ def runBatch(arguments: argparse.Namespace, scene: Any = None, log: Callable[[st
     """
     import slicer
 
+    from ..cohort.runner import run_cohort
+    from ..cohort.summary import DONE, SKIPPED, write_summary
     from .logic import SemanticInterpolationLogic
 
     scene = scene if scene is not None else slicer.vtkMRMLScene()
     logic = logic if logic is not None else SemanticInterpolationLogic()
     adapt = getattr(arguments, "adapt", None)
-    adaptSteps = getattr(arguments, "adapt_steps", None)
-    adaptSeed = getattr(arguments, "seed", 0)
     logic.validateSettings(arguments.factor, arguments.checkpoint, arguments.device, arguments.batch_size,
-                           synthesis=arguments.synthesis, adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed)
-    files = collectInputFiles(arguments.input, arguments.recursive)
+                           synthesis=arguments.synthesis, adapt=adapt, adaptSteps=getattr(arguments, "adapt_steps", None),
+                           adaptSeed=getattr(arguments, "seed", 0))
+    tasks = planBatch(arguments)
     outputFolder = Path(arguments.output).expanduser()
     outputFolder.mkdir(parents=True, exist_ok=True)
-    report = BatchReport()
-    log(f"SemanticInterpolation batch: {len(files)} volume(s), factor {arguments.factor}, "
+    log(f"SemanticInterpolation batch: {len(tasks)} volume(s), factor {arguments.factor}, "
         f"device {arguments.device}, output folder {outputFolder}"
+        + (f", shard {arguments.shard}" if getattr(arguments, "shard", None) else "")
         + (f", adaptation to each scan for up to {adapt:g} s" if adapt is not None else ""))
-    for number, inputPath in enumerate(files, start=1):
-        prefix = f"[{number}/{len(files)}] {inputPath.name}"
-        outputPath = outputPathFor(inputPath, outputFolder, arguments.factor, arguments.format)
-        if outputPath.exists() and not arguments.overwrite:
-            log(f"{prefix}: skipped, {outputPath} exists (use --overwrite to replace it)")
-            report.skipped.append(inputPath)
-            continue
-        started = time.perf_counter()
-        created: list[Any] = []
-        lastPercent = [-1]
-
-        def progress(done: int, total: int) -> None:
-            percent = int(100 * done / total) if total else 100
-            if percent // 25 > lastPercent[0] // 25:  # 0, 25, 50, 75, 100 %
-                lastPercent[0] = percent
-                log(f"{prefix}: {percent}%")
-
-        try:
-            inputVolume = loadVolume(scene, inputPath)
-            created.append(inputVolume)
-            outputVolume = logic.upsample(
-                inputVolume, arguments.factor, checkpoint=arguments.checkpoint, device=arguments.device,
-                keepAcquiredSlices=not arguments.reconstruct_acquired, progress=progress,
-                batchSize=arguments.batch_size, sliceAxis=arguments.slice_axis, synthesis=arguments.synthesis,
-                adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed)
-            created.append(outputVolume)
-            if logic.lastAdaptation is not None:
-                log(f"{prefix}: {logic.lastAdaptation.summary()}")
-            saveVolume(outputVolume, outputPath)
-        except (SemanticInterpolationError, OSError, RuntimeError, ValueError) as error:
-            log(f"{prefix}: FAILED: {error}")
-            report.failed.append((inputPath, str(error)))
+    rows = run_cohort(tasks, MRMLBackend(arguments, scene, logic, log), overwrite=arguments.overwrite, log=log,
+                      log_file_progress=True, prefix="")
+    report = BatchReport()
+    for task, row in zip(tasks, rows):
+        if row.status == DONE:
+            report.done.append(task.item.source)
+        elif row.status == SKIPPED:
+            report.skipped.append(task.item.source)
         else:
-            dims = "x".join(str(d) for d in outputVolume.GetImageData().GetDimensions())
-            log(f"{prefix}: wrote {outputPath} ({dims} voxels) in {time.perf_counter() - started:.1f} s")
-            report.done.append(inputPath)
-        finally:
-            for node in created:
-                for index in range(node.GetNumberOfDisplayNodes()):
-                    scene.RemoveNode(node.GetNthDisplayNode(index))
-                scene.RemoveNode(node)
+            report.failed.append((task.item.source, row.message))
+    if getattr(arguments, "summary", None):
+        log(f"summary: {write_summary(Path(arguments.summary).expanduser(), rows)}")
     log(f"SemanticInterpolation batch finished: {len(report.done)} done, {len(report.skipped)} skipped, "
         f"{len(report.failed)} failed")
     for path, message in report.failed:
@@ -267,16 +282,10 @@ def main(argv: Sequence[str] | None = None, scene: Any = None, log: Callable[[st
         log("error: --adapt-steps applies with --adapt SECONDS only")
         return EXIT_USAGE
     try:
-        files = collectInputFiles(arguments.input, arguments.recursive)
-    except (OSError, ValueError) as error:
-        log(f"error: {error}")
-        return EXIT_USAGE
-    if not files:
-        log(f"error: no volume files ({', '.join(VOLUME_EXTENSIONS)}) found in {' '.join(arguments.input)}")
-        return EXIT_USAGE
-    try:
-        if arguments.format:
-            outputPathFor(files[0], arguments.output, arguments.factor, arguments.format)
+        output_extension(arguments.format)
+        if not collectInputFiles(arguments.input, arguments.recursive):
+            log(f"error: no volume files ({', '.join(VOLUME_EXTENSIONS)}) found in {' '.join(arguments.input)}")
+            return EXIT_USAGE
         with signals_end_cleanly():  # SIGTERM/SIGHUP: the file being written is removed, as on Ctrl-C
             return runBatch(arguments, scene=scene, log=log).exitCode
     except TerminationRequested as stop:

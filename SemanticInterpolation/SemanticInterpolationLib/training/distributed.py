@@ -78,10 +78,11 @@ def launched_distributed() -> bool:
         return False
 
 
-def init_distributed(device: torch.device) -> DistributedContext:
+def init_distributed(device: torch.device, timeout=None) -> DistributedContext:
     """Join the process group described by the environment (no-op for a single process).
 
     ``device``: the device the caller resolved; CUDA selects NCCL, anything else gloo.
+    ``timeout``: a ``datetime.timedelta`` for collective waits (None: torch's default).
     """
     if dist.is_available() and dist.is_initialized():
         return DistributedContext(dist.get_rank(), dist.get_world_size(),
@@ -91,7 +92,7 @@ def init_distributed(device: torch.device) -> DistributedContext:
     if not dist.is_available():
         raise RuntimeError("this torch build has no torch.distributed; run without torchrun")
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(backend=backend, **({"timeout": timeout} if timeout is not None else {}))
     return DistributedContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
                               backend, True)
 
