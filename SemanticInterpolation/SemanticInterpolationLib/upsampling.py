@@ -83,7 +83,8 @@ def upsample_image(
     (only when adaptation was kept). The checkpoint file is never modified.
     ``slice_thickness`` (learned method only): the acquisition's slice thickness in mm, for networks with a
     slice-profile input (see :mod:`.volumes.slice_profile`); ``"auto"`` = the DICOM Slice Thickness when the
-    image carries it, else not known; None = not known.
+    image carries it, else thin or thick slices estimated from the scan (:mod:`.engine.profile_estimate`;
+    the estimate is ``engine.profile_estimate``); None = not known (the network works without it).
     Header fields other than the geometry (e.g. DICOM tags) are not copied: the output is a new image.
     """
     method = validate_method(method)
@@ -110,6 +111,12 @@ def upsample_image(
             raise InputError(f"synthesis={synthesis!r} differs from the given engine's {engine.synthesis!r}")
         engine.adaptation = None
         ratio = validate_thickness_ratio(slice_thickness_ratio(image, index_axis, slice_thickness))
+        engine.profile_estimate = None
+        if ratio is None and isinstance(slice_thickness, str) and engine.takes_slice_profile:
+            engine.profile_estimate = engine.estimate_slice_profile(array, factor, axis_np)  # "auto", no header
+            if engine.profile_estimate is not None:
+                ratio = engine.profile_estimate.ratio
+                logger.info("%s", engine.profile_estimate.summary())
         if adapt is not None:
             values = _adapt_and_upsample(engine, array, factor, axis_np, keep_acquired, out_dtype, adapt, adapt_steps,
                                          adapt_seed, save_adapted, progress, should_cancel, ratio)

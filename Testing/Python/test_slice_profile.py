@@ -154,7 +154,7 @@ def test_cli_rejects_a_bad_slice_thickness_before_work(tmp_path, capsys):
     assert "--slice-thickness" in capsys.readouterr().err
 
 
-def test_evaluation_tells_the_simulated_thickness_when_asked(monkeypatch):
+def test_evaluation_passes_the_profile_it_is_asked_to(monkeypatch):
     from SemanticInterpolationLib.evaluation import EvaluationSettings, run_evaluation
 
     seen = []
@@ -167,8 +167,57 @@ def test_evaluation_tells_the_simulated_thickness_when_asked(monkeypatch):
     monkeypatch.setattr(ASIEngine, "upsample", spy)
     image = sitk.ReadImage(str(T1))
     engine = ASIEngine(_profile_network(), "cpu")
-    for thick, told, expected in ((False, True, [0.5, 1 / 3]), (True, True, [1.0, 1.0]), (True, False, [None, None])):
+    for thick, profile, expected in ((False, "told", [0.5, 1 / 3]), (True, "told", [1.0, 1.0]),
+                                     (True, "unknown", [None, None])):
         seen.clear()
         run_evaluation({"t1": image}, EvaluationSettings(factors=(2, 3), methods=("asi",), thick_slices=thick,
-                                                         tell_slice_thickness=told), engine=engine)
-        assert seen == pytest.approx(expected) if told else seen == expected
+                                                         slice_profile=profile), engine=engine)
+        assert seen == (pytest.approx(expected) if None not in expected else expected)
+    seen.clear()  # auto: estimated from the thinned volume (a thin, thick or withheld profile)
+    run_evaluation({"t1": image}, EvaluationSettings(factors=(2, 3), methods=("asi",), slice_profile="auto"),
+                   engine=engine)
+    assert seen[0] in (None, 0.5, 1.0) and seen[1] in (None, pytest.approx(1 / 3), 1.0)
+    with pytest.raises(InputError, match="slice profile"):
+        EvaluationSettings(factors=(2,), slice_profile="dicom").validated()
+
+
+class _TwoWorldModel(torch.nn.Module):
+    """Stands in for a profile network: a constant slice per told profile (thin: ratio < 0.5)."""
+
+    needs_anchor = False
+    takes_thickness = True
+
+    def __init__(self, thin_value: float, thick_value: float) -> None:
+        super().__init__()
+        self.config = PairUNetConfig(widths=(4, 8))
+        self.values = (thin_value, thick_value)
+        self.told = []
+
+    def synthesize(self, first, second, alpha, thickness=None):
+        self.told.append(thickness)
+        return torch.full_like(first, self.values[1] if thickness >= 0.5 else self.values[0])
+
+
+@pytest.mark.parametrize("thin_value, thick_value, choice", [(0.5, 0.9, "thin"), (0.9, 0.5, "thick"),
+                                                            (0.49, 0.5099, "unknown")])
+def test_estimate_takes_the_hypothesis_that_predicts_the_acquired_slices(thin_value, thick_value, choice):
+    from SemanticInterpolationLib.engine.profile_estimate import estimate_slice_profile
+
+    slices = np.full((9, 20, 20), 0.5, dtype=np.float32)
+    model = _TwoWorldModel(thin_value, thick_value)
+    estimate = estimate_slice_profile(model, slices, 4)
+    assert estimate.choice == choice
+    assert estimate.ratio == {"thin": 0.25, "thick": 1.0, "unknown": None}[choice]
+    assert set(model.told) == {1 / 8, 0.5}  # thin: thickness / gap of two spacings = 1 / (2K)
+    assert estimate_slice_profile(model, slices[:4], 4) is None  # too few slices
+
+
+def test_upsample_image_estimates_the_profile_only_when_nothing_says_it():
+    image = sitk.Cast(sitk.ReadImage(str(T1)), sitk.sitkFloat32)
+    engine = ASIEngine(_profile_network(), "cpu")
+    upsample_image(image, 2, engine=engine, axis=2)
+    assert engine.profile_estimate is not None and engine.profile_estimate.slices_tested > 0
+    upsample_image(image, 2, engine=engine, axis=2, slice_thickness=2.0)
+    assert engine.profile_estimate is None
+    upsample_image(image, 2, engine=engine, axis=2, slice_thickness=None)
+    assert engine.profile_estimate is None

@@ -66,9 +66,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--compare", nargs="+", default=[], metavar="CKPT",
                         help="more model checkpoints (any model type) scored side by side as methods "
                              "model:<file name>, e.g. the bundled ASI default beside a new model")
-    parser.add_argument("--tell-slice-thickness", action="store_true",
-                        help="tell models with a slice-profile input the simulated slice thickness (as a DICOM "
-                             "header would); default: not known, as for a NIfTI file")
+    parser.add_argument("--slice-profile", choices=("auto", "told", "unknown"), default="auto",
+                        help="what models with a slice-profile input are told: auto (default; as for a NIfTI "
+                             "file: estimated from the thinned volume), told (the simulated thickness, as a DICOM "
+                             "header would say) or unknown (nothing)")
     parser.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
                         help="also score the model after adapting it for at most SECONDS to each thinned volume "
                              "(method asi+adapt; adaptation sees only the thinned volume, never the removed slices)")
@@ -143,7 +144,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     settings = EvaluationSettings(factors, methods, args.axis, args.thick_slices, args.checkpoint, args.device,
                                   args.batch_size, args.synthesis, adapt_seconds=args.adapt,
                                   adapt_steps=args.adapt_steps, compare=tuple(args.compare),
-                                  tell_slice_thickness=bool(args.tell_slice_thickness))
+                                  slice_profile=args.slice_profile)
     bar = TerminalProgress("evaluate")
     level = logger.level
     if not args.verbose:

@@ -86,7 +86,8 @@ def add_upsample_options(parser: argparse.ArgumentParser, single_file: bool = Tr
     parser.add_argument("--slice-thickness", default="auto", metavar="MM",
                         help="slice thickness of the acquisition in mm, for models with a slice-profile input "
                              "(thin slices far apart and contiguous thick slices need different synthesis); auto "
-                             "(default) = the DICOM Slice Thickness when the input has it, else not known; "
+                             "(default) = the DICOM Slice Thickness when the input has it, else thin or thick "
+                             "slices estimated from the scan; "
                              "'unknown' = do not tell the model")
     if single_file:
         parser.add_argument("--dicom-series", metavar="UID", help="SeriesInstanceUID to read when INPUT is a folder with several series")

@@ -242,6 +242,21 @@ class ASIEngine:
         self.adaptation = None
         #: the network uses the slice profile (``upsample(slice_thickness_ratio=...)``) when it is given
         self.takes_slice_profile = bool(getattr(self.model, "takes_thickness", False))
+        #: the slice profile estimated for the last ``upsample_image(slice_thickness="auto")`` (None: not estimated)
+        self.profile_estimate = None
+
+    def estimate_slice_profile(self, volume: np.ndarray, factor: int, axis: int = 0):
+        """Thin or thick slices, estimated from ``volume`` itself by a network with a slice-profile input
+        (:func:`.profile_estimate.estimate_slice_profile`); None for other networks or too few slices.
+        ``volume``: 3-D array, slices along numpy axis ``axis``; not modified."""
+        if not self.takes_slice_profile:
+            return None
+        from .profile_estimate import estimate_slice_profile
+
+        axis = validate_volume(volume, axis)
+        slices = np.moveaxis(volume, axis, 0)
+        unit = self.normalization.to_unit_range(slices, self.normalization.fit(volume)).astype(np.float32)
+        return estimate_slice_profile(self.model, unit, validate_factor(factor), device=self.device)
 
     def remember_weights(self) -> None:
         """Keep a copy of the current weights for :meth:`restore` (once; adaptation calls it)."""

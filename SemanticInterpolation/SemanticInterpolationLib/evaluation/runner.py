@@ -119,15 +119,22 @@ class EvaluationSettings:
     #: more checkpoints scored side by side, as methods ``model:<name>`` (name: the file's stem); each
     #: in its own recommended synthesis mode. The Wilcoxon tests stay ASI (``checkpoint``) against the rest.
     compare: "tuple[str, ...]" = ()
-    #: tell networks with a slice-profile input the simulated slice thickness (thin: the fine spacing; thick:
-    #: K x the fine spacing), as a DICOM header would; False = not known, as for a NIfTI file
-    tell_slice_thickness: bool = False
+    #: what networks with a slice-profile input are told: ``"auto"`` (as for a NIfTI file: estimated from the
+    #: thinned volume), ``"told"`` (the simulated thickness, as a DICOM header would say: the fine spacing,
+    #: or K x it with thick slices) or ``"unknown"`` (nothing)
+    slice_profile: str = "auto"
 
     def validated(self) -> "EvaluationSettings":
         """A copy with factors and methods parsed and checked (fields not named here are kept as they are)."""
+        if self.slice_profile not in SLICE_PROFILE_CHOICES:
+            raise InputError(f"slice profile must be one of {', '.join(SLICE_PROFILE_CHOICES)}, got {self.slice_profile!r}")
         return replace(self, factors=parse_factors(self.factors), methods=parse_methods(self.methods),
                        thick_slices=bool(self.thick_slices),
                        batch_size=None if self.batch_size is None else int(self.batch_size))
+
+
+#: what ``EvaluationSettings.slice_profile`` may say
+SLICE_PROFILE_CHOICES = ("auto", "told", "unknown")
 
 
 @dataclass
@@ -321,8 +328,8 @@ def run_evaluation(
                                               seconds=float(settings.adapt_seconds), max_steps=settings.adapt_steps,
                                               should_cancel=should_cancel)
                     result.notes.append(f"{name} K={factor}: " + adaptation.summary().replace("\n", ";"))
-                thickness = None
-                if settings.tell_slice_thickness and method in engines:
+                thickness = {"auto": "auto", "unknown": None}.get(settings.slice_profile)
+                if settings.slice_profile == "told" and method in engines:
                     fine_spacing = float(image.GetSpacing()[index_axis])
                     thickness = fine_spacing * (factor if settings.thick_slices else 1)
                 try:

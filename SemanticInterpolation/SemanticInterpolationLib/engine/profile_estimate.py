@@ -1,0 +1,119 @@
+"""Thin or thick slices? An estimate from the scan itself, for networks with a slice-profile input.
+
+NIfTI, NRRD and MHA files do not record the slice thickness. A network told the slice profile can
+test both hypotheses on the acquired slices (analysis by synthesis): each tested acquired slice ``i``
+is predicted from its neighbours ``i - 1`` and ``i + 1`` (two spacings apart),
+
+* *thin* (thickness = spacing / K, the thin slices of a finer acquisition, K the requested factor):
+  the network's slice half-way between them, told thickness / gap = 1 / (2K);
+* *thick* (thickness = spacing): the acquired slice is the through-plane average of the anatomy over
+  its thickness, so the network, told thickness / gap = 1/2, synthesises sharp slices at nine
+  positions from ``i - 1`` to ``i + 1`` and they are averaged with the Gaussian slice profile of FWHM
+  one spacing;
+
+and the prediction errors are compared (mean squared error on a central crop of each tested slice):
+*thick* when its error is lower than thin's by more than :data:`THICK_MARGIN` (a relative margin),
+*thin* when thin's is lower, and *unknown* in between (the network then works without the profile).
+Thick slices win by a wide margin when they are thick (6-30 % lower error on the volumes tried), while
+smooth thin-slice volumes (an averaged template) can come out close; hence the margin. Measured on the validation and training volumes (both settings, K = 2..6) it chose
+right in every case tried (see the model card); it is an estimate, so a known thickness
+(``--slice-thickness``, a DICOM header) always wins over it.
+
+Arrays are ``[n, H, W]`` slices along the slice axis (numpy axis 0), normalised to [0, 1].
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .baselines import interpolate_slices
+
+logger = logging.getLogger("SemanticInterpolation")
+
+#: positions (in spacings from the tested slice) at which the thick hypothesis synthesises slices
+THICK_POSITIONS = np.linspace(-1.0, 1.0, 9)
+#: the thick-slice profile: a Gaussian of FWHM one spacing, sampled at :data:`THICK_POSITIONS`
+THICK_WEIGHTS = np.exp(-0.5 * (THICK_POSITIONS / (1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0))))) ** 2)
+THICK_WEIGHTS = THICK_WEIGHTS / THICK_WEIGHTS.sum()
+#: fewest acquired slices for an estimate (a tested slice needs two on each side)
+MIN_SLICES = 5
+#: thick only when its prediction error is this much (relative) below thin's
+THICK_MARGIN = 0.03
+
+
+@dataclass(frozen=True)
+class ProfileEstimate:
+    """The outcome: ``choice`` ``"thin"``, ``"thick"`` or ``"unknown"``, the ``ratio`` (thickness / spacing) to
+    tell the network (None for unknown), and the prediction errors of both hypotheses (mean squared error,
+    unit intensity range)."""
+
+    choice: str
+    ratio: float | None
+    thin_error: float
+    thick_error: float
+    slices_tested: int
+
+    def summary(self) -> str:
+        told = f"thickness/spacing {self.ratio:.3g}" if self.ratio is not None else "the model is not told"
+        return (f"slice profile estimated from the scan: {self.choice} slices ({told}; prediction error of "
+                f"{self.slices_tested} acquired slices: thin {self.thin_error:.3g}, thick {self.thick_error:.3g})")
+
+
+def estimate_slice_profile(model: torch.nn.Module, unit_slices: np.ndarray, factor: int, *,
+                           max_slices: int = 16, crop: int = 96, device: torch.device | str = "cpu",
+                           ) -> ProfileEstimate | None:
+    """:class:`ProfileEstimate` for ``unit_slices`` ``[n, H, W]`` (float32 in [0, 1]) to be upsampled by
+    ``factor``, or None when there are fewer than :data:`MIN_SLICES` slices. ``model``: a pair U-Net with
+    ``thickness_input`` (and optionally the B-spline anchor input), in eval mode. At most ``max_slices``
+    slices are tested, each on its central ``crop`` x ``crop`` pixels (a multiple of the network's size)."""
+    n, height, width = unit_slices.shape
+    if n < MIN_SLICES:
+        return None
+    multiple = int(model.config.size_multiple)
+    ch = max(multiple, min(crop, height) // multiple * multiple)
+    cw = max(multiple, min(crop, width) // multiple * multiple)
+    top, left = max(0, (height - ch) // 2), max(0, (width - cw) // 2)
+    region = unit_slices[:, top:top + ch, left:left + cw]
+    if region.shape[1] != ch or region.shape[2] != cw:  # smaller than one network block: edge-pad
+        region = np.pad(region, ((0, 0), (0, ch - region.shape[1]), (0, cw - region.shape[2])), mode="edge")
+    candidates = list(range(2, n - 2)) or [n // 2]
+    tested = candidates[:: max(1, math.ceil(len(candidates) / max_slices))][:max_slices]
+    anchors = {}
+    needs_anchor = bool(getattr(model, "needs_anchor", False))
+    if needs_anchor:  # the B-spline on each parity's lattice (the slices kept at gap two), in steps of 1/8
+        for parity in (0, 1):
+            lattice = region[parity::2]
+            if lattice.shape[0] >= 2:
+                anchors[parity] = interpolate_slices(lattice, 8, "bspline", dtype=np.float32)
+    thin_alphas, thin_weights = [0.5], [1.0]
+    thick_alphas, thick_weights = list(0.5 + THICK_POSITIONS / 2.0), list(THICK_WEIGHTS)
+    errors = {"thin": [], "thick": []}
+    with torch.inference_mode():
+        for i in tested:
+            first = torch.from_numpy(np.ascontiguousarray(region[i - 1]))[None, None].to(device)
+            second = torch.from_numpy(np.ascontiguousarray(region[i + 1]))[None, None].to(device)
+            for name, alphas, weights, ratio in (("thin", thin_alphas, thin_weights, 1.0 / (2 * factor)),
+                                                 ("thick", thick_alphas, thick_weights, 0.5)):
+                prediction = np.zeros((ch, cw), dtype=np.float64)
+                for alpha, weight in zip(alphas, weights):
+                    extra = ()
+                    if needs_anchor:
+                        lattice_index = (i - 1) // 2  # slice i - 1 in its parity's lattice
+                        spline = anchors[(i - 1) % 2][8 * lattice_index + int(round(8 * alpha))]
+                        extra = (torch.from_numpy(np.ascontiguousarray(spline))[None, None].to(device),)
+                    out = model.synthesize(first, second, float(alpha), *extra, thickness=float(ratio))
+                    prediction += weight * out[0, 0].double().cpu().numpy()
+                errors[name].append(float(np.mean((prediction - region[i]) ** 2)))
+    thin, thick = float(np.mean(errors["thin"])), float(np.mean(errors["thick"]))
+    if thick < (1.0 - THICK_MARGIN) * thin:
+        choice, ratio = "thick", 1.0
+    elif thin <= thick:
+        choice, ratio = "thin", 1.0 / factor
+    else:
+        choice, ratio = "unknown", None
+    return ProfileEstimate(choice, ratio, thin, thick, len(tested))
