@@ -384,3 +384,27 @@ def test_cli_trains_upsamples_and_describes_an_hrinet(tmp_path):
     assert main(["train", str(T1_2MM), "--model-type", "hrinet", "--output", str(tmp_path / "x.pt"),
                  "--model-option", "bogus=1", "--device", "cpu"]) == 1
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_two_process_torchrun_training_of_an_hrinet(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("this torch build has no gloo backend")
+    folder = tmp_path / "ddp"
+    folder.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "SemanticInterpolationLib.cli.train", str(T1_2MM), "--output", str(folder / "h.pt"),
+               "--model-type", "hrinet", "--hrinet-widths", "8,16,16", "--sequence-length", "5", "--critic-updates", "2",
+               "--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "2", "--patch-size", "24", "--device", "cpu"]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert sorted(p.name for p in folder.iterdir()) == ["h.log.jsonl", "h.pt"]  # rank 0 only
+    trained = load_checkpoint(folder / "h.pt")
+    assert trained.training["world_size"] == 2
+    assert trained.extra_state["training_state"]["procedure"]["steps_done"] == {"I": 2, "II": 1}
