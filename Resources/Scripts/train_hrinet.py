@@ -6,6 +6,11 @@
     nohup nice -n 5 env OMP_NUM_THREADS=1 python Resources/Scripts/train_hrinet.py --run $T/hrinet-small.pt \
         --minutes 45 > $T/hrinet-small.out 2>&1 &          # run again to continue (resumes --run)
 
+The run reported in Docs/Experiments.md (section HRINet): the command above (stopped after 7 epochs,
+700 steps), then the thesis's first stage (D1 only, no PatchGAN) from its last epoch:
+    python Resources/Scripts/train_hrinet.py --run $T/hrinet-small-stage1.pt --init $T/hrinet-small.pt \
+        --option gan_weight=0 --minutes 16              # stopped after 9 epochs; best (validation): epoch 3
+
 Data split (the same as Resources/Scripts/train_default_model.py, imported from there):
   training   : MNI152 2009a and pydeface mean T1 (1 mm; in-plane slices along all three axes) plus the
                real anisotropic stacks brain1, brain2, PD brain, ITK T1 and breast1;
