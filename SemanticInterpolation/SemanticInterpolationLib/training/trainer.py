@@ -34,7 +34,10 @@ stops after that step, nothing more is written, and the files of the last comple
 Model types (``model_type``, see :mod:`..models.registry`): ``"asi"`` (default) trains the ASI
 autoencoder on slice triplets (eq. 3); ``"pair-unet"`` trains the pair U-Net to predict a slice
 from two slices ``g`` apart and alpha (:class:`.data.GapDataset`, gaps ``2..max_gap`` on fine
-volumes), with the synthesis loss only (``lam`` and ``synthesis_target`` do not apply). Fine-tuning
+volumes), with the synthesis loss only (``lam`` and ``synthesis_target`` do not apply). A type whose
+network class names a ``training_procedure`` (``"hrinet"``: :mod:`.hrinet`, critics and alternating
+steps) brings its own data, optimisers, steps, validation and extra training state, with its options in
+``model_options``; the loop, logging, checkpoints, resume and cancel stay the trainer's. Fine-tuning
 and resuming keep the checkpoint's model type; a checkpoint of another type than ``model_type`` is
 refused before any work.
 
