@@ -325,11 +325,13 @@ class TrainingModelType(enum.Enum):
     AUTO = "auto"
     ASI = "asi"
     PAIR_UNET = "pair-unet"
+    HRINET = "hrinet"
 
     def label(self) -> str:
         return {TrainingModelType.AUTO: _("auto (checkpoint's type)"),
                 TrainingModelType.ASI: _("asi (the paper's autoencoder)"),
-                TrainingModelType.PAIR_UNET: _("pair-unet (U-Net correction of the linear mix)")}[self]
+                TrainingModelType.PAIR_UNET: _("pair-unet (U-Net correction of the linear mix)"),
+                TrainingModelType.HRINET: _("hrinet (feature maps mixed at several scales, two critics)")}[self]
 
 
 class SynthesisLoss(enum.Enum):

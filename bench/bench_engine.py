@@ -2,7 +2,7 @@
 """Benchmark of the ASI upsampling engine on the current device; every figure from one run.
 
 Prints, for a 256x256xN volume (N acquired slices) and K = 2, 4, 8:
-  * every registered model type side by side (ASI, pair-unet, ...): FLOPs per synthesized slice and
+  * every registered model type side by side (ASI, pair-unet, hrinet, ...): FLOPs per synthesized slice and
     synthesized slices per second at K = 4 with the engine's default settings,
   * end-to-end time of ASIEngine.upsample and synthesized slices per second,
   * the network's achieved GFLOP/s (convolution FLOPs counted layer by layer, 2 per multiply-add)
@@ -13,7 +13,7 @@ Prints, for a 256x256xN volume (N acquired slices) and K = 2, 4, 8:
     default model's), relative to plain,
 and compares memory formats and batch sizes within the same run (the machines are noisy).
 
-Usage: python bench/bench_engine.py [--device auto] [--slices 12] [--repeats 3] [--quick]
+Usage: python bench/bench_engine.py [--device auto] [--slices 12] [--repeats 3] [--quick] [--model-types-only]
 """
 
 from __future__ import annotations
@@ -119,6 +119,7 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="fewer configurations (for a smoke test)")
+    parser.add_argument("--model-types-only", action="store_true", help="only the model types side by side")
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--factor", type=int, default=4, help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, default=8, help=argparse.SUPPRESS)
@@ -164,6 +165,8 @@ def main() -> None:
               f"{synthesized / seconds:7.1f} synthesized slices/s, {gflop_per_slice * synthesized / seconds:6.0f} "
               f"GFLOP/s ({gflop_per_slice * synthesized / seconds / peak_fp32 * 100:5.1f}% of fp32 peak), "
               f"{seconds / type_seconds[model_type_names()[0]]:4.2f}x the time of {model_type_names()[0]}")
+    if args.model_types_only:
+        return
 
     formats = ["contiguous", "channels_last"]
     batch_sizes = [4, 8] if args.quick else ([2, 4, 8, 16] if device.type == "cpu" else [64, 256, 1024])

@@ -5,7 +5,10 @@ Times complete optimisation steps of the real trainer (triplet sampling and augm
 encoder/decoder forward, eq. 3 loss, backward, Adam) after a few warm-up steps, with validation
 and checkpoint writing excluded. One triplet = three slices (two encoded and reconstructed, one
 synthesised), so slices/s = 3 x triplets/s. For ``pair-unet`` a sample is (two input slices, one target)
-from the gap sampler; the network runs once per sample. ``--model-types`` picks the types (default all,
+from the gap sampler; the network runs once per sample. For ``hrinet`` a sample is one item of its
+alternating procedure (training/hrinet.py): on step I a pair (two slices encoded, reconstructed and
+mixed; D1 updated once, D2 five times), on step II a sequence of 7 slices (two encoded, five
+synthesised); steps alternate, so its figure is the mean over both. ``--model-types`` picks the types (default all,
 in one run, so their ratio is measured on the same machine state). The volume is synthetic (160x160 in-plane, 14 slices):
 the cost does not depend on the image content.
 

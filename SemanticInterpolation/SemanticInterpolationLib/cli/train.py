@@ -142,6 +142,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--log", metavar="FILE", help="JSON-lines log (default CKPT with .log.jsonl)")
     parser.add_argument("--stop-file", metavar="FILE",
                         help="stop after the current step once this file exists (for GUIs and batch systems)")
+    parser.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON",
+                        help="an option of the model type's own training procedure, e.g. sequence_length=5 (repeatable)")
+    from ..training.hrinet import add_cli_options as add_hrinet_options
+
+    add_hrinet_options(parser)
     from .app import add_common_options
 
     add_common_options(parser)
@@ -163,7 +168,26 @@ def config_from_args(args: argparse.Namespace):
         device=args.device, precision=args.precision, num_workers=args.workers,
         data_on_device=bool(getattr(args, "data_on_device", False)),
         validation_triplets=args.validation_triplets, best_metric=args.best_metric,
-        best_output=args.best_output, log_path=args.log)
+        best_output=args.best_output, log_path=args.log, model_options=_model_options(args))
+
+
+def _model_options(args: argparse.Namespace) -> dict:
+    """``--model-option KEY=JSON`` and the HRINet options as one dictionary (``TrainingConfig.model_options``)."""
+    import json
+
+    from ..training.hrinet import options_from_args
+
+    options = {}
+    for item in getattr(args, "model_option", None) or []:
+        key, sep, text = str(item).partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--model-option needs KEY=VALUE, got {item!r}")
+        try:
+            options[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key.strip()] = text
+    options.update(options_from_args(args))
+    return options
 
 
 class _CancelFlag:

@@ -26,7 +26,8 @@ Three synthesis modes (``synthesis=``):
 Every model type offers the same three calls (see :mod:`..models.registry`): ``encode`` (the
 state kept per acquired slice: ASI's latent map; for ``pair-unet`` the slice itself),
 ``synthesize(state_first, state_second, alpha)`` (ASI: decode the latent mix; ``pair-unet``: its
-network on the pair) and ``reconstruct(state)``. A type lists the synthesis modes it supports in
+network on the pair) and ``reconstruct(state)``. A state is one tensor or a list of tensors (``hrinet``:
+its maps of several scales), each with the batch axis first. A type lists the synthesis modes it supports in
 ``synthesis_modes``; the residual modes need ASI's reconstructions, so ``pair-unet`` (whose output
 already is a correction to the linear mix) offers ``plain`` only.
 
@@ -168,6 +169,22 @@ def convert_to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype, copy=False)
 
 
+# A slice state is one tensor [N, ...] (ASI's latent map, pair-unet's slice) or a list of them (HRINet's
+# maps of several scales); these helpers treat both alike, batch axis first.
+def _states_apply(states, fn):
+    return [fn(t) for t in states] if isinstance(states, (list, tuple)) else fn(states)
+
+
+def _states_cat(parts: list):
+    if isinstance(parts[0], (list, tuple)):
+        return [torch.cat(level) for level in zip(*parts)]
+    return torch.cat(parts)
+
+
+def _states_len(states) -> int:
+    return len(states[0]) if isinstance(states, (list, tuple)) else len(states)
+
+
 @dataclass(frozen=True)
 class _DecodeJob:
     first: int  # index of the first latent in the current chunk
@@ -289,11 +306,11 @@ class ASIEngine:
 
     def _encode(self, batch: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, self.compute_dtype):
-            return self.model.encode(batch).float()
+            return _states_apply(self.model.encode(batch), lambda t: t.float())
 
     def _reconstruct(self, states: torch.Tensor) -> np.ndarray:
         with autocast(self.device, self.compute_dtype):
-            decoded = self.model.reconstruct(states.contiguous(memory_format=self.memory_format))
+            decoded = self.model.reconstruct(_states_apply(states, self._network_format))
         return decoded[:, 0].float().cpu().numpy()
 
     def _synthesize(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor,
@@ -301,10 +318,12 @@ class ASIEngine:
         extra = () if anchor is None else (anchor.contiguous(memory_format=self.memory_format),)
         profile = {"thickness": thickness_ratio} if self.takes_slice_profile else {}
         with autocast(self.device, self.compute_dtype):
-            decoded = self.model.synthesize(first.contiguous(memory_format=self.memory_format),
-                                            second.contiguous(memory_format=self.memory_format), alpha, *extra,
-                                            **profile)
+            decoded = self.model.synthesize(_states_apply(first, self._network_format),
+                                            _states_apply(second, self._network_format), alpha, *extra, **profile)
         return decoded[:, 0].float().cpu().numpy()
+
+    def _network_format(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.contiguous(memory_format=self.memory_format) if tensor.ndim == 4 else tensor
 
     @staticmethod
     def _chunks(n_slices: int, chunk: int) -> Iterator[tuple[int, int]]:
@@ -408,19 +427,20 @@ class ASIEngine:
             for start, end in self._chunks(n_slices, self.batch_size):
                 check_cancel()
                 first_new = start if previous_latent is None else start + 1
-                new_latents = torch.cat([
+                new_latents = _states_cat([
                     self._encode(self._to_network(work[b:min(b + self.batch_size, end + 1)], intensity_range))
                     for b in range(first_new, end + 1, self.batch_size)
                 ])
-                latents = new_latents if previous_latent is None else torch.cat([previous_latent, new_latents])
+                latents = new_latents if previous_latent is None else _states_cat([previous_latent, new_latents])
                 report(end + 1 - first_new)
 
                 reconstructions = None  # [end - start + 1, H, W] in [0, 1], acquired slices start..end
                 if need_reconstructions:
                     new_reconstructions = []
-                    for b in range(0, len(new_latents), self.batch_size):
+                    for b in range(0, _states_len(new_latents), self.batch_size):
                         check_cancel()
-                        new_reconstructions.append(self._reconstruct(new_latents[b:b + self.batch_size])[:, :height, :width])
+                        chunk_states = _states_apply(new_latents, lambda t: t[b:b + self.batch_size])
+                        new_reconstructions.append(self._reconstruct(chunk_states)[:, :height, :width])
                         report(len(new_reconstructions[-1]))
                     fresh = np.concatenate(new_reconstructions)
                     if not keep_acquired:
@@ -440,12 +460,13 @@ class ASIEngine:
                     batch = jobs[b:b + self.batch_size]
                     first = torch.tensor([j.first for j in batch], device=self.device)
                     second = torch.tensor([j.second for j in batch], device=self.device)
-                    alpha = torch.tensor([j.alpha for j in batch], device=self.device, dtype=latents.dtype)
+                    alpha = torch.tensor([j.alpha for j in batch], device=self.device, dtype=torch.float32)
                     anchor_batch = None
                     if needs_anchor:
                         anchor_batch = self._to_network(np.stack([anchor[j.output_index] for j in batch]),
                                                         intensity_range)
-                    decoded = self._synthesize(latents.index_select(0, first), latents.index_select(0, second),
+                    decoded = self._synthesize(_states_apply(latents, lambda t: t.index_select(0, first)),
+                                               _states_apply(latents, lambda t: t.index_select(0, second)),
                                                alpha, anchor_batch, slice_thickness_ratio)[:, :height, :width]
                     if residual:
                         values = np.empty_like(decoded)
@@ -470,7 +491,7 @@ class ASIEngine:
                     for job, image in zip(batch, converted):
                         out_slices[job.output_index] = image
                     report(len(batch))
-                previous_latent = latents[-1:].clone()
+                previous_latent = _states_apply(latents, lambda t: t[-1:].clone())
                 if reconstructions is not None:
                     previous_reconstruction = reconstructions[-1:].copy()
                 del latents, new_latents

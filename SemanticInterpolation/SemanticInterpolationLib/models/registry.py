@@ -101,3 +101,6 @@ register_model_type(ModelType(
 register_model_type(ModelType(
     name="pair-unet", description="full-resolution U-Net on both neighbours and alpha: a learned correction "
     "to their linear mix", module="pair_unet", model_class_name="PairUNet", config_class_name="PairUNetConfig"))
+register_model_type(ModelType(
+    name="hrinet", description="HRINet (thesis chapter 3): encoder feature maps mixed with alpha at several scales "
+    "and concatenated into the decoder", module="hrinet", model_class_name="HRINet", config_class_name="HRINetConfig"))

@@ -34,7 +34,10 @@ stops after that step, nothing more is written, and the files of the last comple
 Model types (``model_type``, see :mod:`..models.registry`): ``"asi"`` (default) trains the ASI
 autoencoder on slice triplets (eq. 3); ``"pair-unet"`` trains the pair U-Net to predict a slice
 from two slices ``g`` apart and alpha (:class:`.data.GapDataset`, gaps ``2..max_gap`` on fine
-volumes), with the synthesis loss only (``lam`` and ``synthesis_target`` do not apply). Fine-tuning
+volumes), with the synthesis loss only (``lam`` and ``synthesis_target`` do not apply). A type whose
+network class names a ``training_procedure`` (``"hrinet"``: :mod:`.hrinet`, critics and alternating
+steps) brings its own data, optimisers, steps, validation and extra training state, with its options in
+``model_options``; the loop, logging, checkpoints, resume and cancel stay the trainer's. Fine-tuning
 and resuming keep the checkpoint's model type; a checkpoint of another type than ``model_type`` is
 refused before any work.
 
@@ -47,6 +50,7 @@ checkpoint of another architecture is refused before any work. Without ``init`` 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import math
@@ -230,6 +234,8 @@ class TrainingConfig:
     best_output: str | os.PathLike | None = None
     log_path: str | os.PathLike | None = None
     progress_interval_s: float = 2.0
+    #: options of a model type's own training procedure (hrinet: see ``training.hrinet.HRINetOptions``)
+    model_options: dict[str, Any] = field(default_factory=dict)
 
     def settings(self) -> dict[str, Any]:
         """The settings as plain data (volumes by name), as stored in checkpoints and the log."""
@@ -285,6 +291,8 @@ class TrainingConfig:
             args += ["--best-output", str(self.best_output)]
         if self.log_path is not None:
             args += ["--log", str(self.log_path)]
+        for key, value in sorted((self.model_options or {}).items()):
+            args += ["--model-option", f"{key}={json.dumps(value)}"]
         return args
 
 
@@ -545,9 +553,19 @@ class Trainer:
                 f"but model type {c.model_type!r} was asked for: one run trains one model type. Give "
                 f"--model-type {start.model_type} to fine-tune it, or drop --init to train a {c.model_type} model")
         self.model_type = get_model_type(c.model_type or (start.model_type if start is not None else DEFAULT_MODEL_TYPE))
+        # a model type with its own training procedure (critics, several optimisers) names it "module:Class"
+        procedure = getattr(self.model_type.model_class, "training_procedure", None)
+        self.procedure = None
+        if procedure:
+            module, name = procedure.split(":")
+            self.procedure = getattr(importlib.import_module(f".{module}", __package__), name)(self, start)
+        elif c.model_options:
+            raise InputError(f"model options {sorted(c.model_options)} do not apply to model type {self.model_type.name!r}")
         self.pair_model = self.model_type.name != "asi"
         if self.pair_model:
             self.architecture = start.config if start is not None else self.model_type.config_class()
+            if self.procedure is not None:
+                self.architecture = self.procedure.architecture
             # no clipping: the pair network's output is not bounded, and the brightest 1 % must survive
             self.normalization = start.normalization if start is not None else IntensityNormalization(clip=False)
         elif start is not None:
@@ -591,7 +609,9 @@ class Trainer:
         if c.data_on_device and getattr(self.architecture, "thickness_input", False):
             raise InputError(f"--data-on-device does not draw the slice-profile input that network "
                              f"{self.architecture.name!r} takes yet: drop --data-on-device")
-        if self.pair_model:
+        if self.procedure is not None:
+            self.dataset = self.procedure.make_dataset(self.volumes, self.patch_size, augmentation)
+        elif self.pair_model:
             # data on the device: the GapDataset only lists the samples (its blurred copies would be unused)
             self.dataset = GapDataset(self.volumes, self.patch_size, max_gap=int(c.max_gap),
                                       augmentation=augmentation, seed=c.seed,
@@ -628,6 +648,12 @@ class Trainer:
     # ------------------------------------------------------------------ helpers
     def describe(self) -> str:
         c = self.config
+        if self.procedure is not None:
+            return (f"{self.model_type.name} model {self.architecture.name} {self.init_description}; {len(self.volumes)} "
+                    f"training volume(s), {len(self.dataset)} sequences, {len(self.validation_volumes)} validation "
+                    f"volume(s); patch {self.patch_size}, batch {c.batch_size}x{self.context.world_size} process(es), "
+                    f"{self.steps_per_epoch} steps/epoch, lr {c.learning_rate:g}; {self.procedure.describe()}; device "
+                    f"{describe_device(self.device)}")
         if self.pair_model:
             return (f"{self.model_type.name} model {self.architecture.name} {self.init_description}; {len(self.volumes)} "
                     f"training volume(s), {len(self.dataset)} start slices (gaps 2..{c.max_gap} on fine volumes), "
@@ -685,6 +711,8 @@ class Trainer:
         """
         if not self.validation_volumes:
             return {}
+        if self.procedure is not None:
+            return self.procedure.validate(model)
         if self.pair_model:
             return self._validate_pair(model)
         was_training = model.training
@@ -867,8 +895,10 @@ class Trainer:
         # channels_last: 2x faster training steps on the CPU (oneDNN), and the fast layout on CUDA
         memory_format = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
         model.to(memory_format=memory_format)
-        step_module = wrap_model(_PairStep(model) if self.pair_model else _TripletStep(model), ctx, device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=float(c.learning_rate))
+        step_module = wrap_model(self.procedure.step_module(model) if self.procedure is not None
+                                 else _PairStep(model) if self.pair_model else _TripletStep(model), ctx, device)
+        optimizer = (self.procedure.make_optimizer(model) if self.procedure is not None
+                     else torch.optim.Adam(model.parameters(), lr=float(c.learning_rate)))
         use_scaler = device.type == "cuda" and self.compute_dtype == torch.float16
         scaler = (torch.amp.GradScaler("cuda", enabled=use_scaler) if hasattr(torch.amp, "GradScaler")
                   else torch.cuda.amp.GradScaler(enabled=use_scaler))  # torch < 2.3
@@ -888,6 +918,8 @@ class Trainer:
             best_value, best_epoch = st.get("best_value"), st.get("best_epoch")
             history = list(st.get("history") or [])
             _set_rng_state(st.get("rng") or {})
+            if self.procedure is not None:
+                self.procedure.load_state_dict(st.get("procedure"))
             previous = st.get("settings") or {}
             changed = [k for k in ("batch_size", "patch_size", "lambda", "synthesis_loss", "synthesis_target",
                                    "learning_rate", "seed",
@@ -941,7 +973,9 @@ class Trainer:
             cancelled = False
             step = 0
             for step, batch in enumerate(loader, start=1):
-                if self.pair_model:
+                if self.procedure is not None:  # its own updates (critics, generator); the losses come detached
+                    losses, b = self.procedure.train_step(step_module, batch, optimizer, global_step, memory_format)
+                elif self.pair_model:
                     losses, b = self._pair_losses(step_module, batch, memory_format, amp)
                 else:
                     losses, b = self._triplet_losses(step_module, batch, memory_format, amp)
@@ -950,10 +984,11 @@ class Trainer:
                     raise TrainingDiverged(
                         f"the loss became {float(total)} at epoch {epoch + 1}, step {step}: lower the learning rate "
                         f"(now {c.learning_rate:g}); the checkpoint of the last completed epoch is kept")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(total).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                if self.procedure is None:
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(total).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
                 global_step += 1
                 syn_value = float(losses["synthesis"].detach()) if losses["synthesis"] is not None else 0.0
                 totals += torch.tensor([float(total.detach()) * b, float(losses["reconstruction"].detach()) * b,
@@ -992,6 +1027,8 @@ class Trainer:
                 "learning_rate": float(optimizer.param_groups[0]["lr"]),
                 "epoch_seconds": epoch_seconds, "triplets_per_second": float(totals[3]) / max(epoch_seconds, 1e-9),
             }
+            if self.procedure is not None:
+                record.update(self.procedure.epoch_record())
             if ctx.is_main:
                 if progress is not None and self.validation_volumes:
                     progress(TrainingProgress("validate", epoch + 1, c.epochs, step, self.steps_per_epoch,
@@ -1017,6 +1054,8 @@ class Trainer:
                     "best_value": best_value, "best_epoch": best_epoch, "history": history,
                     "rng": _rng_state(), "settings": c.settings(),
                 }
+                if self.procedure is not None:  # critics and their optimisers: training state only
+                    state["procedure"] = self.procedure.state_dict()
                 save_checkpoint(self.output, model, normalization=self.normalization,
                                 in_plane_spacing_mm=self.in_plane_spacing_mm, training=info,
                                 metadata=self._inference_metadata(), extra_state={"training_state": state})
