@@ -924,7 +924,7 @@ class Trainer:
             changed = [k for k in ("batch_size", "patch_size", "lambda", "synthesis_loss", "synthesis_target",
                                    "learning_rate", "seed",
                                    "triplet_stride", "steps_per_epoch", "noise_std",
-                                   "thick_slice_probability")
+                                   "thick_slice_probability", "model_options")
                        if k in previous and previous[k] != c.settings().get(k)]
             if changed:
                 logger.warning("resuming with changed settings %s: the result will differ from an uninterrupted run",
