@@ -80,6 +80,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-gap", type=_whole_number, default=6, metavar="G",
                         help="pair-unet: largest distance in slices between the two input slices on fine volumes "
                              "(gaps 2..G are drawn, the gaps that factors K = 2..G fill; default 6)")
+    from ..training.xuan import OPTION_HELP as XUAN_OPTIONS
+
+    parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the model type's own training (repeatable). xuan-vae: "
+                             + "; ".join(f"{k} = {v}" for k, v in XUAN_OPTIONS.items()))
     parser.add_argument("--architecture", choices=sorted(ARCHITECTURES),
                         help="network when training from scratch (default journal). With --init the network is "
                              "the checkpoint's; naming another one is an error")
@@ -163,7 +168,18 @@ def config_from_args(args: argparse.Namespace):
         device=args.device, precision=args.precision, num_workers=args.workers,
         data_on_device=bool(getattr(args, "data_on_device", False)),
         validation_triplets=args.validation_triplets, best_metric=args.best_metric,
-        best_output=args.best_output, log_path=args.log)
+        best_output=args.best_output, log_path=args.log, model_options=parse_model_options(args.model_option))
+
+
+def parse_model_options(items) -> dict:
+    """``["key=value", ...]`` -> ``{key: value}`` (values stay strings; the model type's hook checks them)."""
+    options = {}
+    for item in items or []:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--model-option {item!r}: write KEY=VALUE, e.g. --model-option final=100,1,0.05,0.02")
+        options[key.strip()] = value.strip()
+    return options
 
 
 class _CancelFlag:

@@ -101,3 +101,7 @@ register_model_type(ModelType(
 register_model_type(ModelType(
     name="pair-unet", description="full-resolution U-Net on both neighbours and alpha: a learned correction "
     "to their linear mix", module="pair_unet", model_class_name="PairUNet", config_class_name="PairUNetConfig"))
+register_model_type(ModelType(
+    name="xuan-vae", description="Xuan et al. stage I: slice VAE (spatial latent), means of neighbouring slices "
+    "mixed; trained with fidelity, adversarial, prior and local-linearity losses", module="xuan_vae",
+    model_class_name="XuanVAE", config_class_name="XuanVAEConfig"))

@@ -47,6 +47,7 @@ checkpoint of another architecture is refused before any work. Without ``init`` 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import math
@@ -213,6 +214,8 @@ class TrainingConfig:
     best_output: str | os.PathLike | None = None
     log_path: str | os.PathLike | None = None
     progress_interval_s: float = 2.0
+    #: settings of a model type's own training hook (e.g. xuan-vae: see training/xuan.py), KEY -> value
+    model_options: dict[str, Any] = field(default_factory=dict)
 
     def settings(self) -> dict[str, Any]:
         """The settings as plain data (volumes by name), as stored in checkpoints and the log."""
@@ -268,6 +271,9 @@ class TrainingConfig:
             args += ["--best-output", str(self.best_output)]
         if self.log_path is not None:
             args += ["--log", str(self.log_path)]
+        for key, value in (self.model_options or {}).items():
+            value = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+            args += ["--model-option", f"{key}={value}"]
         return args
 
 
@@ -400,6 +406,16 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
 
 
+def training_hook(model_type) -> Any:
+    """The training hook of a model type with its own losses (its network class names one as
+    ``training_hook = "module:Class"``, a module of this package), else None."""
+    spec = getattr(model_type.model_class, "training_hook", None)
+    if not spec:
+        return None
+    module, _, name = str(spec).partition(":")
+    return getattr(importlib.import_module(f".{module}", __package__), name)()
+
+
 # --------------------------------------------------------------------------- trainer
 class Trainer:
     """Checks a :class:`TrainingConfig` and prepares everything (constructor), then trains (:meth:`run`).
@@ -526,8 +542,11 @@ class Trainer:
                 f"but model type {c.model_type!r} was asked for: one run trains one model type. Give "
                 f"--model-type {start.model_type} to fine-tune it, or drop --init to train a {c.model_type} model")
         self.model_type = get_model_type(c.model_type or (start.model_type if start is not None else DEFAULT_MODEL_TYPE))
-        self.pair_model = self.model_type.name != "asi"
-        if self.pair_model:
+        self.hook = training_hook(self.model_type)  # model types with their own losses (e.g. training/xuan.py)
+        self.pair_model = self.model_type.name != "asi" and self.hook is None
+        if self.hook is not None:
+            self.architecture, self.normalization = self.hook.architecture(self, start)
+        elif self.pair_model:
             self.architecture = start.config if start is not None else self.model_type.config_class()
             # no clipping: the pair network's output is not bounded, and the brightest 1 % must survive
             self.normalization = start.normalization if start is not None else IntensityNormalization(clip=False)
@@ -546,7 +565,7 @@ class Trainer:
             self.architecture = ARCHITECTURES[str(c.architecture or "journal").lower()]()
             self.normalization = IntensityNormalization()
         self.start_checkpoint = start
-        self.synthesis_target = "decoded" if self.pair_model else resolve_synthesis_target(c.synthesis_target, start)
+        self.synthesis_target = "decoded" if self.pair_model or self.hook is not None else resolve_synthesis_target(c.synthesis_target, start)
 
         # ---- data (read and checked before any work)
         self.patch_size = validate_patch_size(c.patch_size, self.architecture.size_multiple)
@@ -826,7 +845,8 @@ class Trainer:
         # channels_last: 2x faster training steps on the CPU (oneDNN), and the fast layout on CUDA
         memory_format = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
         model.to(memory_format=memory_format)
-        step_module = wrap_model(_PairStep(model) if self.pair_model else _TripletStep(model), ctx, device)
+        step_module = wrap_model(self.hook.step_module(model) if self.hook is not None else
+                                 _PairStep(model) if self.pair_model else _TripletStep(model), ctx, device)
         optimizer = torch.optim.Adam(model.parameters(), lr=float(c.learning_rate))
         use_scaler = device.type == "cuda" and self.compute_dtype == torch.float16
         scaler = (torch.amp.GradScaler("cuda", enabled=use_scaler) if hasattr(torch.amp, "GradScaler")
@@ -861,6 +881,8 @@ class Trainer:
                 with open(self.log_path, "w", encoding="utf-8"):
                     pass
 
+        if self.hook is not None:
+            self.hook.start(self, model, (self.resume_state or {}).get("hook"))
         sampler = TripletSampler(self.dataset, num_replicas=ctx.world_size, rank=ctx.rank, seed=c.seed,
                                  samples_per_epoch=self.samples_per_epoch)
         if self.device_sampler is not None:  # --data-on-device: the same start slices, batches drawn on the device
@@ -895,7 +917,9 @@ class Trainer:
             cancelled = False
             step = 0
             for step, batch in enumerate(loader, start=1):
-                if self.pair_model:
+                if self.hook is not None:
+                    losses, b = self.hook.losses(self, step_module, batch, global_step, memory_format, amp)
+                elif self.pair_model:
                     losses, b = self._pair_losses(step_module, batch, memory_format, amp)
                 else:
                     losses, b = self._triplet_losses(step_module, batch, memory_format, amp)
@@ -946,6 +970,8 @@ class Trainer:
                 "learning_rate": float(optimizer.param_groups[0]["lr"]),
                 "epoch_seconds": epoch_seconds, "triplets_per_second": float(totals[3]) / max(epoch_seconds, 1e-9),
             }
+            if self.hook is not None:
+                record.update({k: _finite_or_none(v) for k, v in self.hook.epoch_record().items()})
             if ctx.is_main:
                 if progress is not None and self.validation_volumes:
                     progress(TrainingProgress("validate", epoch + 1, c.epochs, step, self.steps_per_epoch,
@@ -970,6 +996,7 @@ class Trainer:
                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if use_scaler else None,
                     "best_value": best_value, "best_epoch": best_epoch, "history": history,
                     "rng": _rng_state(), "settings": c.settings(),
+                    "hook": self.hook.state_dict() if self.hook is not None else None,
                 }
                 save_checkpoint(self.output, model, normalization=self.normalization,
                                 in_plane_spacing_mm=self.in_plane_spacing_mm, training=info,
