@@ -21,6 +21,7 @@ from ..errors import OperationCancelled, SemanticInterpolationError
 PROG = "semantic-interpolation"
 #: modules (relative to this package) that add subcommands; missing ones are skipped
 SUBCOMMAND_MODULES = ("upsample", "train", "evaluate", "demo")
+SUBCOMMAND_MODULES += ("train_sr",)  # Xuan et al. stage II
 
 logger = logging.getLogger("SemanticInterpolation")
 

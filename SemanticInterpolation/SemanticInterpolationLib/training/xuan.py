@@ -257,7 +257,8 @@ class XuanTrainingHook:
         center = (reconstruction - centre).abs().mean()
         prior = kl_to_standard_normal(mu[:b], log_variance[:b])
         comp = compactness_loss(mu, log_variance, b)
-        for name, value in (("prior (KL to N(0, I))", prior), ("local-linearity (KL between neighbours)", comp)):
+        for name, value in (("prior (KL to N(0, I))", prior.detach()),
+                            ("local-linearity (KL between neighbours)", comp.detach())):
             if not bool(torch.isfinite(value)):
                 raise TrainingDiverged(
                     f"the VAE's {name} divergence became {float(value)} at step {global_step + 1}: lower the learning "
@@ -272,7 +273,7 @@ class XuanTrainingHook:
                     memory_format=memory_format)).float()
             critic_loss = scores[:b].mean() - scores[b:].mean()  # minimise H(fake) - H(real) = maximise L_adv
             if not bool(torch.isfinite(critic_loss)):
-                raise TrainingDiverged(f"the critic's loss became {float(critic_loss)} at step {global_step + 1}: "
+                raise TrainingDiverged(f"the critic's loss became {float(critic_loss.detach())} at step {global_step + 1}: "
                                        "lower critic_learning_rate; the checkpoint of the last completed epoch is kept")
             self.critic_optimizer.zero_grad(set_to_none=True)
             critic_loss.backward()
