@@ -22,7 +22,12 @@ Batches are the trainer's slice triplets ``[B, 3, P, P]`` (``x_{n-s}``, ``x_n``,
   its gradient reaches the decoder only.
 
 Total for the VAE's optimiser (the trainer's): ``alpha L_center + beta L_adv + gamma L_prior + eta L_comp``
-(eq. 9-11). With ``beta = 0`` (warm-up) the critic is neither run nor trained.
+(eq. 9-11), divided by the phase's ``alpha`` (option ``divide_by_alpha``, default on). Adam is invariant
+to a constant scale of the loss but not to a change of scale during a run: after the warm-up (alpha
+10000) its second-moment estimate holds gradients 100 times those of phase 2 (alpha 100) and forgets
+them only over thousands of steps (beta2 = 0.999), which the paper's 8e5-step phase absorbs and a
+short run does not (measured: L_center stalled at 0.15 after the switch on a real T1). Dividing keeps
+the paper's ratios of the weights, which is what Adam's updates depend on. With ``beta = 0`` (warm-up) the critic is neither run nor trained.
 
 Schedule (section 3.1: 1e5 warm-up iterations with (1e4, 0, 1, 0), 8e5 with (100, 1, 0.05, 0),
 1.2e6 with (100, 1, 0.05, 0.02)), scaled to the run's step budget (epochs x steps per epoch): phase 1
@@ -57,6 +62,8 @@ OPTION_HELP = {
     "phase_ends": "step fractions where phases 1 and 2 end (default 0.0476,0.4286 = 1e5 and 9e5 of 2.1e6)",
     "critic_learning_rate": "Adam learning rate of the critic (default 2e-4, the paper's)",
     "critic_widths": "channels of the critic's stride-2 blocks (default 32,64,128)",
+    "divide_by_alpha": "1 (default): the total is divided by the phase's alpha, so Adam's step size does not "
+                       "collapse when alpha drops from 10000 to 100; 0: the paper's raw sum",
 }
 
 
@@ -119,6 +126,7 @@ class XuanOptions:
     schedule: XuanSchedule = field(default_factory=XuanSchedule)
     critic_learning_rate: float = PAPER_LEARNING_RATE
     critic_widths: tuple[int, ...] = (32, 64, 128)
+    divide_by_alpha: bool = True
 
     @classmethod
     def parse(cls, options: Mapping[str, Any] | None) -> "XuanOptions":
@@ -137,7 +145,11 @@ class XuanOptions:
         widths = tuple(int(w) for w in _numbers(widths, None, "critic_widths"))
         if not widths or any(not 1 <= w <= 1024 for w in widths):
             raise InputError(f"xuan-vae option critic_widths must be whole numbers from 1 to 1024, got {widths}")
-        return cls(XuanSchedule(phases, (float(ends[0]), float(ends[1]))), float(lr), widths)
+        divide = str(options.get("divide_by_alpha", "1")).strip().lower()
+        if divide not in ("0", "1", "true", "false"):
+            raise InputError(f"xuan-vae option divide_by_alpha must be 0 or 1, got {options['divide_by_alpha']!r}")
+        return cls(XuanSchedule(phases, (float(ends[0]), float(ends[1]))), float(lr), widths,
+                   divide in ("1", "true"))
 
 
 # --------------------------------------------------------------------------- the losses
@@ -284,6 +296,8 @@ class XuanTrainingHook:
             real_score = scores[b:].mean().detach()
             adv = -fake_score + real_score  # eq. 7; the real term is a constant for the decoder
         total = weights.alpha * center + weights.beta * adv + weights.gamma * prior + weights.eta * comp
+        if o.divide_by_alpha and weights.alpha > 0:
+            total = total / weights.alpha
         self._accumulate(center=float(center.detach()), prior=float(prior.detach()), comp=float(comp.detach()),
                          adv=float(adv.detach()), critic=float(critic_loss.detach()) if critic_loss is not None else 0.0,
                          phase=float(weights.phase))
