@@ -6,7 +6,7 @@ all axes at strides 1-3, the anisotropic clinical stacks); ROBEX for model selec
 
     T=~/.cache/semantic-interpolation/train
     python Resources/Scripts/train_xuan.py stage1 --run $T/xuan-vae.pt --epochs 16 --patch-size 48 \
-        --phase-ends 0.25,0.6 --minutes 42
+        --phase-ends 0.25,0.6 --normalization none --minutes 25
     (run the same line again to continue; the loss schedule is scaled to epochs x steps per epoch)
 
 Stage II, the 3-D SR generator (model type sr-generator) for one factor K, trained on volumes V(Y)
@@ -54,6 +54,8 @@ def stage1(args: argparse.Namespace) -> int:
         options["critic_learning_rate"] = args.critic_learning_rate
     if args.phase_ends:
         options["phase_ends"] = args.phase_ends
+    if args.normalization:
+        options["normalization"] = args.normalization
     config = TrainingConfig(
         training_volumes=build_training_set(model_type="asi"), output=run,
         validation_volumes=[str(CACHE / v) for v in VALIDATION], model_type="xuan-vae",
@@ -105,6 +107,8 @@ def main() -> int:
     one.add_argument("--patch-size", type=int, default=64)
     one.add_argument("--learning-rate", type=float, default=5e-4)
     one.add_argument("--critic-learning-rate", type=float, default=None)
+    one.add_argument("--normalization", choices=("instance", "none"), default=None,
+                     help="normalisation layers of a new network (default: the paper's instance norm)")
     one.add_argument("--phase-ends", default=None,
                      help="step fractions where phases 1 and 2 end (default: the paper's 1/21, 9/21)")
     one.add_argument("--minutes", type=float, default=None, help="stop (resumably) after this long")

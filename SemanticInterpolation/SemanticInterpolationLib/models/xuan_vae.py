@@ -44,6 +44,7 @@ from ..errors import CheckpointError
 MAX_WIDTH = 1024
 MAX_LEVELS = 6
 LATENT_KINDS = ("spatial",)
+NORMALIZATIONS = ("instance", "none")
 #: log sigma^2 is clamped to this range so that exp() cannot overflow (a NaN still propagates)
 LOG_VARIANCE_RANGE = (-30.0, 20.0)
 #: starting bias of the log sigma^2 channels (see XuanVAE.reset_parameters)
@@ -72,6 +73,9 @@ class XuanVAEConfig:
     latent: str = "spatial"
     spectral_norm: bool = True
     negative_slope: float = 0.2
+    #: "instance" (the paper) or "none": instance statistics of a training patch differ from those of a whole
+    #: slice with much background, which the engine feeds
+    normalization: str = "instance"
     name: str = "xuan-vae-24-48"
 
     @property
@@ -91,6 +95,8 @@ class XuanVAEConfig:
         if self.latent not in LATENT_KINDS:
             raise ValueError(f"latent must be one of {', '.join(LATENT_KINDS)} (the fully convolutional variant), "
                              f"got {self.latent!r}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}")
         if not isinstance(self.spectral_norm, bool):
             raise ValueError(f"spectral_norm must be true or false, got {self.spectral_norm!r}")
         if not isinstance(self.negative_slope, (int, float)) or not 0.0 <= float(self.negative_slope) < 1.0:
@@ -132,9 +138,13 @@ def _conv(in_channels: int, out_channels: int, use_spectral_norm: bool, *, kerne
     return _spectral_norm(conv) if use_spectral_norm else conv
 
 
-def _unit(in_channels: int, out_channels: int, slope: float, sn: bool) -> list[nn.Module]:
+def _norm(channels: int, kind: str) -> nn.Module:
+    return nn.InstanceNorm2d(channels, affine=True) if kind == "instance" else nn.Identity()
+
+
+def _unit(in_channels: int, out_channels: int, slope: float, sn: bool, norm: str = "instance") -> list[nn.Module]:
     """[leaky ReLU, instance norm, 3x3 conv] (the paper's activation-normalisation-convolution)."""
-    return [nn.LeakyReLU(slope), nn.InstanceNorm2d(in_channels, affine=True), _conv(in_channels, out_channels, sn)]
+    return [nn.LeakyReLU(slope), _norm(in_channels, norm), _conv(in_channels, out_channels, sn)]
 
 
 def init_xavier_spectral(module: nn.Module, slope: float, generator: torch.Generator | None = None) -> None:
@@ -189,10 +199,10 @@ class XuanVAE(nn.Module):
         channels = c.widths[0]
         for width in c.widths:
             for i in range(r):
-                encoder += _unit(channels, width, slope, sn)
+                encoder += _unit(channels, width, slope, sn, c.normalization)
                 channels = width
             encoder.append(nn.AvgPool2d(2))
-        encoder += [nn.LeakyReLU(slope), nn.InstanceNorm2d(channels, affine=True),
+        encoder += [nn.LeakyReLU(slope), _norm(channels, c.normalization),
                     _conv(channels, 2 * c.latent_channels, sn)]
         self.encoder = nn.Sequential(*encoder)
 
@@ -200,10 +210,10 @@ class XuanVAE(nn.Module):
         channels = c.widths[-1]
         for width in reversed(c.widths):
             for i in range(r):
-                decoder += _unit(channels, width, slope, sn)
+                decoder += _unit(channels, width, slope, sn, c.normalization)
                 channels = width
             decoder.append(nn.Upsample(scale_factor=2, mode="nearest"))
-        decoder += [nn.LeakyReLU(slope), nn.InstanceNorm2d(channels, affine=True), _conv(channels, 1, sn)]
+        decoder += [nn.LeakyReLU(slope), _norm(channels, c.normalization), _conv(channels, 1, sn)]
         self.decoder = nn.Sequential(*decoder)
         self.reset_parameters()
 

@@ -62,6 +62,7 @@ OPTION_HELP = {
     "phase_ends": "step fractions where phases 1 and 2 end (default 0.0476,0.4286 = 1e5 and 9e5 of 2.1e6)",
     "critic_learning_rate": "Adam learning rate of the critic (default 2e-4, the paper's)",
     "critic_widths": "channels of the critic's stride-2 blocks (default 32,64,128)",
+    "normalization": "network from scratch: instance (the paper's, default) or none (no normalisation layers)",
     "divide_by_alpha": "1 (default): the total is divided by the phase's alpha, so Adam's step size does not "
                        "collapse when alpha drops from 10000 to 100; 0: the paper's raw sum",
 }
@@ -209,10 +210,19 @@ class XuanTrainingHook:
         """The network configuration and intensity normalisation of the run; checks the options."""
         from ..models.xuan_vae import XuanVAEConfig
 
-        self.options = XuanOptions.parse(getattr(trainer.config, "model_options", None))
+        options = dict(getattr(trainer.config, "model_options", None) or {})
+        norm = options.pop("normalization", None)
+        self.options = XuanOptions.parse(options)
         if start is not None:
+            if norm is not None and norm != start.config.normalization:
+                raise InputError(f"the checkpoint's network uses normalization {start.config.normalization!r}; "
+                                 f"fine-tuning keeps it: drop the option normalization={norm}")
             return start.config, start.normalization
-        return XuanVAEConfig(), IntensityNormalization()
+        if norm is not None and norm not in ("instance", "none"):
+            raise InputError(f"xuan-vae option normalization must be instance or none, got {norm!r}")
+        config = XuanVAEConfig() if norm is None else XuanVAEConfig(
+            normalization=norm, name=f"{XuanVAEConfig.name}{'' if norm == 'instance' else '-nonorm'}")
+        return config, IntensityNormalization()
 
     def describe(self) -> str:
         o = self.options or XuanOptions()
