@@ -89,7 +89,8 @@ def stage2(args: argparse.Namespace) -> int:
         stage1=None if args.real else args.stage1, factor=args.factor, real_pairs=bool(args.real),
         steps=args.steps, batch_size=args.batch_size, patch_size=args.patch_size, learning_rate=args.learning_rate,
         features=args.features, layers=args.layers, resume=Path(args.run).expanduser().is_file(),
-        validation_volumes=[str(CACHE / v) for v in VALIDATION])
+        validation_volumes=[str(CACHE / v) for v in VALIDATION], validate_every=args.validate_every,
+        pairs_cache=Path(args.run).expanduser().with_suffix(".pairs.npz"))
     result = train_sr(config, progress=lambda text: print(text, flush=True),
                       should_cancel=_deadline(args.minutes))
     print(result)
@@ -120,11 +121,12 @@ def main() -> int:
     two.add_argument("--factor", type=int, default=4)
     two.add_argument("--steps", type=int, default=1500)
     two.add_argument("--batch-size", type=int, default=4)
-    two.add_argument("--patch-size", type=int, default=32)
+    two.add_argument("--patch-size", type=int, default=24)
     two.add_argument("--learning-rate", type=float, default=1e-3)
     two.add_argument("--features", type=int, default=16)
     two.add_argument("--layers", type=int, default=6)
     two.add_argument("--minutes", type=float, default=None)
+    two.add_argument("--validate-every", type=int, default=100)
     two.set_defaults(handler=stage2)
     args = parser.parse_args()
     if args.stage == "stage2" and not args.real and not args.stage1:

@@ -74,6 +74,9 @@ class SRTrainingConfig:
     validation_volumes: Sequence[Any] = ()
     validate_every: int = 250
     checkpoint_every: int = 100
+    #: keep the training pairs in this .npz (None: do not) and reuse them when the pairs' settings match,
+    #: so that a resumed run does not run stage I again
+    pairs_cache: str | os.PathLike | None = None
 
     def settings(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -211,6 +214,27 @@ class PatchSampler:
         return (torch.from_numpy(np.stack(inputs))[:, None], torch.from_numpy(np.stack(targets))[:, None])
 
 
+def _load_pairs(path, key: str):
+    if path is None or not Path(path).is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        if str(data["key"]) != key:
+            return None
+        names = [str(n) for n in data["names"]]
+        return [(n, data[f"input{i}"], data[f"target{i}"]) for i, n in enumerate(names)]
+
+
+def _save_pairs(path, key: str, pairs) -> None:
+    from ..volumes.fileio import atomic_output
+
+    arrays = {"key": np.array(key), "names": np.array([n for n, _, _ in pairs])}
+    for i, (_, source, target) in enumerate(pairs):
+        arrays[f"input{i}"], arrays[f"target{i}"] = source, target
+    with atomic_output(path) as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+
+
 # --------------------------------------------------------------------------- validation
 def _validation_crops(volumes: Sequence[Any]) -> list[tuple[str, np.ndarray]]:
     crops = []
@@ -310,12 +334,19 @@ def train_sr(config: SRTrainingConfig, *, progress: Callable[[str], None] | None
     crops = _validation_crops(config.validation_volumes)
 
     # ---- pairs (stage I runs here)
-    if config.real_pairs:
+    key = repr((sorted(str(s) for s in config.scans), int(config.factor), bool(config.real_pairs), stage1_summary,
+                str(config.slice_axis)))
+    pairs = _load_pairs(config.pairs_cache, key)
+    if pairs is not None:
+        say(f"training pairs read from {config.pairs_cache}")
+    elif config.real_pairs:
         pairs = real_pairs(config.scans, int(config.factor), normalization)
     else:
         pairs = synthesised_pairs(config.scans, int(config.factor), engine, normalization, axis=config.slice_axis,
                                   progress=say, should_cancel=should_cancel)
-        del engine
+    del engine
+    if config.pairs_cache is not None and _load_pairs(config.pairs_cache, key) is None:
+        _save_pairs(config.pairs_cache, key, pairs)
     sampler = PatchSampler(pairs, int(config.patch_size), int(config.seed) + (state["step"] if state else 0))
     say(f"{len(pairs)} training pairs: " + "; ".join(f"{n} {'x'.join(map(str, a.shape))}" for n, a, _ in pairs))
 
