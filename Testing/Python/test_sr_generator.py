@@ -138,7 +138,8 @@ def test_train_sr_lowers_the_loss_on_real_mri_and_resumes(tmp_path):
     stage1 = save_checkpoint(tmp_path / "pair.pt", pair, normalization=NORM)
     config = SRTrainingConfig([str(OBLIQUE_ANISO)], output=tmp_path / "sr.pt", stage1=stage1, factor=3, steps=80,
                               batch_size=4, patch_size=12, learning_rate=1e-3, features=8, layers=3, device="cpu",
-                              validation_volumes=[str(T1_2MM)], validate_every=40, checkpoint_every=20)
+                              validation_volumes=[str(T1_2MM)], validate_every=40, checkpoint_every=20,
+                              pairs_cache=tmp_path / "pairs.npz")
     result = train_sr(config)
     assert result.status == "finished" and result.steps_done == 80 and result.best_output.is_file()
     trained = load_checkpoint(result.output)
@@ -152,6 +153,7 @@ def test_train_sr_lowers_the_loss_on_real_mri_and_resumes(tmp_path):
         before = float((SRGenerator(trained.config)(inputs) - targets).abs().mean())
         after = float((trained.model(inputs) - targets).abs().mean())
     assert after < 0.8 * before, (before, after)
+    assert (tmp_path / "pairs.npz").is_file()  # the resumed run reads its pairs from the cache
     resumed = train_sr(SRTrainingConfig(**{**config.__dict__, "steps": 90, "resume": True}))
     assert resumed.steps_done == 90
     assert load_checkpoint(resumed.output).extra_state["sr_training_state"]["step"] == 90

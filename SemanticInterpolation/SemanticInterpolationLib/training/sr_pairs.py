@@ -83,6 +83,7 @@ class SRTrainingConfig:
         d["scans"] = [str(s) for s in self.scans]
         d["validation_volumes"] = [str(s) for s in self.validation_volumes]
         d["output"] = str(self.output)
+        d["pairs_cache"] = None if self.pairs_cache is None else str(self.pairs_cache)
         d["stage1"] = None if self.stage1 is None else (self.stage1.path if isinstance(self.stage1, Checkpoint)
                                                         else str(self.stage1))
         return d
