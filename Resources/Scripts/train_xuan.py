@@ -5,7 +5,7 @@ Stage I, the slice VAE (model type xuan-vae), on the training views (MNI152 and 
 all axes at strides 1-3, the anisotropic clinical stacks); ROBEX for model selection only:
 
     T=~/.cache/semantic-interpolation/train
-    python Resources/Scripts/train_xuan.py stage1 --run $T/xuan-vae.pt --epochs 16 --patch-size 48 \
+    python Resources/Scripts/train_xuan.py stage1 --run $T/xuan-vae.pt --epochs 12 --patch-size 48 \
         --phase-ends 0.25,0.6 --normalization none --minutes 25
     (run the same line again to continue; the loss schedule is scaled to epochs x steps per epoch)
 
@@ -18,6 +18,10 @@ slice of V(Y)); --real trains the same generator on real fine-slice pairs of the
     python Resources/Scripts/train_xuan.py stage2 --stage1 Resources/Models/default-model.pt --factor 4 \
         --run $T/xuan-sr-k4-pairunet.pt
     python Resources/Scripts/train_xuan.py stage2 --real --factor 4 --run $T/xuan-sr-k4-real.pt
+
+The runs in Docs/Experiments.md used --patch-size 32 --steps 1000 and --minutes 15 (from the VAE), 16 then 22
+(from the default model: stopped at 238 steps, resumed to 964) and 18 (real pairs, 376 steps); the training
+pairs are kept next to the run (RUN.pairs.npz) so that a resumed run does not synthesise V(Y) again.
 
 Held out (never trained on or selected on): Colin27 and its Rician-noise copy; score with
 ``semantic-interpolation evaluate``.
