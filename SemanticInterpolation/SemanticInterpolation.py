@@ -326,12 +326,16 @@ class TrainingModelType(enum.Enum):
     ASI = "asi"
     PAIR_UNET = "pair-unet"
     HRINET = "hrinet"
+    XUAN_VAE = "xuan-vae"
+    SR_GENERATOR = "sr-generator"  # trained by train-sr; choosing it here gives that error
 
     def label(self) -> str:
         return {TrainingModelType.AUTO: _("auto (checkpoint's type)"),
                 TrainingModelType.ASI: _("asi (the paper's autoencoder)"),
                 TrainingModelType.PAIR_UNET: _("pair-unet (U-Net correction of the linear mix)"),
-                TrainingModelType.HRINET: _("hrinet (feature maps mixed at several scales, two critics)")}[self]
+                TrainingModelType.HRINET: _("hrinet (feature maps mixed at several scales, two critics)"),
+                TrainingModelType.XUAN_VAE: _("xuan-vae (Xuan et al. stage I: slice VAE)"),
+                TrainingModelType.SR_GENERATOR: _("sr-generator (stage II: use train-sr)")}[self]
 
 
 class SynthesisLoss(enum.Enum):

@@ -102,9 +102,9 @@ def test_bad_pair_unet_configuration_is_a_clear_error_before_building(architectu
 
 
 def test_unknown_model_type_in_a_checkpoint_names_the_fix():
-    payload = {"format": CHECKPOINT_FORMAT, "format_version": 1, "model_type": "xuan-vae",
+    payload = {"format": CHECKPOINT_FORMAT, "format_version": 1, "model_type": "some-future-type",
                "architecture": {}, "state_dict": {}, "metadata": {}}
-    with pytest.raises(CheckpointError, match="unknown model type 'xuan-vae'.*update SemanticInterpolation"):
+    with pytest.raises(CheckpointError, match="unknown model type 'some-future-type'.*update SemanticInterpolation"):
         checkpoint_from_payload(payload)
 
 

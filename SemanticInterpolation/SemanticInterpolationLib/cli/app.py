@@ -24,6 +24,7 @@ from .library_warnings import routed_warnings
 PROG = "semantic-interpolation"
 #: modules (relative to this package) that add subcommands; missing ones are skipped
 SUBCOMMAND_MODULES = ("upsample", "upsample_batch", "train", "evaluate", "demo")
+SUBCOMMAND_MODULES += ("train_sr",)  # Xuan et al. stage II
 
 logger = logging.getLogger("SemanticInterpolation")
 

@@ -142,8 +142,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--log", metavar="FILE", help="JSON-lines log (default CKPT with .log.jsonl)")
     parser.add_argument("--stop-file", metavar="FILE",
                         help="stop after the current step once this file exists (for GUIs and batch systems)")
-    parser.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON",
-                        help="an option of the model type's own training procedure, e.g. sequence_length=5 (repeatable)")
+    from ..training.xuan import OPTION_HELP as XUAN_OPTIONS
+
+    parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the model type's own training (repeatable; VALUE read as JSON when it "
+                             "is JSON, else as text), e.g. hrinet sequence_length=5. xuan-vae: "
+                             + "; ".join(f"{k} = {v}" for k, v in XUAN_OPTIONS.items()))
     from ..training.hrinet import add_cli_options as add_hrinet_options
 
     add_hrinet_options(parser)

@@ -246,6 +246,8 @@ class ASIEngine:
         if memory_format == "auto":
             # channels_last was 1.3-1.7x faster than contiguous on the CPU in bench/bench_engine.py
             memory_format = "channels_last" if self.device.type in ("cuda", "cpu") else "contiguous"
+        if getattr(model, "is_volume_model", False):  # 3-D networks (engine/volume_sr.py) have 5-D weights
+            memory_format = "contiguous"
         self.memory_format = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
         # the engine works on its own copy (a few MB): the caller's model keeps its device, memory
         # format and train/eval mode (a model being trained can be used for a preview upsampling)
@@ -372,6 +374,11 @@ class ASIEngine:
         if out_dtype.kind not in "iuf":
             raise InputError(f"output dtype must be an integer or float type, got {out_dtype}")
 
+        if getattr(self.model, "is_volume_model", False):  # e.g. sr-generator: tiles of the whole volume
+            from .volume_sr import upsample_volume
+
+            return upsample_volume(self, volume, factor, axis=axis, keep_acquired=keep_acquired, out_dtype=out_dtype,
+                                   progress=progress, should_cancel=should_cancel)
         started = time.perf_counter()
         slices = np.moveaxis(volume, axis, 0)  # view [n, H, W]
         # integers beyond float32's exact range: computed relative to the minimum (see .integer_offset)

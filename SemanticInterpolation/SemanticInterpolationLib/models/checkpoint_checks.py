@@ -110,7 +110,16 @@ def _architecture_mismatch(expected: Mapping[str, torch.Tensor], stored: Mapping
 
 def _probe(model: nn.Module, device: torch.device) -> None:
     """Run the engine's calls on one slice ``[1, 1, m, m]`` (raises what the network raises)."""
-    size = int(getattr(model.config, "size_multiple", 1) or 1)
+    multiple = int(getattr(model.config, "size_multiple", 1) or 1)
+    size = multiple * -(-16 // multiple)  # at least 16 pixels: instance normalisation needs more than one at the bottom
+    if getattr(model, "is_volume_model", False):  # 3-D networks (sr-generator) take one-channel volumes
+        volume = torch.zeros((1, 1, size, size, size), device=device)
+        model.eval()
+        with torch.no_grad():
+            output = model(volume)
+        if tuple(output.shape) != tuple(volume.shape):
+            raise ValueError(f"a volume of shape {tuple(volume.shape)} gives an output of shape {tuple(output.shape)}")
+        return
     slices = torch.zeros((1, 1, size, size), device=device)
     alpha = torch.full((1,), 0.5, device=device)
     extra = (slices,) if bool(getattr(model, "needs_anchor", False)) else ()

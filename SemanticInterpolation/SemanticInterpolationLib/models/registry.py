@@ -104,3 +104,11 @@ register_model_type(ModelType(
 register_model_type(ModelType(
     name="hrinet", description="HRINet (thesis chapter 3): encoder feature maps mixed with alpha at several scales "
     "and concatenated into the decoder", module="hrinet", model_class_name="HRINet", config_class_name="HRINetConfig"))
+register_model_type(ModelType(
+    name="xuan-vae", description="Xuan et al. stage I: slice VAE (spatial latent), means of neighbouring slices "
+    "mixed; trained with fidelity, adversarial, prior and local-linearity losses", module="xuan_vae",
+    model_class_name="XuanVAE", config_class_name="XuanVAEConfig"))
+register_model_type(ModelType(
+    name="sr-generator", description="Xuan et al. stage II: residual 3-D CNN on the B-spline-upsampled volume, "
+    "trained on volumes a slice model synthesised (train-sr); one factor K", module="sr_generator",
+    model_class_name="SRGenerator", config_class_name="SRGeneratorConfig"))

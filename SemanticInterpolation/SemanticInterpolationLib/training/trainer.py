@@ -234,7 +234,8 @@ class TrainingConfig:
     best_output: str | os.PathLike | None = None
     log_path: str | os.PathLike | None = None
     progress_interval_s: float = 2.0
-    #: options of a model type's own training procedure (hrinet: see ``training.hrinet.HRINetOptions``)
+    #: options of a model type's own training (hrinet: see ``training.hrinet.HRINetOptions``; xuan-vae: see
+    #: ``training/xuan.py``), KEY -> value
     model_options: dict[str, Any] = field(default_factory=dict)
 
     def settings(self) -> dict[str, Any]:
@@ -292,7 +293,7 @@ class TrainingConfig:
         if self.log_path is not None:
             args += ["--log", str(self.log_path)]
         for key, value in sorted((self.model_options or {}).items()):
-            args += ["--model-option", f"{key}={json.dumps(value)}"]
+            args += ["--model-option", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
         return args
 
 
@@ -427,6 +428,16 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
 
 
+def training_hook(model_type) -> Any:
+    """The training hook of a model type with its own losses (its network class names one as
+    ``training_hook = "module:Class"``, a module of this package), else None."""
+    spec = getattr(model_type.model_class, "training_hook", None)
+    if not spec:
+        return None
+    module, _, name = str(spec).partition(":")
+    return getattr(importlib.import_module(f".{module}", __package__), name)()
+
+
 # --------------------------------------------------------------------------- trainer
 class Trainer:
     """Checks a :class:`TrainingConfig` and prepares everything (constructor), then trains (:meth:`run`).
@@ -553,16 +564,20 @@ class Trainer:
                 f"but model type {c.model_type!r} was asked for: one run trains one model type. Give "
                 f"--model-type {start.model_type} to fine-tune it, or drop --init to train a {c.model_type} model")
         self.model_type = get_model_type(c.model_type or (start.model_type if start is not None else DEFAULT_MODEL_TYPE))
-        # a model type with its own training procedure (critics, several optimisers) names it "module:Class"
+        # a model type with its own training names it on its network class as "module:Class": a training procedure
+        # (its own updates: critics, several optimisers; hrinet) or a training hook (its own losses; xuan-vae)
         procedure = getattr(self.model_type.model_class, "training_procedure", None)
         self.procedure = None
         if procedure:
             module, name = procedure.split(":")
             self.procedure = getattr(importlib.import_module(f".{module}", __package__), name)(self, start)
-        elif c.model_options:
+        self.hook = training_hook(self.model_type) if self.procedure is None else None
+        if c.model_options and self.procedure is None and self.hook is None:
             raise InputError(f"model options {sorted(c.model_options)} do not apply to model type {self.model_type.name!r}")
-        self.pair_model = self.model_type.name != "asi"
-        if self.pair_model:
+        self.pair_model = self.model_type.name != "asi" and self.hook is None
+        if self.hook is not None:
+            self.architecture, self.normalization = self.hook.architecture(self, start)
+        elif self.pair_model:
             self.architecture = start.config if start is not None else self.model_type.config_class()
             if self.procedure is not None:
                 self.architecture = self.procedure.architecture
@@ -583,7 +598,7 @@ class Trainer:
             self.architecture = ARCHITECTURES[str(c.architecture or "journal").lower()]()
             self.normalization = IntensityNormalization()
         self.start_checkpoint = start
-        self.synthesis_target = "decoded" if self.pair_model else resolve_synthesis_target(c.synthesis_target, start)
+        self.synthesis_target = "decoded" if self.pair_model or self.hook is not None else resolve_synthesis_target(c.synthesis_target, start)
 
         # ---- data (read and checked before any work)
         self.patch_size = validate_patch_size(c.patch_size, self.architecture.size_multiple)
@@ -896,6 +911,7 @@ class Trainer:
         memory_format = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
         model.to(memory_format=memory_format)
         step_module = wrap_model(self.procedure.step_module(model) if self.procedure is not None
+                                 else self.hook.step_module(model) if self.hook is not None
                                  else _PairStep(model) if self.pair_model else _TripletStep(model), ctx, device)
         optimizer = (self.procedure.make_optimizer(model) if self.procedure is not None
                      else torch.optim.Adam(model.parameters(), lr=float(c.learning_rate)))
@@ -939,6 +955,8 @@ class Trainer:
                 with open(self.log_path, "w", encoding="utf-8"):
                     pass
 
+        if self.hook is not None:
+            self.hook.start(self, model, (self.resume_state or {}).get("hook"))
         sampler = TripletSampler(self.dataset, num_replicas=ctx.world_size, rank=ctx.rank, seed=c.seed,
                                  samples_per_epoch=self.samples_per_epoch)
         if self.device_sampler is not None:  # --data-on-device: the same start slices, batches drawn on the device
@@ -975,6 +993,8 @@ class Trainer:
             for step, batch in enumerate(loader, start=1):
                 if self.procedure is not None:  # its own updates (critics, generator); the losses come detached
                     losses, b = self.procedure.train_step(step_module, batch, optimizer, global_step, memory_format)
+                elif self.hook is not None:
+                    losses, b = self.hook.losses(self, step_module, batch, global_step, memory_format, amp)
                 elif self.pair_model:
                     losses, b = self._pair_losses(step_module, batch, memory_format, amp)
                 else:
@@ -1029,6 +1049,8 @@ class Trainer:
             }
             if self.procedure is not None:
                 record.update(self.procedure.epoch_record())
+            if self.hook is not None:
+                record.update({k: _finite_or_none(v) for k, v in self.hook.epoch_record().items()})
             if ctx.is_main:
                 if progress is not None and self.validation_volumes:
                     progress(TrainingProgress("validate", epoch + 1, c.epochs, step, self.steps_per_epoch,
@@ -1053,6 +1075,7 @@ class Trainer:
                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if use_scaler else None,
                     "best_value": best_value, "best_epoch": best_epoch, "history": history,
                     "rng": _rng_state(), "settings": c.settings(),
+                    "hook": self.hook.state_dict() if self.hook is not None else None,
                 }
                 if self.procedure is not None:  # critics and their optimisers: training state only
                     state["procedure"] = self.procedure.state_dict()
