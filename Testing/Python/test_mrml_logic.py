@@ -815,3 +815,27 @@ def test_batch_adapt_option_exit_codes(tmp_path, checkpointPath, pairCheckpointP
                            log=messages.append)
     assert code == mrml_batch.EXIT_SOME_FAILED, messages
     assert any("short.nii.gz: FAILED" in m and "at least 4 acquired slices" in m for m in messages), messages
+
+
+def test_a_slice_profile_network_gets_the_profile_estimated_from_the_volume(scene, tmp_path):
+    """Volume nodes carry no slice thickness: the logic tells a profile network the estimate, as the CLI does."""
+    from SemanticInterpolationLib import ASIEngine, load_checkpoint
+    from SemanticInterpolationLib.models.pair_unet import PairUNet, PairUNetConfig
+
+    torch.manual_seed(2)
+    net = PairUNet(PairUNetConfig(widths=(4, 8))).with_thickness_input()
+    with torch.no_grad():
+        net.head.weight.normal_(0.0, 0.5)
+        net.down[0][0].weight[:, 3:].normal_(0.0, 1.0)
+    path = save_checkpoint(tmp_path / "profile.pt", net)
+    voxels = makeVoxels(shapeKJI=(9, 20, 16), dtype=np.float32)
+    inputVolume = addVolume(scene, voxels)
+    output = arrayOf(SemanticInterpolationLogic().upsample(inputVolume, 2, checkpoint=path, device="cpu"))
+    engine = ASIEngine(load_checkpoint(path), "cpu")
+    estimate = engine.estimate_slice_profile(voxels, 2, 0)
+    assert estimate is not None
+    expected = engine.upsample(voxels, 2, axis=0, slice_thickness_ratio=estimate.ratio)
+    np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-5)
+    others = [r for r in (None, 0.5, 1.0) if r != estimate.ratio]
+    assert all(np.abs(engine.upsample(voxels, 2, axis=0, slice_thickness_ratio=r) - output).max() > 1e-4
+               for r in others)  # it is the estimate that reached the network

@@ -773,7 +773,8 @@ class SemanticInterpolationLogic:
                 continue
             job.results.append(engine.upsample(
                 frame.voxels, job.factor, axis=numpy_axis(frame.sliceAxis), keep_acquired=job.keepAcquiredSlices,
-                progress=frameProgress, should_cancel=shouldCancel))
+                progress=frameProgress, should_cancel=shouldCancel,
+                slice_thickness_ratio=self._estimatedSliceProfile(engine, job, frame)))
         if job.adaptations:
             self.lastAdaptations = list(job.adaptations)
             self.lastAdaptation = job.adaptations[-1]
@@ -813,9 +814,23 @@ class SemanticInterpolationLogic:
             job.adaptations.append(report)
             logger.info("adaptation to '%s': %s", frame.name, report.summary())
             return engine.upsample(frame.voxels, job.factor, axis=axis, keep_acquired=job.keepAcquiredSlices,
-                                   progress=secondHalf, should_cancel=shouldCancel)
+                                   progress=secondHalf, should_cancel=shouldCancel,
+                                   slice_thickness_ratio=SemanticInterpolationLogic._estimatedSliceProfile(
+                                       engine, job, frame))
         finally:
             engine.restore()
+
+    @staticmethod
+    def _estimatedSliceProfile(engine: ASIEngine, job: UpsamplingJob, frame: FrameInput) -> float | None:
+        """Thickness / spacing for a network with a slice-profile input, estimated from the frame (volume
+        nodes do not carry the DICOM Slice Thickness); None for other networks or when not clear."""
+        if not engine.takes_slice_profile:
+            return None
+        estimate = engine.estimate_slice_profile(frame.voxels, job.factor, numpy_axis(frame.sliceAxis))
+        if estimate is None:
+            return None
+        logger.info("'%s': %s", frame.name, estimate.summary())
+        return estimate.ratio
 
     @staticmethod
     def _frameProgress(progress: ProgressCallback | None, index: int, count: int) -> ProgressCallback | None:
