@@ -18,7 +18,13 @@ input; see Resources/Models/MODEL_CARD.md), in three stages, each run on one CPU
         --init STAGE2.best.pt --anchor-input --loss l1 --learning-rate 2e-4 --patch-size 44 --batch-size 16 \
         --noise-std 0.06 --thick-slice-probability 0.5 --minutes 45     # run again to continue
     python Resources/Scripts/train_default_model.py --run $T/pair-anchor-noisythick.pt \
-        --export Resources/Models/default-model.pt --synthesis plain   # best epoch (52) on validation
+        --export Resources/Models/pair-unet-anchor-v1.pt --synthesis plain   # best epoch (52): the v1 default
+    # 4. widened with the slice-profile input (exact warm start), 900 steps (best epoch 3 on validation)
+    python Resources/Scripts/train_default_model.py --model-type pair-unet --run $T/pair-profile.pt \
+        --init Resources/Models/pair-unet-anchor-v1.pt --thickness-input --loss l1 --learning-rate 1e-4 \
+        --patch-size 44 --batch-size 16 --noise-std 0.06 --thick-slice-probability 0.5 --minutes 100
+    python Resources/Scripts/train_default_model.py --run $T/pair-profile.pt \
+        --export Resources/Models/default-model.pt --synthesis plain
 
 The previous default, the journal ASI autoencoder (Resources/Models/asi-journal.pt), was made with:
     python Resources/Scripts/train_default_model.py --minutes 70  # trains; run again to continue
