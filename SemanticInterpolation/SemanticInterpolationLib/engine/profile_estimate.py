@@ -17,7 +17,8 @@ and the prediction errors are compared (mean squared error on a central crop of 
 Thick slices win by a wide margin when they are thick (6-30 % lower error on the volumes tried), while
 smooth thin-slice volumes can come out close, hence the margin. It is an estimate: on the held-out
 volumes it was right for every thick-slice case but took thin slices for thick at K = 2 (see the model
-card), so a known thickness (``--slice-thickness``, a DICOM header) always wins over it. 
+card), so a known thickness (``--slice-thickness``, a DICOM header) always wins over it.
+
 Arrays are ``[n, H, W]`` slices along the slice axis (numpy axis 0), normalised to [0, 1].
 """
 
