@@ -357,9 +357,19 @@ def training_section(args, device, report: Report) -> None:
         namespace = argparse.Namespace(device=str(device), precision="auto", batch_size=args.train_batch,
                                        steps=args.train_steps, warmup=2, synthesis_loss="mse", lam=0.05, bare=True)
 
-        def run(name=name):
+        model_class = get_model_type(name).model_class
+        if getattr(model_class, "is_volume_model", False):
+            skipped(report, "training", name, "a 3-D generator trained by train-sr, not by the Trainer")
+            continue
+        if getattr(model_class, "training_procedure", None) or getattr(model_class, "training_hook", None):
+            skipped(report, "training", name, "its own training procedure (critics); the bare-loop comparison "
+                    "covers the Trainer's own step")
+            continue
+        patch = args.train_patch
+
+        def run(name=name, patch=patch):
             with tempfile.TemporaryDirectory() as folder:
-                row = bench_training.measure(args.train_patch, namespace, Path(folder), name)
+                row = bench_training.measure(patch, namespace, Path(folder), name)
             report.line(f"  {name}: {row['triplets_per_second']:.1f} samples/s (bare loop "
                         f"{row['bare_triplets_per_second']:.1f}/s, trainer/bare {row['trainer_over_bare']:.2f}), "
                         f"precision {row['precision']}")

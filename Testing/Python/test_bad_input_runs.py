@@ -190,7 +190,9 @@ def test_disk_full_anywhere_else_in_a_command_is_one_line(monkeypatch, capsys, t
 
 # ------------------------------------------------------------------ 15. SIGTERM / SIGHUP during a write
 CHILD = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    # as in a terminal session: a test run under nohup passes an ignored SIGHUP on, which the program keeps ignored
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     import SimpleITK as sitk
     from SemanticInterpolationLib.cli import main
 
