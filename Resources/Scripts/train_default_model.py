@@ -138,6 +138,22 @@ def build_training_set(thick: bool = False, model_type: str = "asi") -> list[Tra
     return volumes
 
 
+def widen_init(init: Path, run: Path, wanted: bool, field: str, method: str, suffix: str, what: str) -> Path:
+    """``init``, or when ``wanted`` and its network lacks the input ``field``, a copy widened with it
+    (``model.<method>()``, new weights at zero) saved next to ``run`` with ``suffix``; returns the path to start from."""
+    if not wanted:
+        return init
+    start = load_checkpoint(init)
+    if getattr(start.config, field, True):
+        return init
+    widened = run.with_name(run.stem + suffix)
+    save_checkpoint(widened, getattr(start.model, method)(), normalization=start.normalization,
+                    in_plane_spacing_mm=start.in_plane_spacing_mm,
+                    training={"widened_from": str(init)}, metadata={"inference": {"synthesis": "plain"}})
+    print(f"widened {init} with {what} -> {widened}")
+    return widened
+
+
 def export(run: Path, target: Path, synthesis: str) -> None:
     """Copy the best epoch of ``run`` to ``target`` without optimiser state, with the inference mode."""
     best = run.with_name(run.stem + ".best.pt") if not str(run).endswith(".best.pt") else run
@@ -191,24 +207,11 @@ def main() -> int:
         print(f"missing data in {CACHE}: {missing}; run Resources/Scripts/fetch_data.py first", file=sys.stderr)
         return 1
     args.run.parent.mkdir(parents=True, exist_ok=True)
-    if args.anchor_input and args.init and not args.run.is_file():
-        start = load_checkpoint(args.init)
-        if not getattr(start.config, "anchor_input", True):
-            widened = args.run.with_name(args.run.stem + ".init.pt")
-            save_checkpoint(widened, start.model.with_anchor_input(), normalization=start.normalization,
-                            in_plane_spacing_mm=start.in_plane_spacing_mm,
-                            training={"widened_from": str(args.init)}, metadata={"inference": {"synthesis": "plain"}})
-            print(f"widened {args.init} with a B-spline anchor input -> {widened}")
-            args.init = widened
-    if args.thickness_input and args.init and not args.run.is_file():
-        start = load_checkpoint(args.init)
-        if not getattr(start.config, "thickness_input", True):
-            widened = args.run.with_name(args.run.stem + ".profile-init.pt")
-            save_checkpoint(widened, start.model.with_thickness_input(), normalization=start.normalization,
-                            in_plane_spacing_mm=start.in_plane_spacing_mm,
-                            training={"widened_from": str(args.init)}, metadata={"inference": {"synthesis": "plain"}})
-            print(f"widened {args.init} with a slice-profile input -> {widened}")
-            args.init = widened
+    if args.init and not args.run.is_file():  # widen the init with the inputs it lacks (exact warm starts)
+        args.init = widen_init(args.init, args.run, args.anchor_input, "anchor_input", "with_anchor_input", ".init.pt",
+                               "a B-spline anchor input")
+        args.init = widen_init(args.init, args.run, args.thickness_input, "thickness_input", "with_thickness_input",
+                               ".profile-init.pt", "a slice-profile input")
     volumes = build_training_set(thick=args.thick_slice_probability > 0, model_type=args.model_type)
     print(f"{len(volumes)} training views, {sum(v.n_slices for v in volumes)} slices")
     deadline = time.monotonic() + args.minutes * 60

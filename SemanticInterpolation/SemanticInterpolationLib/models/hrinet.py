@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import CheckpointError
+from .config_io import config_from_dict
 
 #: widths above this are refused when a checkpoint is read (a crafted config must not allocate gigabytes)
 MAX_WIDTH = 1024
@@ -144,26 +144,7 @@ class HRINetConfig:
     @classmethod
     def from_dict(cls, data: Any) -> "HRINetConfig":
         """Inverse of :meth:`to_dict`; unknown fields or numbers that build no network raise :class:`CheckpointError`."""
-        if not isinstance(data, dict):
-            raise CheckpointError(f"hrinet configuration must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise CheckpointError(f"hrinet configuration has unknown fields {unknown}: the checkpoint was written "
-                                  "by a newer or different program; update SemanticInterpolation")
-        values = dict(data)
-        for key in ("widths", "mixed_levels", "mix_channels"):
-            if key in values:
-                if not isinstance(values[key], (list, tuple)):
-                    raise CheckpointError(f"invalid hrinet configuration in checkpoint: {key} must be a list, "
-                                          f"got {values[key]!r}")
-                values[key] = tuple(values[key])
-        try:
-            config = cls(**values)
-            config.validate()
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"invalid hrinet configuration in checkpoint: {exc}") from exc
-        return config
+        return config_from_dict(cls, data, "hrinet", ("widths", "mixed_levels", "mix_channels"))
 
 
 NAMED_CONFIGS = {"small": HRINetConfig.small, "thesis": HRINetConfig.thesis}

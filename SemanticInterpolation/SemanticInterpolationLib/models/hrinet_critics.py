@@ -34,6 +34,18 @@ def _check_widths(base_width: int, layers: int) -> None:
         raise ValueError(f"critic layers must be a whole number from 0 to 6, got {layers!r}")
 
 
+def _downsampling_blocks(base_width: int, layers: int, negative_slope: float) -> tuple[list[nn.Module], int]:
+    """``layers`` blocks of [4x4 conv stride 2, leaky ReLU] from one channel, widths ``base_width * 2**i``
+    (at most 8x); returns the modules and the last width."""
+    modules: list[nn.Module] = []
+    channels = 1
+    for i in range(layers):
+        width = base_width * 2 ** min(i, 3)
+        modules += [nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(negative_slope)]
+        channels = width
+    return modules, channels
+
+
 class AlphaCritic(nn.Module):
     """D1: ``forward(x)`` ``[N, 1, H, W]`` -> the predicted alpha ``[N]`` (mean over the last map).
 
@@ -44,12 +56,7 @@ class AlphaCritic(nn.Module):
     def __init__(self, base_width: int = 16, layers: int = 4, negative_slope: float = 0.2) -> None:
         super().__init__()
         _check_widths(base_width, layers)
-        modules: list[nn.Module] = []
-        channels = 1
-        for i in range(layers):
-            width = base_width * 2 ** min(i, 3)
-            modules += [nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(negative_slope)]
-            channels = width
+        modules, channels = _downsampling_blocks(base_width, layers, negative_slope)
         modules.append(nn.Conv2d(channels, 1, 3, padding=1))
         self.net = nn.Sequential(*modules)
         self.settings = {"base_width": base_width, "layers": layers, "negative_slope": negative_slope}
@@ -70,12 +77,7 @@ class PatchCritic(nn.Module):
     def __init__(self, base_width: int = 32, layers: int = 3, negative_slope: float = 0.2) -> None:
         super().__init__()
         _check_widths(base_width, layers)
-        modules: list[nn.Module] = []
-        channels = 1
-        for i in range(layers):
-            width = base_width * 2 ** min(i, 3)
-            modules += [nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(negative_slope)]
-            channels = width
+        modules, channels = _downsampling_blocks(base_width, layers, negative_slope)
         width = base_width * 2 ** min(layers, 3)
         modules += [nn.Conv2d(channels, width, 4, stride=1, padding=1), nn.LeakyReLU(negative_slope),
                     nn.Conv2d(width, 1, 4, stride=1, padding=1)]

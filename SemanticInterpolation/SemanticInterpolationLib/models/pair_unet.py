@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import CheckpointError
+from .config_io import config_from_dict
 
 #: widths above this are refused when a checkpoint is read (a crafted config must not allocate gigabytes)
 MAX_WIDTH = 1024
@@ -97,25 +97,7 @@ class PairUNetConfig:
     @classmethod
     def from_dict(cls, data: Any) -> "PairUNetConfig":
         """Inverse of :meth:`to_dict`; unknown fields or numbers that build no network raise :class:`CheckpointError`."""
-        if not isinstance(data, dict):
-            raise CheckpointError(f"pair-unet configuration must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise CheckpointError(f"pair-unet configuration has unknown fields {unknown}: the checkpoint was written "
-                                  "by a newer or different program; update SemanticInterpolation")
-        values = dict(data)
-        if "widths" in values:
-            if not isinstance(values["widths"], (list, tuple)):
-                raise CheckpointError(f"invalid pair-unet configuration in checkpoint: widths must be a list, "
-                                      f"got {values['widths']!r}")
-            values["widths"] = tuple(values["widths"])
-        try:
-            config = cls(**values)
-            config.validate()
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"invalid pair-unet configuration in checkpoint: {exc}") from exc
-        return config
+        return config_from_dict(cls, data, "pair-unet", ("widths",))
 
 
 def _conv(in_channels: int, out_channels: int, kernel: int = 3) -> nn.Conv2d:

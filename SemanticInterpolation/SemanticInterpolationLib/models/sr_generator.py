@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from .config_io import config_from_dict
 
 MAX_FEATURES = 256
 MAX_LAYERS = 40
@@ -83,25 +83,7 @@ class SRGeneratorConfig:
     @classmethod
     def from_dict(cls, data: Any) -> "SRGeneratorConfig":
         """Inverse of :meth:`to_dict`; unknown fields or numbers that build no network raise :class:`CheckpointError`."""
-        if not isinstance(data, dict):
-            raise CheckpointError(f"sr-generator configuration must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise CheckpointError(f"sr-generator configuration has unknown fields {unknown}: the checkpoint was "
-                                  "written by a newer or different program; update SemanticInterpolation")
-        values = dict(data)
-        if "factors" in values:
-            if not isinstance(values["factors"], (list, tuple)):
-                raise CheckpointError(f"invalid sr-generator configuration in checkpoint: factors must be a list, "
-                                      f"got {values['factors']!r}")
-            values["factors"] = tuple(values["factors"])
-        try:
-            config = cls(**values)
-            config.validate()
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"invalid sr-generator configuration in checkpoint: {exc}") from exc
-        return config
+        return config_from_dict(cls, data, "sr-generator", ("factors",))
 
 
 class SRGenerator(nn.Module):

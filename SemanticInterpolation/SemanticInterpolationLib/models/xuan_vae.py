@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from ..errors import CheckpointError
+from .config_io import config_from_dict
 
 MAX_WIDTH = 1024
 MAX_LEVELS = 6
@@ -111,25 +111,7 @@ class XuanVAEConfig:
     @classmethod
     def from_dict(cls, data: Any) -> "XuanVAEConfig":
         """Inverse of :meth:`to_dict`; unknown fields or numbers that build no network raise :class:`CheckpointError`."""
-        if not isinstance(data, dict):
-            raise CheckpointError(f"xuan-vae configuration must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise CheckpointError(f"xuan-vae configuration has unknown fields {unknown}: the checkpoint was written "
-                                  "by a newer or different program; update SemanticInterpolation")
-        values = dict(data)
-        if "widths" in values:
-            if not isinstance(values["widths"], (list, tuple)):
-                raise CheckpointError(f"invalid xuan-vae configuration in checkpoint: widths must be a list, "
-                                      f"got {values['widths']!r}")
-            values["widths"] = tuple(values["widths"])
-        try:
-            config = cls(**values)
-            config.validate()
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"invalid xuan-vae configuration in checkpoint: {exc}") from exc
-        return config
+        return config_from_dict(cls, data, "xuan-vae", ("widths",))
 
 
 def _conv(in_channels: int, out_channels: int, use_spectral_norm: bool, *, kernel: int = 3,
