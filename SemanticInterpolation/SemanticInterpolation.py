@@ -368,6 +368,8 @@ class SemanticInterpolationParameterNode:
     synthesisMode - How new slices are made (the engine's synthesis mode); AUTO = the checkpoint's choice.
     adaptToScan - Adapt the model to the scan before upsampling it (pair-unet checkpoints; the logic's ``adapt``).
     adaptSeconds - Time budget of that adaptation in seconds (per frame for sequences).
+    sliceThickness - Slice thickness (mm) told to models with a slice-profile input (the bundled default);
+        0 = auto: the DICOM Slice Thickness of a volume loaded from DICOM, else estimated from the scan.
     outputVolume - Volume to overwrite; none = create a new volume for each run.
 
     Train tab (the training volumes are node references of the parameter node, role "trainingVolume",
@@ -397,6 +399,7 @@ class SemanticInterpolationParameterNode:
     synthesisMode: SynthesisMode = SynthesisMode.AUTO
     adaptToScan: bool = False
     adaptSeconds: Annotated[int, WithinRange(1, 86400)] = 120
+    sliceThickness: Annotated[float, WithinRange(0.0, 100.0)] = 0.0
     outputVolume: vtkMRMLScalarVolumeNode
 
     trainingValidationVolume: vtkMRMLScalarVolumeNode

@@ -12,6 +12,11 @@ model to the volume (or to each frame), then upsamples; the report (held-out acq
 before, after, linear, B-spline; kept or declined) is shown in the status text. The chosen
 checkpoint's model type and architecture are read from its metadata when the path (or the file)
 changes, to show them and to disable adaptation for model types that cannot be adapted.
+
+Slice thickness (Advanced section): the bundled model is told the slice profile (thickness / spacing).
+A value in mm wins; "auto" takes the DICOM Slice Thickness (0018,0050) of a volume loaded through
+Slicer's DICOM module (from the DICOM database, by the node's instance UIDs), and otherwise lets the
+logic estimate it from the scan.
 """
 
 import importlib.util
@@ -211,6 +216,15 @@ class UpsampleTab(TabHelper):
             return None
         return float(parameters.adaptSeconds)
 
+    def sliceThickness(self, node):
+        """The logic's ``sliceThickness`` for ``node``: the field's mm when set, else the DICOM Slice Thickness
+        of a DICOM-loaded node (slices along k), else "auto" (estimated from the scan)."""
+        parameters = self.parameterNode
+        if parameters is not None and parameters.sliceThickness > 0:
+            return float(parameters.sliceThickness)
+        thickness = dicomSliceThickness(node)
+        return thickness if thickness is not None else "auto"
+
     def updateDeviceInformation(self) -> None:
         """Show which devices PyTorch found (and advice when there is no GPU)."""
         text, isWarning = self._deviceReport()
@@ -247,7 +261,7 @@ class UpsampleTab(TabHelper):
                             device=parameters.computeDevice.value,
                             keepAcquiredSlices=parameters.keepAcquiredSlices,
                             synthesis=parameters.synthesisMode.value,
-                            adapt=adapt)
+                            adapt=adapt, sliceThickness=self.sliceThickness(parameters.inputVolume))
             sequence, _browser = self.sequenceOfInput()
             if sequence is not None and parameters.allSequenceFrames:
                 job = logic.prepareSequenceJob(sequence, **settings)
@@ -328,3 +342,24 @@ class UpsampleTab(TabHelper):
             self._run.cancel()
             self._run.wait(10)
         self._pollTimer.stop()
+
+
+def dicomSliceThickness(node) -> "float | None":
+    """Slice Thickness (0018,0050) in mm of a volume node loaded from DICOM, from Slicer's DICOM database (the
+    node's ``DICOM.instanceUIDs`` attribute); None when the node was not loaded from DICOM, the database is not
+    open, the value is missing or not a positive number, or the node's slices are not along k (the axis the
+    DICOM thickness applies to; the logic's automatic slice axis is the largest spacing)."""
+    if node is None or not hasattr(node, "GetAttribute"):
+        return None
+    uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
+    database = getattr(slicer, "dicomDatabase", None)
+    if not uids or database is None:
+        return None
+    spacing = node.GetSpacing()
+    if sliceAxis(spacing) != 2:
+        return None
+    try:
+        value = float(database.instanceValue(uids[0], "0018,0050"))
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return value if value > 0 and value == value and value != float("inf") else None

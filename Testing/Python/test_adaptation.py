@@ -138,3 +138,41 @@ def test_adaptation_of_a_network_with_the_bspline_anchor_input(pair_checkpoint):
                           min_gain_db=100.0)
     assert report.steps == 4 and not report.accepted
     assert all(torch.equal(a, b) for a, b in zip(before, _weights(engine)))
+
+
+def test_a_slice_profile_network_is_told_half_the_scans_ratio_on_its_two_spacing_triplets(pair_checkpoint, tmp_path):
+    """The scan's triplets span two spacings, so a network with the slice-profile input is told thickness / (2 x
+    spacing); the told value changes the adaptation's scores, and upsample_image passes the profile it tells."""
+    torch.manual_seed(1)
+    net = load_checkpoint(pair_checkpoint).model.with_anchor_input().with_thickness_input()
+    with torch.no_grad():
+        net.down[0][0].weight[:, -2:].normal_(0.0, 1.0)  # let the profile planes matter
+    engine = ASIEngine(net, "cpu", normalization=IntensityNormalization(clip=False))
+    volume = _volume()
+    told = {}
+    real_synthesize = engine.model.synthesize
+
+    def recording(first, second, alpha, anchor=None, thickness=None):
+        told.setdefault("thickness", thickness)
+        return real_synthesize(first, second, alpha, anchor, thickness)
+
+    engine.model.synthesize = recording
+    report = adapt_engine(engine, volume, seconds=600, max_steps=2, check_every=1, thickness_ratio=1.0)
+    assert told["thickness"] == 0.5 and report.settings["thickness_ratio"] == 1.0
+    engine.restore()
+    unknown = adapt_engine(engine, volume, seconds=600, max_steps=2, check_every=1)
+    engine.restore()
+    del engine.model.synthesize
+    assert report.before_psnr != unknown.before_psnr  # the told profile reached the held-out check
+
+    seen = []
+    from SemanticInterpolationLib.training import adaptation
+
+    real = adaptation.adapt_engine
+    image = sitk.ReadImage(str(T1_2MM))
+    try:
+        adaptation.adapt_engine = lambda *a, **k: seen.append(k["thickness_ratio"]) or real(*a, **k)
+        upsample_image(image, 2, engine=engine, adapt=600, adapt_steps=1, slice_thickness=image.GetSpacing()[2] / 2)
+    finally:
+        adaptation.adapt_engine = real
+    assert seen == [pytest.approx(0.5)]

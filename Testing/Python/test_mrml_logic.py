@@ -839,3 +839,43 @@ def test_a_slice_profile_network_gets_the_profile_estimated_from_the_volume(scen
     others = [r for r in (None, 0.5, 1.0) if r != estimate.ratio]
     assert all(np.abs(engine.upsample(voxels, 2, axis=0, slice_thickness_ratio=r) - output).max() > 1e-4
                for r in others)  # it is the estimate that reached the network
+
+
+def test_a_given_slice_thickness_reaches_the_network_and_the_profile_is_decided_before_adaptation(scene, tmp_path):
+    """``sliceThickness`` in mm is told as thickness / spacing; None tells nothing; a bad value is refused before any
+    node is made; with ``adapt`` the profile (estimated by the checkpoint's own model) also reaches the adaptation."""
+    from SemanticInterpolationLib import ASIEngine, load_checkpoint
+    from SemanticInterpolationLib.models.pair_unet import PairUNet, PairUNetConfig
+    from SemanticInterpolationLib.training import adaptation
+
+    torch.manual_seed(2)
+    net = PairUNet(PairUNetConfig(widths=(4, 8))).with_thickness_input()
+    with torch.no_grad():
+        net.head.weight.normal_(0.0, 0.5)
+        net.down[0][0].weight[:, 3:].normal_(0.0, 1.0)
+    path = save_checkpoint(tmp_path / "profile.pt", net)
+    voxels = makeVoxels(shapeKJI=(9, 20, 16), dtype=np.float32)
+    inputVolume = addVolume(scene, voxels)  # slice spacing 4 mm along k
+    logic = SemanticInterpolationLogic()
+    engine = ASIEngine(load_checkpoint(path), "cpu")
+    told = arrayOf(logic.upsample(inputVolume, 2, checkpoint=path, device="cpu", sliceThickness=2.0))
+    np.testing.assert_allclose(told, engine.upsample(voxels, 2, axis=0, slice_thickness_ratio=0.5), rtol=1e-5, atol=1e-5)
+    untold = arrayOf(logic.upsample(inputVolume, 2, checkpoint=path, device="cpu", sliceThickness=None))
+    np.testing.assert_allclose(untold, engine.upsample(voxels, 2, axis=0, slice_thickness_ratio=None), rtol=1e-5,
+                               atol=1e-5)
+    nodes = scene.GetNumberOfNodes()
+    for bad in (-1.0, float("nan"), "thick", True):
+        with pytest.raises(InputError, match="slice thickness must be a positive number of mm"):
+            logic.upsample(inputVolume, 2, checkpoint=path, device="cpu", sliceThickness=bad)
+    assert scene.GetNumberOfNodes() == nodes
+
+    seen = []
+    real = adaptation.adapt_engine
+    estimate = engine.estimate_slice_profile(voxels, 2, 0)
+    try:
+        adaptation.adapt_engine = lambda *a, **k: seen.append(k["thickness_ratio"]) or real(*a, **k)
+        logic.upsample(inputVolume, 2, checkpoint=path, device="cpu", adapt=5.0, adaptSteps=2)
+        logic.upsample(inputVolume, 2, checkpoint=path, device="cpu", adapt=5.0, adaptSteps=2, sliceThickness=4.0)
+    finally:
+        adaptation.adapt_engine = real
+    assert seen == [estimate.ratio, 1.0]

@@ -568,13 +568,28 @@ def test_upsample_tab_shows_the_model_type_and_adapts_to_the_scan(tmp_path):
         upsample.onUpsampleButton()
         print("errors:", errors)
         print("status while running:", ui.statusLabel.text)
-        print("job:", upsample._run.job.adapt)
+        print("job:", upsample._run.job.adapt, upsample._run.job.sliceThickness)
         waitFor(upsample.isRunning, upsample.poll)
         status = ui.statusLabel.text
         print("added:", count() - before, slicer.mrmlScene.GetFirstNodeByName("scan ASI x2").GetImageData().GetDimensions())
         print("status created:", status.startswith("Created 'scan ASI x2'"), "adapted to the scan (1 s budget)" in status)
         print("report:", "held-out acquired slices" in status, "PSNR before" in status, "linear" in status,
               "B-spline" in status, ("kept the adapted model" in status) or ("kept the original model" in status))
+
+        # slice thickness: the field's mm, else a DICOM-loaded node's Slice Thickness from the database, else auto
+        class DicomDatabase:
+            def instanceValue(self, uid, tag):
+                return {"1.2.3": {"0018,0050": "2.5"}, "9.9": {"0018,0050": ""}}.get(uid, {}).get(tag, "")
+        slicer.dicomDatabase = DicomDatabase()
+        print("thickness auto:", upsample.sliceThickness(volume))
+        volume.SetAttribute("DICOM.instanceUIDs", "1.2.3 1.2.4")
+        print("thickness dicom:", upsample.sliceThickness(volume))
+        volume.SetAttribute("DICOM.instanceUIDs", "9.9")
+        print("thickness empty tag:", upsample.sliceThickness(volume))
+        parameters.sliceThickness = 4.0
+        print("thickness field:", upsample.sliceThickness(volume))
+        parameters.sliceThickness = 0.0
+        del slicer.dicomDatabase
 
         # cancel while adapting: nothing is added
         parameters.adaptSeconds = 600
@@ -605,7 +620,11 @@ def test_upsample_tab_shows_the_model_type_and_adapts_to_the_scan(tmp_path):
     assert "reads: ['asi.pt', 'pair.pt']" in out
     assert "errors: []" in out
     assert "status while running: Adapting the model to 'scan' (up to 1 s), then upsampling x2..." in out
-    assert "job: 1.0" in out
+    assert "job: 1.0 auto" in out
+    assert "thickness auto: auto" in out
+    assert "thickness dicom: 2.5" in out
+    assert "thickness empty tag: auto" in out
+    assert "thickness field: 4.0" in out
     assert "added: 1 (16, 20, 11)" in out
     assert "status created: True True" in out
     assert "report: True True True True True" in out

@@ -321,25 +321,20 @@ def run_evaluation(
                     report(0.9 * done / work if work else 0.0)
 
                 t0 = time.perf_counter()
-                if method == ADAPTED_METHOD:
-                    from ..training.adaptation import adapt_engine
-
-                    adaptation = adapt_engine(engine, sitk.GetArrayViewFromImage(simulated.low), axis=axis_np,
-                                              seconds=float(settings.adapt_seconds), max_steps=settings.adapt_steps,
-                                              should_cancel=should_cancel)
-                    result.notes.append(f"{name} K={factor}: " + adaptation.summary().replace("\n", ";"))
                 thickness = {"auto": "auto", "unknown": None}.get(settings.slice_profile)
                 if settings.slice_profile == "told" and method in engines:
                     fine_spacing = float(image.GetSpacing()[index_axis])
                     thickness = fine_spacing * (factor if settings.thick_slices else 1)
-                try:
-                    upsampled = upsample_image(simulated.low, factor, "asi" if method in engines else method,
-                                               axis=index_axis, output_type="float32", engine=engines.get(method),
-                                               slice_thickness=thickness, progress=sub_progress,
-                                               should_cancel=should_cancel)
-                finally:
-                    if method == ADAPTED_METHOD:
-                        engine.restore()
+                # adaptation goes through upsample_image, as for a user: the profile is estimated (or told) first,
+                # the adaptation is told it, and the engine is back to its own weights afterwards
+                adapt = float(settings.adapt_seconds) if method == ADAPTED_METHOD else None
+                upsampled = upsample_image(simulated.low, factor, "asi" if method in engines else method,
+                                           axis=index_axis, output_type="float32", engine=engines.get(method),
+                                           slice_thickness=thickness, adapt=adapt,
+                                           adapt_steps=settings.adapt_steps if adapt is not None else None,
+                                           progress=sub_progress, should_cancel=should_cancel)
+                if method == ADAPTED_METHOD and engine.adaptation is not None:
+                    result.notes.append(f"{name} K={factor}: " + engine.adaptation.summary().replace("\n", ";"))
                 seconds = time.perf_counter() - t0
                 values = sitk.GetArrayViewFromImage(upsampled)
                 if values.shape != simulated.reference.shape:  # the grid contract of upsample_image

@@ -124,6 +124,8 @@ class UpsamplingJob:
     adapt: float | None = None  #: seconds of adaptation to each frame before upsampling it; None = no adaptation
     adaptSteps: int | None = None  #: with ``adapt``: also stop after this many steps (None = time budget only)
     adaptSeed: int = 0  #: with ``adapt``: random seed of the adaptation
+    #: slice thickness in mm for networks with a slice-profile input; "auto" = estimated per frame; None = not told
+    sliceThickness: Any = "auto"
     outputNode: Any = None  #: caller-given output volume (volumes only) or None for a new node
     createBrowser: bool = True  #: sequences: set up a sequence browser for the result
     results: list[np.ndarray] = field(default_factory=list)
@@ -472,6 +474,7 @@ class SemanticInterpolationLogic:
         adapt: float | None = None,
         adaptSteps: int | None = None,
         adaptSeed: int = 0,
+        sliceThickness: float | str | None = "auto",
     ) -> vtkMRMLScalarVolumeNode:
         """Upsample a scalar volume node by ``factor`` along its slice axis; return the output node.
 
@@ -499,6 +502,9 @@ class SemanticInterpolationLogic:
         :param adaptSteps: with ``adapt``: also stop after this many steps (a run that ends here is
             deterministic for a given ``adaptSeed``).
         :param adaptSeed: with ``adapt``: random seed of the adaptation.
+        :param sliceThickness: for models with a slice-profile input (the bundled default): the acquisition's
+            slice thickness in mm (e.g. DICOM Slice Thickness, 0018,0050), ``"auto"`` (default: estimated from
+            each frame, since volume nodes do not carry it) or None (the model is not told).
         :returns: the output vtkMRMLScalarVolumeNode, in the input's scene, with the input's
             parent transform and display settings.
         :raises InputError, CheckpointError, DeviceError: bad input, before any node is created (also an
@@ -508,7 +514,8 @@ class SemanticInterpolationLogic:
         job = self.prepareVolumeJob(inputVolume, factor, checkpoint=checkpoint, device=device,
                                     outputVolume=outputVolume, keepAcquiredSlices=keepAcquiredSlices,
                                     batchSize=batchSize, sliceAxis=sliceAxis, synthesis=synthesis,
-                                    adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed)
+                                    adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed,
+                                    sliceThickness=sliceThickness)
         self.runJob(job, progress=progress, shouldCancel=shouldCancel)
         return self.finishJob(job)
 
@@ -528,6 +535,7 @@ class SemanticInterpolationLogic:
         adapt: float | None = None,
         adaptSteps: int | None = None,
         adaptSeed: int = 0,
+        sliceThickness: float | str | None = "auto",
     ) -> vtkMRMLSequenceNode:
         """Upsample every frame of a volume sequence (e.g. cardiac cine) into a new sequence node.
 
@@ -546,7 +554,8 @@ class SemanticInterpolationLogic:
         job = self.prepareSequenceJob(inputSequence, factor, checkpoint=checkpoint, device=device,
                                       keepAcquiredSlices=keepAcquiredSlices, batchSize=batchSize,
                                       sliceAxis=sliceAxis, createBrowser=createBrowser, synthesis=synthesis,
-                                      adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed)
+                                      adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed,
+                                    sliceThickness=sliceThickness)
         self.runJob(job, progress=progress, shouldCancel=shouldCancel)
         return self.finishJob(job)
 
@@ -565,6 +574,7 @@ class SemanticInterpolationLogic:
         adapt: float | None = None,
         adaptSteps: int | None = None,
         adaptSeed: int = 0,
+        sliceThickness: float | str | None = "auto",
     ) -> UpsamplingJob:
         """Validate everything and copy the input voxels; nothing is created or modified."""
         axis = validateScalarVolume(inputVolume, "input volume", sliceAxis)
@@ -574,7 +584,8 @@ class SemanticInterpolationLogic:
         if outputVolume is not None:
             self._validateOutputVolume(outputVolume, inputVolume)
         common = self.validateSettings(factor, checkpoint, device, batchSize, keepAcquiredSlices, synthesis,
-                                       adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed)
+                                       adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed,
+                                    sliceThickness=sliceThickness)
         if common["adapt"] is not None:
             validateAdaptableVolume(inputVolume, "input volume", axis)
         frame = FrameInput(inputVolume.GetName() or "Volume", voxelsFromVolumeNode(inputVolume),
@@ -596,6 +607,7 @@ class SemanticInterpolationLogic:
         adapt: float | None = None,
         adaptSteps: int | None = None,
         adaptSeed: int = 0,
+        sliceThickness: float | str | None = "auto",
     ) -> UpsamplingJob:
         """Validate a volume sequence and copy all frames' voxels; nothing is created or modified."""
         if inputSequence is None or not hasattr(inputSequence, "IsA") or not inputSequence.IsA("vtkMRMLSequenceNode"):
@@ -615,7 +627,8 @@ class SemanticInterpolationLogic:
             axis = validateScalarVolume(frameNode, role, sliceAxis)
             checked.append((frameNode, role, axis))
         common = self.validateSettings(factor, checkpoint, device, batchSize, keepAcquiredSlices, synthesis,
-                                       adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed)
+                                       adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed,
+                                    sliceThickness=sliceThickness)
         for index, (frameNode, role, axis) in enumerate(checked):
             if common["adapt"] is not None:
                 validateAdaptableVolume(frameNode, role, axis)
@@ -641,7 +654,8 @@ class SemanticInterpolationLogic:
 
     def validateSettings(self, factor: int, checkpoint: Any = None, device: str = "auto", batchSize: int | None = None,
                          keepAcquiredSlices: bool = True, synthesis: str | None = None, *, adapt: float | None = None,
-                         adaptSteps: int | None = None, adaptSeed: int = 0) -> dict[str, Any]:
+                         adaptSteps: int | None = None, adaptSeed: int = 0,
+                         sliceThickness: float | str | None = "auto") -> dict[str, Any]:
         """Check the settings shared by volumes and sequences; return them as UpsamplingJob fields.
 
         Raises InputError (factor, batch size, synthesis mode, adaptation settings, ``adapt`` with a
@@ -668,7 +682,19 @@ class SemanticInterpolationLogic:
             "adapt": seconds,
             "adaptSteps": steps,
             "adaptSeed": seed,
+            "sliceThickness": self._validateSliceThickness(sliceThickness),
         }
+
+    @staticmethod
+    def _validateSliceThickness(sliceThickness: Any) -> float | str | None:
+        """``"auto"``, None or a positive finite number of mm (returned as float)."""
+        if sliceThickness is None or (isinstance(sliceThickness, str) and sliceThickness == "auto"):
+            return sliceThickness
+        if isinstance(sliceThickness, bool) or not isinstance(sliceThickness, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(float(sliceThickness)) or float(sliceThickness) <= 0:
+            raise InputError(f"slice thickness must be a positive number of mm, 'auto' (estimated from the scan) or "
+                             f"None (not told to the model), got {sliceThickness!r}")
+        return float(sliceThickness)
 
     @staticmethod
     def _validateAdaptation(adapt: Any, adaptSteps: Any, adaptSeed: Any, checkpoint: Any) -> tuple:
@@ -768,13 +794,13 @@ class SemanticInterpolationLogic:
                 frameProgress = progress
             else:
                 frameProgress = self._frameProgress(progress, index, frameCount)
+            ratio = self._sliceProfile(engine, job, frame)  # before any adaptation: the checkpoint's own model decides
             if job.adapt is not None:
-                job.results.append(self._adaptAndUpsample(engine, job, frame, frameProgress, shouldCancel))
+                job.results.append(self._adaptAndUpsample(engine, job, frame, frameProgress, shouldCancel, ratio))
                 continue
             job.results.append(engine.upsample(
                 frame.voxels, job.factor, axis=numpy_axis(frame.sliceAxis), keep_acquired=job.keepAcquiredSlices,
-                progress=frameProgress, should_cancel=shouldCancel,
-                slice_thickness_ratio=self._estimatedSliceProfile(engine, job, frame)))
+                progress=frameProgress, should_cancel=shouldCancel, slice_thickness_ratio=ratio))
         if job.adaptations:
             self.lastAdaptations = list(job.adaptations)
             self.lastAdaptation = job.adaptations[-1]
@@ -789,7 +815,7 @@ class SemanticInterpolationLogic:
 
     @staticmethod
     def _adaptAndUpsample(engine: ASIEngine, job: UpsamplingJob, frame: FrameInput, progress: ProgressCallback | None,
-                          shouldCancel: CancelCallback | None) -> np.ndarray:
+                          shouldCancel: CancelCallback | None, ratio: float | None = None) -> np.ndarray:
         """Adapt the engine to one frame (first half of its progress), upsample it (second half), restore the
         engine's weights (also after an error or a cancel). The report goes to ``job.adaptations``."""
         from ..training.adaptation import adapt_engine, check_adaptable
@@ -809,23 +835,28 @@ class SemanticInterpolationLogic:
         engine.adaptation = None
         try:
             report = adapt_engine(engine, frame.voxels, axis=axis, seconds=float(job.adapt), max_steps=job.adaptSteps,
-                                  seed=int(job.adaptSeed), progress=firstHalf, should_cancel=shouldCancel)
+                                  seed=int(job.adaptSeed), thickness_ratio=ratio, progress=firstHalf,
+                                  should_cancel=shouldCancel)
             engine.adaptation = report
             job.adaptations.append(report)
             logger.info("adaptation to '%s': %s", frame.name, report.summary())
             return engine.upsample(frame.voxels, job.factor, axis=axis, keep_acquired=job.keepAcquiredSlices,
-                                   progress=secondHalf, should_cancel=shouldCancel,
-                                   slice_thickness_ratio=SemanticInterpolationLogic._estimatedSliceProfile(
-                                       engine, job, frame))
+                                   progress=secondHalf, should_cancel=shouldCancel, slice_thickness_ratio=ratio)
         finally:
             engine.restore()
 
     @staticmethod
-    def _estimatedSliceProfile(engine: ASIEngine, job: UpsamplingJob, frame: FrameInput) -> float | None:
-        """Thickness / spacing for a network with a slice-profile input, estimated from the frame (volume
-        nodes do not carry the DICOM Slice Thickness); None for other networks or when not clear."""
-        if not engine.takes_slice_profile:
+    def _sliceProfile(engine: ASIEngine, job: UpsamplingJob, frame: FrameInput) -> float | None:
+        """Thickness / spacing for a network with a slice-profile input: from the job's slice thickness (mm)
+        when given, else (``"auto"``) estimated from the frame (volume nodes do not carry the DICOM Slice
+        Thickness); None for other networks, for ``sliceThickness=None`` or when the estimate is not clear."""
+        if not engine.takes_slice_profile or job.sliceThickness is None:
             return None
+        if not isinstance(job.sliceThickness, str):
+            spacing = frame.spacing[frame.sliceAxis]
+            logger.info("'%s': slice thickness %.4g mm given (slice spacing %.4g mm)", frame.name,
+                        job.sliceThickness, spacing)
+            return float(job.sliceThickness) / spacing
         estimate = engine.estimate_slice_profile(frame.voxels, job.factor, numpy_axis(frame.sliceAxis))
         if estimate is None:
             return None

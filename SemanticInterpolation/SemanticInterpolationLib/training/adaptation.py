@@ -112,7 +112,8 @@ def _held_out_middles(n: int, every: int) -> list[int]:
 
 @torch.no_grad()
 def _score(model: torch.nn.Module, unit: np.ndarray, middles: list[int], device: torch.device,
-           multiple: int, anchors: dict[int, np.ndarray] | None = None) -> tuple[float, float]:
+           multiple: int, anchors: dict[int, np.ndarray] | None = None,
+           thickness: float | None = None) -> tuple[float, float]:
     h, w = unit.shape[1:]
     firsts = pad_to_multiple(unit[[m - 1 for m in middles]], multiple)
     seconds = pad_to_multiple(unit[[m + 1 for m in middles]], multiple)
@@ -122,7 +123,7 @@ def _score(model: torch.nn.Module, unit: np.ndarray, middles: list[int], device:
     if anchors is not None:
         anchor = torch.from_numpy(pad_to_multiple(np.stack([anchors[m] for m in middles]), multiple)).unsqueeze(1)
         anchor = anchor.to(device)
-    predicted = model.synthesize(a, b, 0.5, anchor).float()[..., :h, :w].cpu()
+    predicted = model.synthesize(a, b, 0.5, anchor, thickness).float()[..., :h, :w].cpu()
     truth = torch.from_numpy(unit[middles]).unsqueeze(1)
     return float(psnr(predicted, truth, reduction="none").mean()), float(ssim(predicted, truth))
 
@@ -142,6 +143,7 @@ def adapt_engine(
     min_gain_db: float = 0.01,
     layers: str = "decoder",
     check_every: int = 20,
+    thickness_ratio: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> AdaptationReport:
@@ -150,6 +152,10 @@ def adapt_engine(
 
     ``progress(done, total)`` is called in per-mille of the budget; ``should_cancel()`` stops the run with
     :class:`OperationCancelled` (the engine then keeps its original weights). See the module documentation.
+
+    ``thickness_ratio``: the slice profile the upsampling will tell the network (slice thickness / slice
+    spacing of the scan, None = not known), for networks with a slice-profile input. The scan's own triplets
+    are two spacings wide, so they are told half of it, as :mod:`..engine.profile_estimate` does.
     """
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (0 < float(seconds) <= 24 * 3600):
         raise InputError(f"the adaptation time must be a number of seconds above 0 (at most a day), got {seconds!r}")
@@ -168,13 +174,17 @@ def adapt_engine(
                          "are too few. Upsample without --adapt")
     device, multiple = engine.device, engine.size_multiple
     model = engine.model
+    #: what the network is told of the triplets' slice profile (thickness / distance of the two inputs)
+    triplet_thickness = None
+    if thickness_ratio is not None and getattr(model, "takes_thickness", False):
+        triplet_thickness = 0.5 * float(thickness_ratio)
     #: B-spline anchors of every middle slice (from the lattice of every second slice), for networks that take them
     anchors = ({m: bspline_anchor(unit, m, 1) for m in range(1, n - 1)}
                if getattr(model, "needs_anchor", False) else None)
     engine.remember_weights()
     original = copy.deepcopy(model.state_dict())
 
-    before_psnr, before_ssim = _score(model, unit, held, device, multiple, anchors)
+    before_psnr, before_ssim = _score(model, unit, held, device, multiple, anchors, triplet_thickness)
     truth = torch.from_numpy(unit[held]).unsqueeze(1)
     linear = torch.from_numpy(0.5 * (unit[[m - 1 for m in held]] + unit[[m + 1 for m in held]])).unsqueeze(1)
     spline = torch.from_numpy(np.stack([bspline_anchor(unit, m, 1) for m in held])).unsqueeze(1)
@@ -201,7 +211,7 @@ def adapt_engine(
     def check() -> None:
         nonlocal best_state, best_psnr, best_ssim, best_step
         model.eval()
-        value, structure = _score(model, unit, held, device, multiple, anchors)
+        value, structure = _score(model, unit, held, device, multiple, anchors, triplet_thickness)
         model.train()
         if value >= best_psnr + (float(min_gain_db) if best_state is None else 0.0) and structure >= before_ssim:
             best_state, best_psnr, best_ssim, best_step = copy.deepcopy(model.state_dict()), value, structure, steps
@@ -226,7 +236,7 @@ def adapt_engine(
                 batch[i] = item
             x = torch.from_numpy(batch).to(device)
             predicted = model(x[:, 0:1], x[:, 2:3], torch.full((batch_size,), 0.5, device=device),
-                              x[:, 3:4] if anchors is not None else None)
+                              x[:, 3:4] if anchors is not None else None, triplet_thickness)
             loss = torch.nn.functional.mse_loss(predicted, x[:, 1:2])
             if not bool(torch.isfinite(loss)):
                 raise InputError("adaptation diverged (the loss is not finite); upsample without --adapt")
@@ -250,7 +260,7 @@ def adapt_engine(
     if steps % max(1, int(check_every)):
         check()
     model.eval()
-    last_psnr, last_ssim = _score(model, unit, held, device, multiple, anchors)
+    last_psnr, last_ssim = _score(model, unit, held, device, multiple, anchors, triplet_thickness)
     accepted = best_state is not None
     if accepted:
         model.load_state_dict(best_state)
@@ -272,6 +282,7 @@ def adapt_engine(
         settings={"seconds": float(seconds), "max_steps": max_steps, "seed": seed, "learning_rate": learning_rate,
                   "batch_size": batch_size, "patch_size": patch, "holdout_every": holdout_every,
                   "min_gain_db": min_gain_db, "layers": layers, "check_every": check_every,
-                  "kept_step": best_step if accepted else None, "device": str(device)})
+                  "kept_step": best_step if accepted else None, "device": str(device),
+                  "thickness_ratio": thickness_ratio})
     logger.info("%s", report.summary())
     return report
