@@ -14,6 +14,7 @@ from pathlib import Path
 from ..engine.baselines import BASELINE_METHODS
 from ..models.checkpoint import find_default_checkpoint
 from ..engine.devices import DEVICE_CHOICES
+from ..engine.test_time_augmentation import TTA_MODES
 from ..engine.synthesis import SYNTHESIS_MODES
 from ..errors import InputError
 from ..progress import TerminalProgress
@@ -63,6 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"{', '.join(DEVICE_CHOICES)} or cuda:N for ASI (auto: CUDA, then MPS, then CPU)")
     parser.add_argument("--synthesis", choices=SYNTHESIS_MODES, default=None,
                         help="ASI synthesis mode (see 'upsample --help'); default: the checkpoint's recommendation")
+    parser.add_argument("--tta", choices=("auto", *TTA_MODES), default="auto",
+                        help="test-time augmentation of pair-unet models: each new slice is the mean over the pair in "
+                             "both orders (pair, 2x the time) and also mirrored in-plane (pair-flip, 4x); auto: the "
+                             "checkpoint's recommendation (the bundled default: pair-flip), else none")
     parser.add_argument("--compare", nargs="+", default=[], metavar="CKPT",
                         help="more model checkpoints (any model type) scored side by side as methods "
                              "model:<file name>, e.g. the bundled ASI default beside a new model")
@@ -144,7 +149,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     settings = EvaluationSettings(factors, methods, args.axis, args.thick_slices, args.checkpoint, args.device,
                                   args.batch_size, args.synthesis, adapt_seconds=args.adapt,
                                   adapt_steps=args.adapt_steps, compare=tuple(args.compare),
-                                  slice_profile=args.slice_profile)
+                                  slice_profile=args.slice_profile,
+                                  test_time_augmentation=None if args.tta == "auto" else args.tta)
     bar = TerminalProgress("evaluate")
     level = logger.level
     if not args.verbose:

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..engine.baselines import BASELINE_METHODS
 from ..models.checkpoint import resolve_checkpoint
 from ..engine.devices import DEVICE_CHOICES, PRECISION_CHOICES
+from ..engine.test_time_augmentation import TTA_MODES
 from ..engine.synthesis import MAX_FACTOR, SYNTHESIS_MODES, ASIEngine, validate_factor
 from ..errors import InputError
 from ..volumes.imageio import check_output_path, check_writable_image, read_image, write_image
@@ -66,6 +67,10 @@ def add_upsample_options(parser: argparse.ArgumentParser, single_file: bool = Tr
                              "the two reconstructions), which cancels the autoencoder's own blur. residual-bspline: "
                              "the same correction added to cubic B-spline interpolation. "
                              "Default: the checkpoint's recommendation, else plain")
+    parser.add_argument("--tta", choices=("auto", *TTA_MODES), default="auto",
+                        help="test-time augmentation of pair-unet models: each new slice is the mean over the pair in "
+                             "both orders (pair, 2x the time) and also mirrored in-plane (pair-flip, 4x); auto: the "
+                             "checkpoint's recommendation (the bundled default: pair-flip), else none")
     acquired = parser.add_mutually_exclusive_group()
     acquired.add_argument("--keep-acquired", dest="keep_acquired", action="store_true", default=True,
                           help="copy the acquired slices unchanged into the output (default)")
@@ -102,6 +107,8 @@ def check_upsample_options(args: argparse.Namespace) -> int:
         raise InputError("--reconstruct-acquired applies to --method asi only")
     if args.synthesis is not None and args.method != "asi":
         raise InputError("--synthesis applies to --method asi only")
+    if getattr(args, "tta", "auto") != "auto" and args.method != "asi":
+        raise InputError("--tta applies to --method asi only")
     if args.adapt is not None and (args.method != "asi" or not args.adapt > 0):
         raise InputError("--adapt needs --method asi and a number of seconds above 0")
     if (args.adapt_steps is not None or getattr(args, "save_adapted", None)) and args.adapt is None:
@@ -116,7 +123,7 @@ def make_engine(args: argparse.Namespace, device: "str | None" = None) -> ASIEng
         return None
     checkpoint = resolve_checkpoint(args.checkpoint)
     engine = ASIEngine(checkpoint, device or args.device, batch_size=args.batch_size, precision=args.precision,
-                       synthesis=args.synthesis)
+                       synthesis=args.synthesis, test_time_augmentation=args.tta)
     logger.info("model: %s", checkpoint.summary())
     return engine
 

@@ -52,6 +52,7 @@ from ..models.checkpoint import Checkpoint
 from .devices import autocast, describe_device, resolve_device, resolve_precision
 from ..errors import CheckpointError, InputError, OperationCancelled
 from .integer_offset import integer_offset
+from .test_time_augmentation import augmented_synthesis
 from ..models.normalization import IntensityNormalization, IntensityRange
 
 logger = logging.getLogger("SemanticInterpolation")
@@ -206,6 +207,9 @@ class ASIEngine:
     ``memory_format``: ``"auto"``, ``"contiguous"`` or ``"channels_last"`` for the network tensors.
     ``synthesis``: ``"plain"`` or ``"residual"`` (see the module docstring); None = the mode the
     checkpoint recommends in its metadata (``metadata["inference"]["synthesis"]``), else plain.
+    ``test_time_augmentation``: ``"none"``, ``"pair"`` or ``"pair-flip"`` (:mod:`.test_time_augmentation`; pair-unet
+    networks); None or ``"auto"`` = the checkpoint's recommendation (``metadata["inference"]
+    ["test_time_augmentation"]``), else none.
     """
 
     def __init__(
@@ -218,10 +222,13 @@ class ASIEngine:
         memory_format: str = "auto",
         normalization: IntensityNormalization | None = None,
         synthesis: str | None = None,
+        test_time_augmentation: str | None = None,
     ) -> None:
+        default_tta = "none"
         if isinstance(checkpoint, Checkpoint):
             model, default_normalization = checkpoint.model, checkpoint.normalization
             default_synthesis = str((checkpoint.metadata.get("inference") or {}).get("synthesis", "plain"))
+            default_tta = (checkpoint.metadata.get("inference") or {}).get("test_time_augmentation", "none")
         elif isinstance(checkpoint, torch.nn.Module) and callable(getattr(checkpoint, "synthesize", None)):
             model, default_normalization, default_synthesis = checkpoint, IntensityNormalization(), "plain"
         else:
@@ -257,6 +264,14 @@ class ASIEngine:
         from ..models.registry import model_type_of
 
         self.model_type = model_type_of(self.model).name
+        from .test_time_augmentation import validate_tta
+
+        requested = default_tta if test_time_augmentation in (None, "auto") else test_time_augmentation
+        if test_time_augmentation in (None, "auto") and not getattr(self.model, "supports_test_time_augmentation",
+                                                                    False):
+            requested = "none"  # a recommendation that does not apply to this network is not an error
+        #: test-time augmentation of each new slice (:mod:`.test_time_augmentation`)
+        self.test_time_augmentation = validate_tta(requested, self.model)
         #: report of the last adaptation by ``upsample_image(adapt=...)`` (None: not adapted)
         self.adaptation = None
         #: the network uses the slice profile (``upsample(slice_thickness_ratio=...)``) when it is given
@@ -293,7 +308,9 @@ class ASIEngine:
         """Device and settings, for logs."""
         fmt = "channels_last" if self.memory_format == torch.channels_last else "contiguous"
         return (f"{self.model_type} model, {self.synthesis} synthesis, device {describe_device(self.device)}, precision {str(self.compute_dtype).replace('torch.', '')}, "
-                f"batch size {self.batch_size}, memory format {fmt}")
+                f"batch size {self.batch_size}, memory format {fmt}"
+                + (f", test-time augmentation {self.test_time_augmentation}"
+                   if self.test_time_augmentation != "none" else ""))
 
     # ------------------------------------------------------------------ helpers
     def _to_network(self, slices: np.ndarray, intensity_range: IntensityRange) -> torch.Tensor:
@@ -320,8 +337,13 @@ class ASIEngine:
         extra = () if anchor is None else (anchor.contiguous(memory_format=self.memory_format),)
         profile = {"thickness": thickness_ratio} if self.takes_slice_profile else {}
         with autocast(self.device, self.compute_dtype):
-            decoded = self.model.synthesize(_states_apply(first, self._network_format),
-                                            _states_apply(second, self._network_format), alpha, *extra, **profile)
+            if self.test_time_augmentation == "none":
+                decoded = self.model.synthesize(_states_apply(first, self._network_format),
+                                                _states_apply(second, self._network_format), alpha, *extra, **profile)
+            else:
+                decoded = augmented_synthesis(self.model.synthesize, self.test_time_augmentation,
+                                              self._network_format(first), self._network_format(second), alpha,
+                                              *extra, **profile)
         return decoded[:, 0].float().cpu().numpy()
 
     def _network_format(self, tensor: torch.Tensor) -> torch.Tensor:

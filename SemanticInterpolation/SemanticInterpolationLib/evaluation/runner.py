@@ -123,6 +123,8 @@ class EvaluationSettings:
     #: thinned volume), ``"told"`` (the simulated thickness, as a DICOM header would say: the fine spacing,
     #: or K x it with thick slices) or ``"unknown"`` (nothing)
     slice_profile: str = "auto"
+    #: test-time augmentation of the ASI model (:mod:`..engine.test_time_augmentation`); None = the checkpoint's
+    test_time_augmentation: "str | None" = None
 
     def validated(self) -> "EvaluationSettings":
         """A copy with factors and methods parsed and checked (fields not named here are kept as they are)."""
@@ -262,8 +264,11 @@ def run_evaluation(
         if engine is None:
             checkpoint = resolve_checkpoint(settings.checkpoint)
             engine = ASIEngine(checkpoint, settings.device, batch_size=settings.batch_size,
-                               synthesis=settings.synthesis)
-            model = f"{checkpoint.summary()}; {engine.synthesis} synthesis"
+                               synthesis=settings.synthesis,
+                               test_time_augmentation=settings.test_time_augmentation)
+            model = f"{checkpoint.summary()}; {engine.synthesis} synthesis" + (
+                f", test-time augmentation {engine.test_time_augmentation}"
+                if engine.test_time_augmentation != "none" else "")
         else:
             model = f"ASI engine given by the caller ({engine.describe()})"
     result = EvaluationResult(settings, list(volumes), axes, model)

@@ -116,6 +116,8 @@ class PairUNet(nn.Module):
 
     #: engine synthesis modes this type supports: its output already contains its linear anchor
     synthesis_modes = ("plain",)
+    #: its per-slice state is the slice, so the engine may swap the pair and mirror it (test-time augmentation)
+    supports_test_time_augmentation = True
 
     def __init__(self, config: PairUNetConfig | None = None) -> None:
         super().__init__()
