@@ -24,7 +24,7 @@ input; see Resources/Models/MODEL_CARD.md), in three stages, each run on one CPU
         --init Resources/Models/pair-unet-anchor-v1.pt --thickness-input --loss l1 --learning-rate 1e-4 \
         --patch-size 44 --batch-size 16 --noise-std 0.06 --thick-slice-probability 0.5 --minutes 100
     python Resources/Scripts/train_default_model.py --run $T/pair-profile.pt \
-        --export Resources/Models/default-model.pt --synthesis plain
+        --export Resources/Models/default-model.pt --synthesis plain --tta pair-flip
 
 The previous default, the journal ASI autoencoder (Resources/Models/asi-journal.pt), was made with:
     python Resources/Scripts/train_default_model.py --minutes 70  # trains; run again to continue
@@ -154,8 +154,9 @@ def widen_init(init: Path, run: Path, wanted: bool, field: str, method: str, suf
     return widened
 
 
-def export(run: Path, target: Path, synthesis: str) -> None:
-    """Copy the best epoch of ``run`` to ``target`` without optimiser state, with the inference mode."""
+def export(run: Path, target: Path, synthesis: str, tta: str = "none") -> None:
+    """Copy the best epoch of ``run`` to ``target`` without optimiser state, with the inference mode (synthesis
+    and, unless none, the test-time augmentation the engine uses by default)."""
     best = run.with_name(run.stem + ".best.pt") if not str(run).endswith(".best.pt") else run
     source = best if best.is_file() else run
     checkpoint = load_checkpoint(source)
@@ -165,8 +166,10 @@ def export(run: Path, target: Path, synthesis: str) -> None:
     training["validation_volumes"] = VALIDATION
     save_checkpoint(target, checkpoint.model, normalization=checkpoint.normalization,
                     in_plane_spacing_mm=checkpoint.in_plane_spacing_mm, training=training,
-                    metadata={"inference": {"synthesis": synthesis}, "exported_from": source.name})
-    print(f"exported {source} -> {target} (synthesis {synthesis})")
+                    metadata={"inference": {"synthesis": synthesis, **({"test_time_augmentation": tta} if tta != "none"
+                                                                       else {})},
+                              "exported_from": source.name})
+    print(f"exported {source} -> {target} (synthesis {synthesis}, test-time augmentation {tta})")
 
 
 def main() -> int:
@@ -197,9 +200,11 @@ def main() -> int:
     parser.add_argument("--export", type=Path, help="only export the best epoch of --run to this file")
     parser.add_argument("--synthesis", choices=("plain", "residual", "residual-bspline"), default="residual",
                         help="inference mode recorded in the exported checkpoint")
+    parser.add_argument("--tta", choices=("none", "pair", "pair-flip"), default="none",
+                        help="test-time augmentation recommended in the exported checkpoint (pair-unet)")
     args = parser.parse_args()
     if args.export:
-        export(args.run, args.export, args.synthesis)
+        export(args.run, args.export, args.synthesis, args.tta)
         return 0
     missing = [n for n in ISOTROPIC_TRAINING + ANISOTROPIC_TRAINING + PAIR_EXTRA_ANISOTROPIC + VALIDATION
                if not (CACHE / n).exists()]

@@ -17,11 +17,12 @@ pytestmark = pytest.mark.skipif(DEFAULT is None, reason="no default model instal
 def test_default_model_loads_with_its_metadata() -> None:
     checkpoint = load_checkpoint(DEFAULT)
     assert checkpoint.model_type == "pair-unet" and checkpoint.config.anchor_input
-    assert checkpoint.metadata["inference"] == {"synthesis": "plain"}
+    assert checkpoint.metadata["inference"] == {"synthesis": "plain", "test_time_augmentation": "pair-flip"}
     assert checkpoint.normalization.clip is False and checkpoint.in_plane_spacing_mm is not None
     assert "colin27/ch2.nii.gz" in checkpoint.training["held_out_evaluation_volumes"]
     assert "robex-ref/atlas.nii.gz" in checkpoint.training["validation_volumes"]
-    assert ASIEngine(checkpoint, "cpu").synthesis == "plain"
+    engine = ASIEngine(checkpoint, "cpu")
+    assert engine.synthesis == "plain" and engine.test_time_augmentation == "pair-flip"
 
 
 def test_default_model_beats_linear_and_bspline_on_an_unseen_real_t1() -> None:
