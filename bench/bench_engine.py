@@ -11,6 +11,8 @@ Prints, for a 256x256xN volume (N acquired slices) and K = 2, 4, 8:
   * the ratio of ASI's time to SimpleITK cubic B-spline on the same volume,
   * time and peak memory of the three synthesis modes (plain, residual, residual-bspline: the
     default model's), relative to plain,
+  * the pair U-Net's test-time augmentation modes (none, pair, pair-flip: the default model's), relative
+    to none, with --tta-only only that section,
 and compares memory formats and batch sizes within the same run (the machines are noisy).
 
 Usage: python bench/bench_engine.py [--device auto] [--slices 12] [--repeats 3] [--quick] [--model-types-only]
@@ -120,6 +122,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="fewer configurations (for a smoke test)")
     parser.add_argument("--model-types-only", action="store_true", help="only the model types side by side")
+    parser.add_argument("--tta-only", action="store_true", help="only the test-time augmentation modes")
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--factor", type=int, default=4, help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, default=8, help=argparse.SUPPRESS)
@@ -166,6 +169,22 @@ def main() -> None:
               f"GFLOP/s ({gflop_per_slice * synthesized / seconds / peak_fp32 * 100:5.1f}% of fp32 peak), "
               f"{seconds / type_seconds[model_type_names()[0]]:4.2f}x the time of {model_type_names()[0]}")
     if args.model_types_only:
+        return
+
+    # 0b) test-time augmentation of the pair U-Net (the default model's configuration), K=4
+    print("\n== test-time augmentation (pair-unet 24-48-96 with anchor and slice-profile inputs, K=4) ==")
+    from SemanticInterpolationLib.engine.test_time_augmentation import TTA_CALLS, TTA_MODES
+    from SemanticInterpolationLib.models.pair_unet import PairUNet
+
+    pair = PairUNet().with_anchor_input().with_thickness_input().eval()
+    tta_seconds = {}
+    for mode in TTA_MODES:
+        tta_engine = ASIEngine(pair, device, test_time_augmentation=mode)
+        tta_seconds[mode] = time_engine(tta_engine, volume, 4, args.repeats)
+        print(f"{mode:10s}: {TTA_CALLS[mode]} network call(s) per new slice, {tta_seconds[mode]:7.3f} s, "
+              f"{(args.slices - 1) * 3 / tta_seconds[mode]:7.1f} synthesized slices/s, "
+              f"{tta_seconds[mode] / tta_seconds['none']:5.2f}x none")
+    if args.tta_only:
         return
 
     formats = ["contiguous", "channels_last"]
