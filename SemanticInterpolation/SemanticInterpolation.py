@@ -319,6 +319,21 @@ class SynthesisMode(enum.Enum):
                 SynthesisMode.RESIDUAL_BSPLINE: _("Learned correction on cubic B-spline")}[self]
 
 
+class AugmentationMode(enum.Enum):
+    """Test-time augmentation of pair-unet models; the value is passed to the logic's ``testTimeAugmentation``."""
+
+    AUTO = "auto"
+    NONE = "none"
+    PAIR = "pair"
+    PAIR_FLIP = "pair-flip"
+
+    def label(self) -> str:
+        return {AugmentationMode.AUTO: _("The model's recommendation"),
+                AugmentationMode.NONE: _("None (fastest)"),
+                AugmentationMode.PAIR: _("Both slice orders (2x the time)"),
+                AugmentationMode.PAIR_FLIP: _("Both orders, mirrored too (4x the time)")}[self]
+
+
 class TrainingModelType(enum.Enum):
     """The network the Train tab trains; the value is the ``--model-type`` choice ("auto": none given)."""
 
@@ -366,6 +381,7 @@ class SemanticInterpolationParameterNode:
     computeDevice - Where the network runs.
     keepAcquiredSlices - Copy the acquired slices unchanged into the result.
     synthesisMode - How new slices are made (the engine's synthesis mode); AUTO = the checkpoint's choice.
+    testTimeAugmentation - Views averaged for each new slice (pair-unet models); AUTO = the checkpoint's choice.
     adaptToScan - Adapt the model to the scan before upsampling it (pair-unet checkpoints; the logic's ``adapt``).
     adaptSeconds - Time budget of that adaptation in seconds (per frame for sequences).
     sliceThickness - Slice thickness (mm) told to models with a slice-profile input (the bundled default);
@@ -397,6 +413,7 @@ class SemanticInterpolationParameterNode:
     computeDevice: ComputeDevice = ComputeDevice.AUTO
     keepAcquiredSlices: bool = True
     synthesisMode: SynthesisMode = SynthesisMode.AUTO
+    testTimeAugmentation: AugmentationMode = AugmentationMode.AUTO
     adaptToScan: bool = False
     adaptSeconds: Annotated[int, WithinRange(1, 86400)] = 120
     sliceThickness: Annotated[float, WithinRange(0.0, 100.0)] = 0.0

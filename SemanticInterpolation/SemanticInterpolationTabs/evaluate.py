@@ -107,7 +107,8 @@ class EvaluateTab(TabHelper):
                 volume=parameters.evaluationVolume, factors=parameters.evaluationFactors,
                 methods=self.methods(), thickSlices=parameters.evaluationThickSlices,
                 checkpoint=checkpointArgument(parameters.checkpointPath), device=parameters.computeDevice.value,
-                outputFolder=folder, synthesis=parameters.synthesisMode.value))
+                outputFolder=folder, synthesis=parameters.synthesisMode.value,
+                testTimeAugmentation=parameters.testTimeAugmentation.value))
             self._evaluation = BackgroundEvaluation(job)
             self._started = time.perf_counter()
             self._evaluation.start()

@@ -261,6 +261,7 @@ class UpsampleTab(TabHelper):
                             device=parameters.computeDevice.value,
                             keepAcquiredSlices=parameters.keepAcquiredSlices,
                             synthesis=parameters.synthesisMode.value,
+                            testTimeAugmentation=parameters.testTimeAugmentation.value,
                             adapt=adapt, sliceThickness=self.sliceThickness(parameters.inputVolume))
             sequence, _browser = self.sequenceOfInput()
             if sequence is not None and parameters.allSequenceFrames:

@@ -879,3 +879,32 @@ def test_a_given_slice_thickness_reaches_the_network_and_the_profile_is_decided_
     finally:
         adaptation.adapt_engine = real
     assert seen == [estimate.ratio, 1.0]
+
+
+def test_test_time_augmentation_reaches_the_engine_and_is_checked_before_any_node(scene, tmp_path):
+    """``testTimeAugmentation``: "auto" takes the checkpoint's recommendation, an explicit mode wins, and a mode that
+    the checkpoint's model type does not take (or an unknown one) is refused before anything is created."""
+    from SemanticInterpolationLib import ASIEngine, load_checkpoint
+    from SemanticInterpolationLib.models.pair_unet import PairUNet, PairUNetConfig
+
+    torch.manual_seed(4)
+    net = PairUNet(PairUNetConfig(widths=(4, 8)))
+    with torch.no_grad():
+        net.head.weight.normal_(0.0, 0.5)
+    path = save_checkpoint(tmp_path / "pair.pt", net, metadata={"inference": {"test_time_augmentation": "pair"}})
+    voxels = makeVoxels(shapeKJI=(6, 20, 16), dtype=np.float32)
+    inputVolume = addVolume(scene, voxels)
+    logic = SemanticInterpolationLogic()
+    outputs = {mode: arrayOf(logic.upsample(inputVolume, 2, checkpoint=path, device="cpu", testTimeAugmentation=mode))
+               for mode in ("auto", "none", "pair-flip")}
+    for mode, recommended in (("auto", "pair"), ("none", "none"), ("pair-flip", "pair-flip")):
+        expected = ASIEngine(load_checkpoint(path), "cpu", test_time_augmentation=recommended).upsample(voxels, 2)
+        np.testing.assert_allclose(outputs[mode], expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(outputs["auto"] - outputs["none"]).max() > 1e-4
+    asi = save_checkpoint(tmp_path / "asi.pt", ASIAutoencoder())
+    nodes = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="applies to pair-unet models.*choose auto or none"):
+        logic.upsample(inputVolume, 2, checkpoint=asi, device="cpu", testTimeAugmentation="pair")
+    with pytest.raises(InputError, match="must be one of auto, none, pair, pair-flip"):
+        logic.upsample(inputVolume, 2, checkpoint=path, device="cpu", testTimeAugmentation="flip")
+    assert scene.GetNumberOfNodes() == nodes

@@ -339,7 +339,7 @@ def test_ui_values_and_limits_agree_with_the_wrapper(moduleTree, uiWidgets):
         if parameter not in defaults:
             continue
         default = ast.literal_eval(defaults[parameter]) if not defaults[parameter].startswith(
-            ("ComputeDevice", "SynthesisLoss", "SynthesisMode", "TrainingModelType")) else None
+            ("ComputeDevice", "SynthesisLoss", "SynthesisMode", "TrainingModelType", "AugmentationMode")) else None
         if isinstance(default, bool):
             shown = {p.get("name"): p.findtext("bool") for p in widget.findall("property")}.get("checked", "false")
             assert shown == ("true" if default else "false"), f"{widgetName} checked != {default}"
@@ -365,6 +365,10 @@ def test_training_and_evaluation_choices_match_the_library(moduleTree, uiWidgets
     modes = {ast.literal_eval(s.value) for s in enums["SynthesisMode"].body if isinstance(s, ast.Assign)}
     assert modes == {"auto", *SYNTHESIS_MODES}
     assert uiWidgets["synthesisModeComboBox"].get("class") == "QComboBox"
+    from SemanticInterpolationLib.engine.test_time_augmentation import TTA_MODES
+    augmentations = {ast.literal_eval(s.value) for s in enums["AugmentationMode"].body if isinstance(s, ast.Assign)}
+    assert augmentations == {"auto", *TTA_MODES}
+    assert uiWidgets["testTimeAugmentationComboBox"].get("class") == "QComboBox"
     from SemanticInterpolationLib.models.registry import model_type_names
     types = [ast.literal_eval(s.value) for s in enums["TrainingModelType"].body if isinstance(s, ast.Assign)]
     assert types[0] == "auto" and set(types) == {"auto", *model_type_names()}, "auto first, then every model type"

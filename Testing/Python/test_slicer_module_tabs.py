@@ -568,7 +568,7 @@ def test_upsample_tab_shows_the_model_type_and_adapts_to_the_scan(tmp_path):
         upsample.onUpsampleButton()
         print("errors:", errors)
         print("status while running:", ui.statusLabel.text)
-        print("job:", upsample._run.job.adapt, upsample._run.job.sliceThickness)
+        print("job:", upsample._run.job.adapt, upsample._run.job.sliceThickness, upsample._run.job.testTimeAugmentation)
         waitFor(upsample.isRunning, upsample.poll)
         status = ui.statusLabel.text
         print("added:", count() - before, slicer.mrmlScene.GetFirstNodeByName("scan ASI x2").GetImageData().GetDimensions())
@@ -620,7 +620,7 @@ def test_upsample_tab_shows_the_model_type_and_adapts_to_the_scan(tmp_path):
     assert "reads: ['asi.pt', 'pair.pt']" in out
     assert "errors: []" in out
     assert "status while running: Adapting the model to 'scan' (up to 1 s), then upsampling x2..." in out
-    assert "job: 1.0 auto" in out
+    assert "job: 1.0 auto auto" in out
     assert "thickness auto: auto" in out
     assert "thickness dicom: 2.5" in out
     assert "thickness empty tag: auto" in out

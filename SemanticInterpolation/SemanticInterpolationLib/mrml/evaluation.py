@@ -47,6 +47,8 @@ class EvaluationTabSettings:
     device: str = "auto"
     outputFolder: str | os.PathLike | None = None
     synthesis: str | None = None  #: ASI synthesis mode; None or "auto" = the checkpoint's recommendation
+    #: test-time augmentation of pair-unet models; None or "auto" = the checkpoint's recommendation
+    testTimeAugmentation: str | None = None
 
 
 @dataclass
@@ -110,7 +112,9 @@ def prepareEvaluation(settings: EvaluationTabSettings) -> EvaluationJob:
         checkpoint = None
     evaluationSettings = EvaluationSettings(factors=factors, methods=methods, thick_slices=bool(settings.thickSlices),
                                             checkpoint=checkpoint, device=str(settings.device),
-                                            synthesis=synthesis_choice(settings.synthesis)).validated()
+                                            synthesis=synthesis_choice(settings.synthesis),
+                                            test_time_augmentation=None if settings.testTimeAugmentation in (None, "auto")
+                                            else str(settings.testTimeAugmentation)).validated()
     name = settings.volume.GetName() or "volume"
     image = sitkImageFromVolumeNode(settings.volume)
     check_volumes({name: image}, evaluationSettings)

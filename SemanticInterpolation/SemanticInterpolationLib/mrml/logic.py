@@ -126,6 +126,7 @@ class UpsamplingJob:
     adaptSeed: int = 0  #: with ``adapt``: random seed of the adaptation
     #: slice thickness in mm for networks with a slice-profile input; "auto" = estimated per frame; None = not told
     sliceThickness: Any = "auto"
+    testTimeAugmentation: str = "auto"  #: engine test-time augmentation; "auto" = the checkpoint's recommendation
     outputNode: Any = None  #: caller-given output volume (volumes only) or None for a new node
     createBrowser: bool = True  #: sequences: set up a sequence browser for the result
     results: list[np.ndarray] = field(default_factory=list)
@@ -475,6 +476,7 @@ class SemanticInterpolationLogic:
         adaptSteps: int | None = None,
         adaptSeed: int = 0,
         sliceThickness: float | str | None = "auto",
+        testTimeAugmentation: str = "auto",
     ) -> vtkMRMLScalarVolumeNode:
         """Upsample a scalar volume node by ``factor`` along its slice axis; return the output node.
 
@@ -505,6 +507,9 @@ class SemanticInterpolationLogic:
         :param sliceThickness: for models with a slice-profile input (the bundled default): the acquisition's
             slice thickness in mm (e.g. DICOM Slice Thickness, 0018,0050), ``"auto"`` (default: estimated from
             each frame, since volume nodes do not carry it) or None (the model is not told).
+        :param testTimeAugmentation: pair-unet models: "none", "pair" (the pair in both orders, 2x the time),
+            "pair-flip" (also mirrored in-plane, 4x) or "auto" (the checkpoint's recommendation; the bundled
+            default: pair-flip).
         :returns: the output vtkMRMLScalarVolumeNode, in the input's scene, with the input's
             parent transform and display settings.
         :raises InputError, CheckpointError, DeviceError: bad input, before any node is created (also an
@@ -515,7 +520,7 @@ class SemanticInterpolationLogic:
                                     outputVolume=outputVolume, keepAcquiredSlices=keepAcquiredSlices,
                                     batchSize=batchSize, sliceAxis=sliceAxis, synthesis=synthesis,
                                     adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed,
-                                    sliceThickness=sliceThickness)
+                                    sliceThickness=sliceThickness, testTimeAugmentation=testTimeAugmentation)
         self.runJob(job, progress=progress, shouldCancel=shouldCancel)
         return self.finishJob(job)
 
@@ -536,6 +541,7 @@ class SemanticInterpolationLogic:
         adaptSteps: int | None = None,
         adaptSeed: int = 0,
         sliceThickness: float | str | None = "auto",
+        testTimeAugmentation: str = "auto",
     ) -> vtkMRMLSequenceNode:
         """Upsample every frame of a volume sequence (e.g. cardiac cine) into a new sequence node.
 
@@ -555,7 +561,7 @@ class SemanticInterpolationLogic:
                                       keepAcquiredSlices=keepAcquiredSlices, batchSize=batchSize,
                                       sliceAxis=sliceAxis, createBrowser=createBrowser, synthesis=synthesis,
                                       adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed,
-                                    sliceThickness=sliceThickness)
+                                    sliceThickness=sliceThickness, testTimeAugmentation=testTimeAugmentation)
         self.runJob(job, progress=progress, shouldCancel=shouldCancel)
         return self.finishJob(job)
 
@@ -575,6 +581,7 @@ class SemanticInterpolationLogic:
         adaptSteps: int | None = None,
         adaptSeed: int = 0,
         sliceThickness: float | str | None = "auto",
+        testTimeAugmentation: str = "auto",
     ) -> UpsamplingJob:
         """Validate everything and copy the input voxels; nothing is created or modified."""
         axis = validateScalarVolume(inputVolume, "input volume", sliceAxis)
@@ -585,7 +592,7 @@ class SemanticInterpolationLogic:
             self._validateOutputVolume(outputVolume, inputVolume)
         common = self.validateSettings(factor, checkpoint, device, batchSize, keepAcquiredSlices, synthesis,
                                        adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed,
-                                    sliceThickness=sliceThickness)
+                                    sliceThickness=sliceThickness, testTimeAugmentation=testTimeAugmentation)
         if common["adapt"] is not None:
             validateAdaptableVolume(inputVolume, "input volume", axis)
         frame = FrameInput(inputVolume.GetName() or "Volume", voxelsFromVolumeNode(inputVolume),
@@ -608,6 +615,7 @@ class SemanticInterpolationLogic:
         adaptSteps: int | None = None,
         adaptSeed: int = 0,
         sliceThickness: float | str | None = "auto",
+        testTimeAugmentation: str = "auto",
     ) -> UpsamplingJob:
         """Validate a volume sequence and copy all frames' voxels; nothing is created or modified."""
         if inputSequence is None or not hasattr(inputSequence, "IsA") or not inputSequence.IsA("vtkMRMLSequenceNode"):
@@ -628,7 +636,7 @@ class SemanticInterpolationLogic:
             checked.append((frameNode, role, axis))
         common = self.validateSettings(factor, checkpoint, device, batchSize, keepAcquiredSlices, synthesis,
                                        adapt=adapt, adaptSteps=adaptSteps, adaptSeed=adaptSeed,
-                                    sliceThickness=sliceThickness)
+                                    sliceThickness=sliceThickness, testTimeAugmentation=testTimeAugmentation)
         for index, (frameNode, role, axis) in enumerate(checked):
             if common["adapt"] is not None:
                 validateAdaptableVolume(frameNode, role, axis)
@@ -655,7 +663,8 @@ class SemanticInterpolationLogic:
     def validateSettings(self, factor: int, checkpoint: Any = None, device: str = "auto", batchSize: int | None = None,
                          keepAcquiredSlices: bool = True, synthesis: str | None = None, *, adapt: float | None = None,
                          adaptSteps: int | None = None, adaptSeed: int = 0,
-                         sliceThickness: float | str | None = "auto") -> dict[str, Any]:
+                         sliceThickness: float | str | None = "auto",
+                         testTimeAugmentation: str = "auto") -> dict[str, Any]:
         """Check the settings shared by volumes and sequences; return them as UpsamplingJob fields.
 
         Raises InputError (factor, batch size, synthesis mode, adaptation settings, ``adapt`` with a
@@ -683,7 +692,24 @@ class SemanticInterpolationLogic:
             "adaptSteps": steps,
             "adaptSeed": seed,
             "sliceThickness": self._validateSliceThickness(sliceThickness),
+            "testTimeAugmentation": self._validateTestTimeAugmentation(testTimeAugmentation, resolved),
         }
+
+    @staticmethod
+    def _validateTestTimeAugmentation(mode: Any, checkpoint: Any) -> str:
+        """``"auto"`` or a mode of ``engine.test_time_augmentation`` that the checkpoint's model type takes."""
+        from ..engine.test_time_augmentation import TTA_MODES
+
+        if not isinstance(mode, str) or mode not in ("auto", *TTA_MODES):
+            raise InputError(f"test-time augmentation must be one of auto, {', '.join(TTA_MODES)}, got {mode!r}")
+        if mode not in ("auto", "none"):
+            info = describeCheckpoint(checkpoint)
+            from ..models.registry import get_model_type
+
+            if not getattr(get_model_type(info.modelType).model_class, "supports_test_time_augmentation", False):
+                raise InputError(f"test-time augmentation {mode!r} applies to pair-unet models; the checkpoint "
+                                 f"{info.path or 'in memory'} is a {info.modelType} model: choose auto or none")
+        return mode
 
     @staticmethod
     def _validateSliceThickness(sliceThickness: Any) -> float | str | None:
@@ -750,24 +776,27 @@ class SemanticInterpolationLogic:
         return name
 
     # ----------------------------------------------------------------- phase 2: compute (any thread)
-    def engineFor(self, checkpoint: Any, device: str, batchSize: int | None, synthesis: str | None = None) -> ASIEngine:
+    def engineFor(self, checkpoint: Any, device: str, batchSize: int | None, synthesis: str | None = None,
+                  testTimeAugmentation: str = "auto") -> ASIEngine:
         """The cached engine for these settings, loading the checkpoint when they changed.
-        ``synthesis``: engine mode, None = the checkpoint's recommendation."""
+        ``synthesis``: engine mode, None = the checkpoint's recommendation; ``testTimeAugmentation``: likewise
+        ("auto" = the checkpoint's)."""
         from ..models.checkpoint import Checkpoint, resolve_checkpoint
         from ..engine.synthesis import ASIEngine
 
         if isinstance(checkpoint, Checkpoint):
-            key: tuple = ("object", id(checkpoint), device, batchSize, self.precision, synthesis)
+            key: tuple = ("object", id(checkpoint), device, batchSize, self.precision, synthesis, testTimeAugmentation)
         else:
             stat = os.stat(checkpoint)
-            key = (str(checkpoint), stat.st_mtime_ns, stat.st_size, device, batchSize, self.precision, synthesis)
+            key = (str(checkpoint), stat.st_mtime_ns, stat.st_size, device, batchSize, self.precision, synthesis,
+                   testTimeAugmentation)
         with self._engineLock:
             if self._engine is None or self._engineKey != key:
                 self._engine = None  # release the previous model before loading another
                 loaded = resolve_checkpoint(checkpoint)
                 logger.info("ASI model: %s", loaded.summary())
                 self._engine = ASIEngine(loaded, device, precision=self.precision, batch_size=batchSize,
-                                         synthesis=synthesis)
+                                         synthesis=synthesis, test_time_augmentation=testTimeAugmentation)
                 self._engineKey = key
             return self._engine
 
@@ -782,7 +811,7 @@ class SemanticInterpolationLogic:
         """Upsample the job's voxels into ``job.results``. Never touches MRML, so it may run in a worker thread."""
         started = time.perf_counter()
         self.lastAdaptation, self.lastAdaptations = None, []
-        engine = self.engineFor(job.checkpoint, job.device, job.batchSize, job.synthesis)
+        engine = self.engineFor(job.checkpoint, job.device, job.batchSize, job.synthesis, job.testTimeAugmentation)
         job.engineDescription = engine.describe()
         job.results = []
         job.adaptations = []
