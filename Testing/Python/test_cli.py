@@ -201,3 +201,17 @@ def test_console_script_runs_as_a_separate_process(work: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "SemanticInterpolationLib.cli", "upsample", str(work / "input.nii.gz"),
                           str(out), "--factor", "0", "--method", "linear"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1
+
+
+def test_main_leaves_the_library_logger_as_it_found_it(tmp_path, capsys):
+    """main() from Python (a notebook, a test) sets up its stderr handler for the run only."""
+    import logging
+
+    from SemanticInterpolationLib.cli.app import main
+
+    logger = logging.getLogger("SemanticInterpolation")
+    before = (list(logger.handlers), logger.level, logger.propagate)
+    assert main(["upsample", str(tmp_path / "missing.nii.gz"), str(tmp_path / "out.nii.gz"), "-k", "2",
+                 "--method", "linear"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert (list(logger.handlers), logger.level, logger.propagate) == before

@@ -71,7 +71,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``semantic-interpolation`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    saved = (list(logger.handlers), logger.level, logger.propagate)
     _configure_logging(args)
+    try:
+        return _run(args)
+    finally:  # main() called from Python (a notebook, a test) leaves the library's logger as it found it
+        logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         with signals_end_cleanly(), routed_warnings(bool(getattr(args, "verbose", False))):
