@@ -16,7 +16,7 @@ from SemanticInterpolationLib.errors import InputError
 from SemanticInterpolationLib.models.normalization import IntensityNormalization
 from SemanticInterpolationLib.training import Trainer, TrainingConfig
 from SemanticInterpolationLib.training import data as data_module
-from SemanticInterpolationLib.training.data import Augmentation, GapDataset, TrainingVolume, blur_slices
+from SemanticInterpolationLib.training.data import Augmentation, GapDataset, TrainingVolume, blur_slices, blur_weights
 from SemanticInterpolationLib.training.device_sampler import (DeviceGapSampler, blur_slices_torch,
                                                                load_packed_volumes, save_packed_volumes)
 
@@ -62,35 +62,78 @@ class _Script:
 def _script_of(sampler: DeviceGapSampler, dataset: GapDataset, draws, b: int, augmentation: Augmentation):
     """GapDataset's random values that make the choices of sample ``b`` of ``draws``."""
     item = lambda t: t[b].item()  # noqa: E731
-    vi, gap = item(draws.volume), item(draws.gap)
+    vi, gap, thick = item(draws.volume), item(draws.gap), bool(item(draws.thick))
     values = []
     if sampler.fine[vi]:
         values += [gap, item(draws.offset)]
     values += [item(draws.top), item(draws.left)]
-    if (vi, gap) in dataset.thick:
-        values.append(0.0 if item(draws.thick) else 0.999)
+    if dataset.slice_profile:
+        if sampler.fine[vi] and dataset.thick_slice_probability > 0:
+            values.append(0.0 if thick else 0.999)
+        if thick:
+            ratio = item(draws.ratio)
+            values += [0.0] if ratio == 1.0 else [0.999, ratio]  # ratio 1, else uniform in [MIN_THICK_RATIO, 1]
+        values.append(0.0 if item(draws.withheld) else 0.999)
+    elif (vi, gap) in dataset.thick:
+        values.append(0.0 if thick else 0.999)
     values += [item(draws.rotation), int(item(draws.flip)), 0.0 if item(draws.change) else 0.999,
                math.log(item(draws.gamma)), item(draws.contrast), item(draws.brightness), int(item(draws.swap))]
     if augmentation.noise_std_max > 0:
-        field = draws.noise[b].numpy()  # the field on slices first - R .. : GapDataset's, or its two slices
-        radius = int(sampler._radius[gap])
+        # the field is on slices min(rows) - R ..: GapDataset's field of a thick sample, or its rows' noise
+        field = draws.noise[b].numpy()
+        rows = sampler.rows(draws)[b].tolist()
+        low, high, big = min(rows), max(rows), sampler.max_radius
         if np.any(field):
             values += [0.0, 0.1]
-            if item(draws.thick):
-                values.append(field[:gap + 2 * radius + 1])
+            if thick:
+                fwhm = item(draws.ratio) * gap if dataset.slice_profile else gap
+                radius = int(blur_weights(fwhm)[0][-1])
+                values.append(field[big - radius:big + high - low + radius + 1])
             else:
-                values += [field[radius], field[radius + gap]]
+                inputs = [rows[i] for i in [0, 2] + list(range(3, len(rows)))]
+                values += [field[big + r - low] for r in sorted(set(inputs))]
         else:
             values.append(0.999)
     return values
 
 
-@pytest.mark.parametrize("thick,noise", [(0.5, 0.0), (0.0, 0.1), (1.0, 0.2), (0.5, 0.1)])
-def test_each_choice_gives_gap_datasets_patch(monkeypatch, thick, noise):
+def _mixed_volumes(long: bool = False):
+    """A fine volume, an anisotropic stack and a fine volume with near-isotropic spacing (non-square, random
+    slices: orientation errors show); ``long`` adds a fine volume longer than the anchor's lattice."""
     rng = np.random.default_rng(0)
-    volumes = [_volume(rng.random((14, 20, 24)), name="fine"),  # non-square, random: orientation errors show
+    volumes = [_volume(rng.random((14, 20, 24)), name="fine"),
                _volume(rng.random((6, 18, 22)), spacing=(1.0, 1.0, 5.0), name="coarse"),
                _volume(rng.random((9, 16, 16)), spacing=(0.8, 0.8, 1.1), name="fine2")]
+    if long:
+        volumes.append(_volume(rng.random((60, 17, 16)), spacing=(0.9, 0.9, 1.0), name="long"))
+    return volumes
+
+
+def _compare_choice_by_choice(monkeypatch, sampler, dataset, aug, items, draws):
+    """Every sample of ``draws`` against the GapDataset item made with the same choices; returns the samples'
+    (rotation, flip, swap, thick) and, with the slice profile, their ratios as GapDataset gives them."""
+    rendered = sampler.render(draws)
+    assert all(t.dtype == torch.float32 for t in rendered)
+    seen, ratios = set(), []
+    for b in range(items.numel()):
+        script = _Script(_script_of(sampler, dataset, draws, b, aug))
+        monkeypatch.setattr(data_module.np.random, "default_rng", lambda *a, s=script: s)
+        expected = dataset[int(items[b])]
+        assert not script.values  # every scripted value was used: the call order is GapDataset's
+        assert len(expected) == len(rendered)
+        torch.testing.assert_close(rendered[0][b], expected[0], atol=3e-6, rtol=1e-5)
+        assert float(rendered[1][b]) == pytest.approx(float(expected[1]), abs=1e-7)
+        if dataset.slice_profile:
+            got, want = float(rendered[2][b]), float(expected[2])
+            assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, abs=1e-7), (got, want)
+            ratios.append(want)
+        seen.add((int(draws.rotation[b]), bool(draws.flip[b]), bool(draws.swap[b]), bool(draws.thick[b])))
+    return seen, ratios
+
+
+@pytest.mark.parametrize("thick,noise", [(0.5, 0.0), (0.0, 0.1), (1.0, 0.2), (0.5, 0.1)])
+def test_each_choice_gives_gap_datasets_patch(monkeypatch, thick, noise):
+    volumes = _mixed_volumes()
     aug = Augmentation(noise_std_max=noise)
     sampler = DeviceGapSampler(volumes, 12, max_gap=5, augmentation=aug, seed=4, thick_slice_probability=thick)
     dataset = GapDataset(volumes, 12, max_gap=5, augmentation=aug, seed=4, thick_slice_probability=thick)
@@ -99,16 +142,56 @@ def test_each_choice_gives_gap_datasets_patch(monkeypatch, thick, noise):
     draws = sampler.draw(items, sampler.generator(0))
     patches, alphas = sampler.render(draws)
     assert patches.shape == (items.numel(), 3, 12, 12) and patches.dtype == alphas.dtype == torch.float32
-    seen = set()
-    for b in range(items.numel()):
-        script = _Script(_script_of(sampler, dataset, draws, b, aug))
-        monkeypatch.setattr(data_module.np.random, "default_rng", lambda *a, s=script: s)
-        expected, alpha = dataset[int(items[b])]
-        assert not script.values  # every scripted value was used: the call order is GapDataset's
-        torch.testing.assert_close(patches[b], expected, atol=2e-6, rtol=1e-5)
-        assert float(alphas[b]) == pytest.approx(float(alpha), abs=1e-7)
-        seen.add((int(draws.rotation[b]), bool(draws.flip[b]), bool(draws.swap[b]), bool(draws.thick[b])))
+    seen, _ = _compare_choice_by_choice(monkeypatch, sampler, dataset, aug, items, draws)
     assert len({s[:3] for s in seen}) >= 12  # most rotation/flip/swap combinations were exercised
+
+
+@pytest.mark.parametrize("anchor,profile,thick,noise", [
+    (True, False, 0.5, 0.1),  # the previous default's samples: anchor, thick copies, noise before the blur
+    (False, True, 0.5, 0.1),  # slice profile alone
+    (True, True, 0.0, 0.1),  # the default's inputs, thin samples only
+    (True, True, 0.5, 0.0),  # ... thick samples, no noise
+    (True, True, 0.5, 0.15),  # ... the default's recipe: thick and thin, noisy
+    (True, True, 1.0, 0.2),  # ... every fine sample thick, noisy
+])
+def test_anchor_and_slice_profile_follow_gap_dataset_choice_by_choice(monkeypatch, anchor, profile, thick, noise):
+    volumes = _mixed_volumes(long=True)
+    aug = Augmentation(noise_std_max=noise, noise_probability=0.8)
+    options = dict(max_gap=5, augmentation=aug, seed=4, thick_slice_probability=thick, bspline_anchor=anchor,
+                   slice_profile=profile, unknown_profile_probability=0.3)
+    sampler = DeviceGapSampler(volumes, 12, **options)
+    dataset = GapDataset(volumes, 12, **options)
+    assert sampler.index == dataset.index and sampler.fine == [True, False, True, True]
+    items = torch.arange(len(sampler)).repeat(2)
+    draws = sampler.draw(items, sampler.generator(1))
+    rendered = sampler.render(draws)
+    assert len(rendered) == (3 if profile else 2)
+    assert rendered[0].shape == (items.numel(), 4 if anchor else 3, 12, 12)
+    seen, ratios = _compare_choice_by_choice(monkeypatch, sampler, dataset, aug, items, draws)
+    assert len({s[:3] for s in seen}) >= 12
+    fine = sampler.is_fine[draws.volume]
+    if thick:
+        assert bool(draws.thick[fine].any()) and not bool(draws.thick[~fine].any())
+        assert (thick == 1.0) == bool(draws.thick[fine].all())
+    else:
+        assert not bool(draws.thick.any())
+    if profile:  # every kind of ratio was compared: thin 1 / gap, thick 1 and < 1, withheld, anisotropic
+        told = ~draws.withheld
+        thin = told & fine & ~draws.thick
+        assert bool(thin.any()) == (thick < 1.0)
+        assert torch.allclose(draws.ratio[thin], 1.0 / draws.gap[thin].double())
+        assert bool(draws.withheld.any()) and all(math.isnan(r) for r, w in zip(ratios, draws.withheld.tolist()) if w)
+        assert bool(torch.isnan(draws.ratio[~fine]).all()) and bool((told & ~fine).any())
+        if thick:
+            assert bool((told & draws.thick & (draws.ratio == 1.0)).any())
+            assert bool((told & draws.thick & (draws.ratio < 1.0)).any())
+    if noise:  # noisy samples of each kind were compared
+        noisy = draws.noise.flatten(1).abs().amax(1) > 0
+        assert bool((noisy & ~draws.thick).any()) and (not thick or bool((noisy & draws.thick).any()))
+    if anchor:  # mirrored lattices near the ends and plain ones in the long volume
+        rows = sampler.rows(draws)
+        assert bool((rows[:, 3:] == rows[:, 3:4]).all(1).logical_not().all())
+        assert bool(((draws.volume == 3) & (rows[:, 3] == draws.first - 5 * draws.gap)).any())
 
 
 def test_gaps_alphas_and_middles_follow_the_rules():
