@@ -366,10 +366,12 @@ class DeviceGapSampler:
         index = (bases + rows * slice_size.view(-1, 1)).view(b, -1, 1, 1) + plane.view(b, 1, p, p)
         patch = self.storage[index].float()  # [B, R, P, P]
         taps = self.blur_taps(d)
+        low = rows.min(1).values - self.max_radius  # first slice of each sample's noise field and slab
+        mixing = self._input_mixing(d, rows, taps, low)  # [B, R - 1, L]
         if self.slice_profile and bool(d.thick.any()):
             chosen = torch.nonzero(d.thick).view(-1)
             patch[chosen.view(-1, 1), self._input_rows.view(1, -1)] = self._blurred_inputs(
-                d, rows, plane, slice_size, taps, chosen)
+                d, plane, slice_size, mixing, low, chosen)
         # intensity change in place; unchanged samples get gamma 1, contrast 1, brightness 0 and no clamp
         # (equal to leaving them alone up to the rounding of (x - 0.5) + 0.5, below 6e-8)
         one = torch.ones_like(d.gamma)
@@ -378,7 +380,7 @@ class DeviceGapSampler:
         patch.sub_(0.5).mul_(torch.where(d.change, d.contrast, one).view(-1, 1, 1, 1))
         patch.add_((0.5 + torch.where(d.change, d.brightness, one * 0)).view(-1, 1, 1, 1))
         if d.noise is not None:
-            patch += self._noise(d, rows, taps)
+            patch += self._noise(d, rows, mixing, low)
         if self.with_anchor:  # from the augmented, noisy (and thick) context rows, as GapDataset; elementwise in float32
             weights = self._fraction[d.gap, d.offset]  # [B, 2T]
             anchor = (weights.view(b, -1, 1, 1) * patch[:, 3:]).sum(1, keepdim=True)
@@ -391,43 +393,39 @@ class DeviceGapSampler:
             return patch.contiguous(), alpha.float(), ratio
         return patch.contiguous(), alpha.float()
 
-    def _blurred_inputs(self, d: GapDraws, rows: torch.Tensor, plane: torch.Tensor, slice_size: torch.Tensor,
-                        taps: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-        """The input rows (endpoints, anchor context) of the thick samples ``chosen``, blurred along the slices
-        with their own taps (edge slices repeated, as :func:`.data.blur_slices`): float32 ``[len(chosen), R - 1, P, P]``."""
-        p = self.patch_size
-        source_rows = rows[chosen][:, self._input_rows]  # [C, R - 1]
-        last = (self.n_slices[d.volume[chosen]] - 1).view(-1, 1)
-        base = self.base[d.volume[chosen]].view(-1, 1)
-        size = slice_size[chosen].view(-1, 1)
-        where = plane[chosen].view(-1, 1, p, p)
-        weights = taps[chosen]
-        out = torch.zeros((chosen.shape[0], source_rows.shape[1], p, p), dtype=torch.float32, device=self.device)
-        used = weights.ne(0).any(0).tolist()  # offsets beyond every chosen sample's radius are skipped
-        for t, offset in enumerate(range(-self.max_radius, self.max_radius + 1)):
-            if not used[t]:
-                continue
-            source = torch.minimum((source_rows + offset).clamp(min=0), last)
-            values = self.storage[(base + source * size).view(*source.shape, 1, 1) + where].float()
-            out.addcmul_(values, weights[:, t].view(-1, 1, 1, 1))
-        return out
-
-    def _noise(self, d: GapDraws, rows: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-        """The noise of the sample's rows ``[B, R, P, P]`` from the field ``d.noise`` (see :class:`GapDraws`): each
-        input row mixes the field at its slices with ``taps`` (:meth:`blur_taps`; edge slices repeated), the middle
-        gets the field at its slice when thick. Rows that are the same slice get the same noise, as in GapDataset."""
-        b, length = d.noise.shape[0], d.noise.shape[1]
-        low = (rows.min(1).values - self.max_radius).view(-1, 1, 1)  # the field's first slice
+    def _input_mixing(self, d: GapDraws, rows: torch.Tensor, taps: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        """How each input row (endpoints, anchor context) mixes the slices ``low + l`` (``l < field_slices``) along
+        the slice axis: float32 ``[B, R - 1, L]``, ``taps`` (:meth:`blur_taps`) at its slice and around it, the
+        slices beyond the volume's ends replaced by its end slices (as :func:`.data.blur_slices`)."""
         last = (self.n_slices[d.volume] - 1).view(-1, 1, 1)
         inputs = rows[:, self._input_rows].unsqueeze(2)  # [B, R - 1, 1]
-        source = torch.minimum((inputs + self._tap_offsets.view(1, 1, -1)).clamp(min=0), last) - low
-        mixing_inputs = torch.zeros((b, inputs.shape[1], length), dtype=torch.float32, device=self.device)
-        mixing_inputs.scatter_add_(2, source, taps.unsqueeze(1).expand(-1, inputs.shape[1], -1).contiguous())
-        mixing = torch.zeros((b, self.n_rows, length), dtype=torch.float32, device=self.device)
-        mixing[:, self._input_rows] = mixing_inputs
-        middle = (rows[:, 1:2] - low.view(-1, 1))
-        mixing[:, 1].scatter_(1, middle, d.thick.float().view(-1, 1))
-        return torch.bmm(mixing, d.noise.reshape(b, length, -1)).view(b, self.n_rows, *d.noise.shape[2:])
+        source = torch.minimum((inputs + self._tap_offsets.view(1, 1, -1)).clamp(min=0), last) - low.view(-1, 1, 1)
+        mixing = torch.zeros((rows.shape[0], inputs.shape[1], self.field_slices), dtype=torch.float32,
+                             device=self.device)
+        return mixing.scatter_add_(2, source, taps.unsqueeze(1).expand(-1, inputs.shape[1], -1).contiguous())
+
+    def _blurred_inputs(self, d: GapDraws, plane: torch.Tensor, slice_size: torch.Tensor, mixing: torch.Tensor,
+                        low: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """The input rows of the thick samples ``chosen`` blurred with their own taps: the slab of slices
+        ``low .. low + L - 1`` of each (clamped into the volume) read once and mixed with ``mixing``
+        (:meth:`_input_mixing`); float32 ``[len(chosen), R - 1, P, P]``."""
+        p, length = self.patch_size, self.field_slices
+        volume = d.volume[chosen]
+        slab_rows = torch.minimum((low[chosen].view(-1, 1) + torch.arange(length, device=self.device)).clamp(min=0),
+                                  (self.n_slices[volume] - 1).view(-1, 1))  # [C, L]
+        starts = self.base[volume].view(-1, 1) + slab_rows * slice_size[chosen].view(-1, 1)
+        slab = self.storage[starts.view(-1, length, 1, 1) + plane[chosen].view(-1, 1, p, p)].float()  # [C, L, P, P]
+        return torch.bmm(mixing[chosen], slab.view(chosen.shape[0], length, -1)).view(chosen.shape[0], -1, p, p)
+
+    def _noise(self, d: GapDraws, rows: torch.Tensor, mixing: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        """The noise of the sample's rows ``[B, R, P, P]`` from the field ``d.noise`` (see :class:`GapDraws`): the
+        input rows mix it with ``mixing`` (:meth:`_input_mixing`), the middle gets the field at its slice when
+        thick. Rows that are the same slice get the same noise, as in GapDataset."""
+        b, length = d.noise.shape[0], d.noise.shape[1]
+        full = torch.zeros((b, self.n_rows, length), dtype=torch.float32, device=self.device)
+        full[:, self._input_rows] = mixing
+        full[:, 1].scatter_(1, (rows[:, 1] - low).view(-1, 1), d.thick.float().view(-1, 1))
+        return torch.bmm(full, d.noise.reshape(b, length, -1)).view(b, self.n_rows, *d.noise.shape[2:])
 
     def sample(self, items: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         """:meth:`draw` then :meth:`render`."""
