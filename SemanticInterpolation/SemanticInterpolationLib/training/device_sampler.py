@@ -222,10 +222,8 @@ class DeviceGapSampler:
                                               device=dev)
 
         # ---- blur and noise tables: thick-slice signal and noise are blurred along the slices with FWHM <= max_gap
-        radii = [int(blur_weights(max(g, 1))[0][-1]) for g in range(0, self.max_gap + 1)]
-        self._radius = torch.tensor(radii, dtype=torch.int64, device=dev)  # blur radius at FWHM = gap
         #: radius of the widest blur (FWHM = max_gap): the blur taps are zero-padded to 2 * max_radius + 1
-        self.max_radius = max(radii[g] for g in range(2, self.max_gap + 1))
+        self.max_radius = max(int(blur_weights(g)[0][-1]) for g in range(2, self.max_gap + 1))
         taps = np.zeros((self.max_gap + 1, 2 * self.max_radius + 1), np.float32)
         for g in range(2, self.max_gap + 1):
             offsets, weights = blur_weights(g)
@@ -365,9 +363,10 @@ class DeviceGapSampler:
             bases = torch.where(is_input.view(1, -1), ends.view(-1, 1), bases)
         index = (bases + rows * slice_size.view(-1, 1)).view(b, -1, 1, 1) + plane.view(b, 1, p, p)
         patch = self.storage[index].float()  # [B, R, P, P]
-        taps = self.blur_taps(d)
         low = rows.min(1).values - self.max_radius  # first slice of each sample's noise field and slab
-        mixing = self._input_mixing(d, rows, taps, low)  # [B, R - 1, L]
+        mixing = None  # [B, R - 1, L]: for the per-sample blur and the noise
+        if self.slice_profile or d.noise is not None:
+            mixing = self._input_mixing(d, rows, self.blur_taps(d), low)
         if self.slice_profile and bool(d.thick.any()):
             chosen = torch.nonzero(d.thick).view(-1)
             patch[chosen.view(-1, 1), self._input_rows.view(1, -1)] = self._blurred_inputs(
