@@ -1,16 +1,35 @@
 #!/usr/bin/env python
-"""Train the pair-unet default on one GPU within a time budget (run through ``bench/gpu_train_default.sh``).
+"""Train the default model's network on one GPU within a time budget (run through ``bench/gpu_train_default.sh``).
 
-    bash bench/gpu_train_default.sh                   # 9 minutes on cuda, bf16, batch 256, patch 96
+    bash bench/gpu_train_default.sh                   # 9 minutes on cuda, bf16, batch 256, patch 96, from scratch
+    bash bench/gpu_train_default.sh --init Resources/Models/pair-unet-anchor-v1.pt   # warm start, as stage 4
     bash bench/gpu_train_default.sh --minutes 5 --batch-size 128
+
+What it trains: the shipped default's configuration (``Resources/Models/default-model.pt``, see
+``Resources/Models/MODEL_CARD.md``): model type pair-unet, network pair-unet-24-48-96 with the B-spline
+anchor input (``anchor_input``) and the slice-profile input (``thickness_input``), named
+``pair-unet-24-48-96-anchor-profile`` as the default's; with the settings of
+``Resources/Scripts/train_default_model.py`` stage 4 (its docstring): synthesis loss L1, noise std up to
+0.06 (put on the fine slices before the blur in thick-slice samples), thick-slice probability 0.5 (per
+sample FWHM = ratio x gap, ratio 1 on half and uniform in [0.3, 1] on the rest), thickness ratio withheld
+on 30 % of the samples, gaps 2..6 with random middles on fine volumes and neighbours on anisotropic
+stacks; validation as the CPU trainer does it (the recipe's validation volume, 24 triplets, the anchor
+given, best epoch by val_syn_psnr). ``--no-anchor-input`` / ``--no-thickness-input`` train the
+narrower networks instead (the earlier candidates).
+
+Start: from scratch (random weights drawn as the trainer draws them, seeded by ``--seed``; written as
+``pair-unet-gpu.scratch-init.pt`` so that the trainer builds this network), or ``--init CHECKPOINT``
+(``default`` = the bundled default) widened with the inputs it lacks, new weights at zero (an exact warm
+start, ``train_default_model.widen_init``), as the CPU recipe's stages 2 and 4 did.
 
 Needs only torch and numpy: the data come from the packed file of
 ``Resources/Scripts/pack_training_data.py`` (default ``shared/gpu-training-data.npz``): the recipe's
-training views and validation volume, normalised, float16. Settings are the recipe's pair-unet
-candidate (mse, noise std 0.06, thick-slice probability 0.5, gaps 2..6, 24 validation triplets,
-best epoch by val_syn_psnr) scaled for a GPU: bf16 autocast, batch 256, patch 96, learning rate
-3e-4 x sqrt(batch / 16) capped at 1e-3 (Adam; 1e-3 at batch 256), slices and their blurred copies
-held on the GPU (``--data-on-device``), cuDNN autotuning.
+training views and validation volume, normalised, float16, with their spacings (which decide the fine
+volumes, hence gaps, thick-slice samples and ratios) and the B-spline weights (anchors and validation).
+GPU scaling: bf16 autocast, batch 256, patch 96, learning rate (Adam) 3e-4 from scratch or 1e-4 with
+``--init`` (the CPU recipe's, at batch 16) x sqrt(batch / 16), at most 1e-3; slices held on the GPU and
+whole batches drawn there (``--data-on-device``: :class:`DeviceGapSampler`, the anchor and slice profile
+included), cuDNN autotuning.
 
 Volumes whose slices are smaller than the patch are left out and named (at patch 96: breast1,
 120x45; ITK T1, 128x128, stays). The time budget counts from the start of this script (reading
@@ -18,9 +37,12 @@ and preparing included); training stops at an epoch boundary when the next epoch
 (the files of the last completed epoch are kept), and at the budget at the latest.
 
 Writes into ``--out`` (the shell wrapper gives ``$OUT``): ``pair-unet-gpu.pt`` (latest epoch,
-resumable), ``pair-unet-gpu.best.pt`` (best on validation: the candidate), ``pair-unet-gpu.log.jsonl``
-(the trainer's log), ``summary.json`` (settings, steps/s, samples/s, peak GPU memory, last metrics);
-the wrapper adds ``train.log`` (this output). Prints steps/s and samples/s (training alone, and with validation and checkpoints) after every epoch.
+resumable with ``--resume``), ``pair-unet-gpu.best.pt`` (best on validation), ``default-candidate.pt``
+(the best epoch without the optimiser state, inference mode plain: a default-type model the engine and
+``--checkpoint`` load as they load ``default-model.pt``, the slice profile told when known),
+``pair-unet-gpu.log.jsonl`` (the trainer's log), ``summary.json`` (settings, network, start, steps/s,
+samples/s, peak GPU memory, last metrics); the wrapper adds ``train.log`` (this output). Prints steps/s
+and samples/s (training alone, and with validation and checkpoints) after every epoch.
 """
 
 from __future__ import annotations
@@ -68,19 +90,90 @@ SIMPLEITK_STAND_IN = _stand_in_for_simpleitk()
 
 import torch  # noqa: E402
 
+from SemanticInterpolationLib.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from SemanticInterpolationLib.models.normalization import IntensityNormalization  # noqa: E402
+from SemanticInterpolationLib.models.pair_unet import PairUNet, PairUNetConfig  # noqa: E402
 from SemanticInterpolationLib.training import TrainingConfig, train  # noqa: E402
 from SemanticInterpolationLib.training.device_sampler import (install_bspline_weight_tables,  # noqa: E402
                                                                load_packed_volumes)
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPOSITORY / "shared" / "gpu-training-data.npz"
-BASE_BATCH, BASE_LR, MAX_LR = 16, 3e-4, 1e-3
+#: the CPU recipe's Adam learning rates at batch 16: from scratch (stage 1) and warm starts (stage 4)
+BASE_BATCH, SCRATCH_LR, WARM_START_LR, MAX_LR = 16, 3e-4, 1e-4, 1e-3
+#: train_default_model.py stage 4, the shipped default's settings
+DEFAULT_RECIPE = dict(synthesis_loss="l1", noise_std=0.06, thick_slice_probability=0.5)
 CHECKPOINT = "pair-unet-gpu.pt"
+CANDIDATE = "default-candidate.pt"
+SCRATCH_INIT = "pair-unet-gpu.scratch-init.pt"
 
 
-def scaled_learning_rate(batch_size: int) -> float:
-    """The recipe's 3e-4 at batch 16, times sqrt(batch / 16), at most 1e-3 (Adam)."""
-    return min(MAX_LR, BASE_LR * math.sqrt(batch_size / BASE_BATCH))
+def scaled_learning_rate(batch_size: int, warm_start: bool = False) -> float:
+    """The CPU recipe's rate at batch 16 (3e-4 from scratch, 1e-4 for a warm start), times sqrt(batch / 16),
+    at most 1e-3 (Adam)."""
+    base = WARM_START_LR if warm_start else SCRATCH_LR
+    return min(MAX_LR, base * math.sqrt(batch_size / BASE_BATCH))
+
+
+def default_network(anchor_input: bool = True, thickness_input: bool = True) -> PairUNetConfig:
+    """The shipped default's network (pair-unet-24-48-96 with the anchor and slice-profile inputs), named as the
+    default's (the widened names: ``-anchor``, ``-profile``); without an input, the narrower network."""
+    name = PairUNetConfig().name + ("-anchor" if anchor_input else "") + ("-profile" if thickness_input else "")
+    return PairUNetConfig(anchor_input=anchor_input, thickness_input=thickness_input, name=name)
+
+
+def scratch_init(path: Path, config: PairUNetConfig, seed: int) -> Path:
+    """A checkpoint of ``config`` with the random weights the trainer draws from scratch (``reset_parameters``
+    with a generator seeded by ``seed``), so that the trainer builds this network; returns ``path``."""
+    model = PairUNet(config)
+    model.reset_parameters(generator=torch.Generator().manual_seed(seed))
+    save_checkpoint(path, model, normalization=IntensityNormalization(clip=False),
+                    training={"started_from": f"scratch (seed {seed})"}, metadata={"inference": {"synthesis": "plain"}})
+    return path
+
+
+def widened_init(init: str, out: Path, config: PairUNetConfig) -> Path:
+    """``init`` (a path or ``default``) widened with the inputs of ``config`` it lacks, with the recipe's
+    ``widen_init`` (new weights at zero: it computes what ``init`` computes); returns the path to start from."""
+    sys.path.insert(0, str(REPOSITORY / "Resources" / "Scripts"))
+    try:
+        from train_default_model import widen_init
+    finally:
+        sys.path.pop(0)
+    from SemanticInterpolationLib.models.checkpoint import resolve_checkpoint
+
+    path = Path(resolve_checkpoint(None if init.lower() == "default" else init).path)
+    run = out / CHECKPOINT
+    path = widen_init(path, run, config.anchor_input, "anchor_input", "with_anchor_input", ".init.pt",
+                      "a B-spline anchor input")
+    path = widen_init(path, run, config.thickness_input, "thickness_input", "with_thickness_input",
+                      ".profile-init.pt", "a slice-profile input")
+    start = load_checkpoint(path)
+    inputs = (getattr(start.config, "anchor_input", None), getattr(start.config, "thickness_input", None))
+    if start.model_type != "pair-unet" or inputs != (config.anchor_input, config.thickness_input):
+        raise SystemExit(f"--init {init}: the {start.model_type} network {getattr(start.config, 'name', '?')} cannot "
+                         f"start {config.name}: give a pair-unet checkpoint with at most its inputs")
+    return path
+
+
+def export_candidate(result, target: Path, meta: dict) -> Path | None:
+    """The best epoch (else the last) without the optimiser state, inference mode plain, the packed data's
+    validation and held-out volumes named: a model the engine loads as it loads ``default-model.pt``."""
+    source = result.best_output or result.output
+    if source is None:
+        return None
+    checkpoint = load_checkpoint(source)
+    training = dict(checkpoint.training)
+    training["recipe"] = "Resources/Scripts/gpu_train_default.py (bench/gpu_train_default.sh)"
+    if meta.get("validation_volumes"):
+        training["validation_volumes"] = meta["validation_volumes"]
+    if meta.get("held_out_volumes"):
+        training["held_out_evaluation_volumes"] = meta["held_out_volumes"]
+    save_checkpoint(target, checkpoint.model, normalization=checkpoint.normalization,
+                    in_plane_spacing_mm=checkpoint.in_plane_spacing_mm, training=training,
+                    metadata={"inference": {"synthesis": "plain"}, "exported_from": Path(source).name})
+    load_checkpoint(target)  # read back: a broken export fails here, not in the engine
+    return target
 
 
 def main(argv=None) -> int:
@@ -97,6 +190,18 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=100000, help="at most this many epochs (default: the budget decides)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--init", help="warm start from this pair-unet checkpoint ('default': the bundled default), "
+                                       "widened with the inputs it lacks (default: from scratch)")
+    parser.add_argument("--no-anchor-input", dest="anchor_input", action="store_false",
+                        help="a network without the B-spline anchor input (not the default's)")
+    parser.add_argument("--no-thickness-input", dest="thickness_input", action="store_false",
+                        help="a network without the slice-profile input (not the default's)")
+    parser.add_argument("--loss", default=DEFAULT_RECIPE["synthesis_loss"], choices=("l1", "mse", "ssim"),
+                        help=f"synthesis distance (default {DEFAULT_RECIPE['synthesis_loss']}, the default's)")
+    parser.add_argument("--noise-std", type=float, default=DEFAULT_RECIPE["noise_std"],
+                        help=f"largest noise std (default {DEFAULT_RECIPE['noise_std']:g})")
+    parser.add_argument("--thick-slice-probability", type=float, default=DEFAULT_RECIPE["thick_slice_probability"],
+                        help=f"share of thick-slice samples (default {DEFAULT_RECIPE['thick_slice_probability']:g})")
     parser.add_argument("--no-data-on-device", dest="data_on_device", action="store_false",
                         help="the DataLoader path instead (for comparison)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (with --no-data-on-device)")
@@ -123,25 +228,40 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    lr = args.learning_rate if args.learning_rate is not None else scaled_learning_rate(args.batch_size)
+        torch.backends.cudnn.allow_tf32 = True  # convolutions; matmuls stay float32 (the sampler's noise mixing)
     args.out.mkdir(parents=True, exist_ok=True)
     output = args.out / CHECKPOINT
+    resume = bool(args.resume and output.is_file())
+    network = default_network(args.anchor_input, args.thickness_input)
+    previous = load_checkpoint(output) if resume else None
+    if previous is not None:  # the run's own network and learning rate (unless --learning-rate is given)
+        started, init, network = f"resumed from {output}", None, previous.config
+    elif args.init:
+        init = widened_init(args.init, args.out, network)
+        started = f"warm start from {args.init} ({init})"
+    else:
+        init = scratch_init(args.out / SCRATCH_INIT, network, args.seed)
+        started = f"scratch (seed {args.seed})"
+    if args.learning_rate is not None:
+        lr = args.learning_rate
+    elif previous is not None:
+        lr = float(previous.training["settings"]["learning_rate"])
+    else:
+        lr = scaled_learning_rate(args.batch_size, warm_start=bool(args.init))
     config = TrainingConfig(
-        training_volumes=kept, validation_volumes=validation, output=output,
-        resume=bool(args.resume and output.is_file()), model_type="pair-unet",
-        max_gap=int(settings.get("max_gap", 6)), epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-        batch_size=args.batch_size, patch_size=args.patch_size, learning_rate=lr,
-        synthesis_loss=settings.get("synthesis_loss", "mse"), noise_std=float(settings.get("noise_std", 0.06)),
-        thick_slice_probability=float(settings.get("thick_slice_probability", 0.5)), seed=args.seed,
+        training_volumes=kept, validation_volumes=validation, output=output, resume=resume, init=init,
+        model_type="pair-unet", max_gap=int(settings.get("max_gap", 6)), epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, patch_size=args.patch_size,
+        learning_rate=lr, synthesis_loss=args.loss, noise_std=args.noise_std,
+        thick_slice_probability=args.thick_slice_probability, seed=args.seed,
         device=args.device, precision=args.precision, data_on_device=args.data_on_device, num_workers=args.workers,
         validation_triplets=int(settings.get("validation_triplets", 24)),
         best_metric=settings.get("best_metric", "val_syn_psnr"))
-    print(f"{len(kept)} training volumes, {sum(v.n_slices for v in kept)} slices; validation "
-          f"{[v.name for v in validation]}; batch {args.batch_size}, patch {args.patch_size}, lr {lr:g}, "
-          f"{args.precision} on {args.device}, data on device {args.data_on_device}; budget {args.minutes:g} min",
-          flush=True)
+    print(f"network {network.name} ({started}); loss {args.loss}, noise std up to {args.noise_std:g}, thick-slice "
+          f"probability {args.thick_slice_probability:g}; {len(kept)} training volumes, "
+          f"{sum(v.n_slices for v in kept)} slices; validation {[v.name for v in validation]}; batch "
+          f"{args.batch_size}, patch {args.patch_size}, lr {lr:g}, {args.precision} on {args.device}, data on device "
+          f"{args.data_on_device}; budget {args.minutes:g} min", flush=True)
 
     state = {"first_step_at": None, "steps_at_first": 0, "steps": 0, "stop": False, "epoch_seconds": 0.0,
              "last_epoch_end": None, "record": None, "train_rates": []}
@@ -182,6 +302,7 @@ def main(argv=None) -> int:
         return state["stop"] or time.monotonic() > deadline
 
     result = train(config, progress=progress, should_cancel=should_cancel)
+    candidate = export_candidate(result, args.out / CANDIDATE, meta)
     ended = time.monotonic()
     per_step = seconds_per_step()
     rate = 1.0 / per_step if per_step else None
@@ -192,6 +313,10 @@ def main(argv=None) -> int:
         "wall_seconds": ended - STARTED, "steps_per_second": rate,
         "samples_per_second": rate * args.batch_size if rate else None,
         "training_steps_per_second_last_epoch": state["train_rates"][-1] if state["train_rates"] else None,
+        "candidate": str(candidate) if candidate else None, "started_from": started,
+        "network": (load_checkpoint(candidate).config if candidate else network).to_dict(),
+        "synthesis_loss": args.loss, "noise_std": args.noise_std,
+        "thick_slice_probability": args.thick_slice_probability,
         "batch_size": args.batch_size, "patch_size": args.patch_size, "learning_rate": lr,
         "precision": args.precision, "device": args.device, "data_on_device": args.data_on_device,
         "left_out": [v.name for v in training if v not in kept], "last_epoch": state["record"],
@@ -204,7 +329,7 @@ def main(argv=None) -> int:
              if rate else "")
           + (f"training alone {state['train_rates'][-1]:.2f} steps/s "
              f"({state['train_rates'][-1] * args.batch_size:.0f} samples/s); " if state["train_rates"] else "")
-          + f"best {result.best_output}; summary {args.out / 'summary.json'}", flush=True)
+          + f"best {result.best_output}; model {candidate}; summary {args.out / 'summary.json'}", flush=True)
     if result.output is None:
         print("no epoch completed within the budget: give more --minutes or fewer --steps-per-epoch", file=sys.stderr)
         return 1

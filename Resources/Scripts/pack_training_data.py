@@ -11,7 +11,9 @@ Reads the training views exactly as ``train_default_model.py --model-type pair-u
 each isotropic volume are the same voxels and are stored once. The machine that trains then needs
 only torch and numpy (``bench/gpu_train_default.sh``), not SimpleITK or the data cache.
 The recipe's settings are stored in the file too, and the cubic B-spline weights that validation
-(and B-spline anchors) use, which ``engine.baselines`` would otherwise measure with SimpleITK. The held-out volume is never read.
+and the B-spline anchors of the default's network use (gaps 2..6, every offset), which ``engine.baselines``
+would otherwise measure with SimpleITK; each volume keeps its in-plane and slice spacing, which decide
+the fine volumes (gaps, thick-slice samples, thickness ratios). The held-out volume is never read.
 
 The file must stay below ``--max-mib`` (default 60, what travels with the working tree); nothing is
 cropped (the recipe's volumes take 54 MiB as float16, 18 MiB compressed).
@@ -39,9 +41,10 @@ from SemanticInterpolationLib.training.device_sampler import (bspline_weight_tab
                                                                save_packed_volumes)
 
 DEFAULT_OUTPUT = REPOSITORY / "shared" / "gpu-training-data.npz"
-#: the pair-unet candidate default (train_default_model.py's docstring)
-PAIR_SETTINGS = dict(model_type="pair-unet", synthesis_loss="mse", patch_size=44, batch_size=16, noise_std=0.06,
-                     thick_slice_probability=0.5, max_gap=6)
+#: the shipped default's settings (train_default_model.py's docstring, stage 4); the spacings stored with each
+#: volume decide which are fine (gaps, thick-slice samples, thickness ratios)
+PAIR_SETTINGS = dict(model_type="pair-unet", synthesis_loss="l1", patch_size=44, batch_size=16, noise_std=0.06,
+                     thick_slice_probability=0.5, max_gap=6, anchor_input=True, thickness_input=True)
 
 
 def _lenient_reader():

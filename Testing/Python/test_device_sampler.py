@@ -16,7 +16,7 @@ from SemanticInterpolationLib.errors import InputError
 from SemanticInterpolationLib.models.normalization import IntensityNormalization
 from SemanticInterpolationLib.training import Trainer, TrainingConfig
 from SemanticInterpolationLib.training import data as data_module
-from SemanticInterpolationLib.training.data import Augmentation, GapDataset, TrainingVolume, blur_slices
+from SemanticInterpolationLib.training.data import Augmentation, GapDataset, TrainingVolume, blur_slices, blur_weights
 from SemanticInterpolationLib.training.device_sampler import (DeviceGapSampler, blur_slices_torch,
                                                                load_packed_volumes, save_packed_volumes)
 
@@ -62,35 +62,78 @@ class _Script:
 def _script_of(sampler: DeviceGapSampler, dataset: GapDataset, draws, b: int, augmentation: Augmentation):
     """GapDataset's random values that make the choices of sample ``b`` of ``draws``."""
     item = lambda t: t[b].item()  # noqa: E731
-    vi, gap = item(draws.volume), item(draws.gap)
+    vi, gap, thick = item(draws.volume), item(draws.gap), bool(item(draws.thick))
     values = []
     if sampler.fine[vi]:
         values += [gap, item(draws.offset)]
     values += [item(draws.top), item(draws.left)]
-    if (vi, gap) in dataset.thick:
-        values.append(0.0 if item(draws.thick) else 0.999)
+    if dataset.slice_profile:
+        if sampler.fine[vi] and dataset.thick_slice_probability > 0:
+            values.append(0.0 if thick else 0.999)
+        if thick:
+            ratio = item(draws.ratio)
+            values += [0.0] if ratio == 1.0 else [0.999, ratio]  # ratio 1, else uniform in [MIN_THICK_RATIO, 1]
+        values.append(0.0 if item(draws.withheld) else 0.999)
+    elif (vi, gap) in dataset.thick:
+        values.append(0.0 if thick else 0.999)
     values += [item(draws.rotation), int(item(draws.flip)), 0.0 if item(draws.change) else 0.999,
                math.log(item(draws.gamma)), item(draws.contrast), item(draws.brightness), int(item(draws.swap))]
     if augmentation.noise_std_max > 0:
-        field = draws.noise[b].numpy()  # the field on slices first - R .. : GapDataset's, or its two slices
-        radius = int(sampler._radius[gap])
+        # the field is on slices min(rows) - R ..: GapDataset's field of a thick sample, or its rows' noise
+        field = draws.noise[b].numpy()
+        rows = sampler.rows(draws)[b].tolist()
+        low, high, big = min(rows), max(rows), sampler.max_radius
         if np.any(field):
             values += [0.0, 0.1]
-            if item(draws.thick):
-                values.append(field[:gap + 2 * radius + 1])
+            if thick:
+                fwhm = item(draws.ratio) * gap if dataset.slice_profile else gap
+                radius = int(blur_weights(fwhm)[0][-1])
+                values.append(field[big - radius:big + high - low + radius + 1])
             else:
-                values += [field[radius], field[radius + gap]]
+                inputs = [rows[i] for i in [0, 2] + list(range(3, len(rows)))]
+                values += [field[big + r - low] for r in sorted(set(inputs))]
         else:
             values.append(0.999)
     return values
 
 
-@pytest.mark.parametrize("thick,noise", [(0.5, 0.0), (0.0, 0.1), (1.0, 0.2), (0.5, 0.1)])
-def test_each_choice_gives_gap_datasets_patch(monkeypatch, thick, noise):
+def _mixed_volumes(long: bool = False):
+    """A fine volume, an anisotropic stack and a fine volume with near-isotropic spacing (non-square, random
+    slices: orientation errors show); ``long`` adds a fine volume longer than the anchor's lattice."""
     rng = np.random.default_rng(0)
-    volumes = [_volume(rng.random((14, 20, 24)), name="fine"),  # non-square, random: orientation errors show
+    volumes = [_volume(rng.random((14, 20, 24)), name="fine"),
                _volume(rng.random((6, 18, 22)), spacing=(1.0, 1.0, 5.0), name="coarse"),
                _volume(rng.random((9, 16, 16)), spacing=(0.8, 0.8, 1.1), name="fine2")]
+    if long:
+        volumes.append(_volume(rng.random((60, 17, 16)), spacing=(0.9, 0.9, 1.0), name="long"))
+    return volumes
+
+
+def _compare_choice_by_choice(monkeypatch, sampler, dataset, aug, items, draws):
+    """Every sample of ``draws`` against the GapDataset item made with the same choices; returns the samples'
+    (rotation, flip, swap, thick) and, with the slice profile, their ratios as GapDataset gives them."""
+    rendered = sampler.render(draws)
+    assert all(t.dtype == torch.float32 for t in rendered)
+    seen, ratios = set(), []
+    for b in range(items.numel()):
+        script = _Script(_script_of(sampler, dataset, draws, b, aug))
+        monkeypatch.setattr(data_module.np.random, "default_rng", lambda *a, s=script: s)
+        expected = dataset[int(items[b])]
+        assert not script.values  # every scripted value was used: the call order is GapDataset's
+        assert len(expected) == len(rendered)
+        torch.testing.assert_close(rendered[0][b], expected[0], atol=3e-6, rtol=1e-5)
+        assert float(rendered[1][b]) == pytest.approx(float(expected[1]), abs=1e-7)
+        if dataset.slice_profile:
+            got, want = float(rendered[2][b]), float(expected[2])
+            assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, abs=1e-7), (got, want)
+            ratios.append(want)
+        seen.add((int(draws.rotation[b]), bool(draws.flip[b]), bool(draws.swap[b]), bool(draws.thick[b])))
+    return seen, ratios
+
+
+@pytest.mark.parametrize("thick,noise", [(0.5, 0.0), (0.0, 0.1), (1.0, 0.2), (0.5, 0.1)])
+def test_each_choice_gives_gap_datasets_patch(monkeypatch, thick, noise):
+    volumes = _mixed_volumes()
     aug = Augmentation(noise_std_max=noise)
     sampler = DeviceGapSampler(volumes, 12, max_gap=5, augmentation=aug, seed=4, thick_slice_probability=thick)
     dataset = GapDataset(volumes, 12, max_gap=5, augmentation=aug, seed=4, thick_slice_probability=thick)
@@ -99,16 +142,56 @@ def test_each_choice_gives_gap_datasets_patch(monkeypatch, thick, noise):
     draws = sampler.draw(items, sampler.generator(0))
     patches, alphas = sampler.render(draws)
     assert patches.shape == (items.numel(), 3, 12, 12) and patches.dtype == alphas.dtype == torch.float32
-    seen = set()
-    for b in range(items.numel()):
-        script = _Script(_script_of(sampler, dataset, draws, b, aug))
-        monkeypatch.setattr(data_module.np.random, "default_rng", lambda *a, s=script: s)
-        expected, alpha = dataset[int(items[b])]
-        assert not script.values  # every scripted value was used: the call order is GapDataset's
-        torch.testing.assert_close(patches[b], expected, atol=2e-6, rtol=1e-5)
-        assert float(alphas[b]) == pytest.approx(float(alpha), abs=1e-7)
-        seen.add((int(draws.rotation[b]), bool(draws.flip[b]), bool(draws.swap[b]), bool(draws.thick[b])))
+    seen, _ = _compare_choice_by_choice(monkeypatch, sampler, dataset, aug, items, draws)
     assert len({s[:3] for s in seen}) >= 12  # most rotation/flip/swap combinations were exercised
+
+
+@pytest.mark.parametrize("anchor,profile,thick,noise", [
+    (True, False, 0.5, 0.1),  # the previous default's samples: anchor, thick copies, noise before the blur
+    (False, True, 0.5, 0.1),  # slice profile alone
+    (True, True, 0.0, 0.1),  # the default's inputs, thin samples only
+    (True, True, 0.5, 0.0),  # ... thick samples, no noise
+    (True, True, 0.5, 0.15),  # ... the default's recipe: thick and thin, noisy
+    (True, True, 1.0, 0.2),  # ... every fine sample thick, noisy
+])
+def test_anchor_and_slice_profile_follow_gap_dataset_choice_by_choice(monkeypatch, anchor, profile, thick, noise):
+    volumes = _mixed_volumes(long=True)
+    aug = Augmentation(noise_std_max=noise, noise_probability=0.8)
+    options = dict(max_gap=5, augmentation=aug, seed=4, thick_slice_probability=thick, bspline_anchor=anchor,
+                   slice_profile=profile, unknown_profile_probability=0.3)
+    sampler = DeviceGapSampler(volumes, 12, **options)
+    dataset = GapDataset(volumes, 12, **options)
+    assert sampler.index == dataset.index and sampler.fine == [True, False, True, True]
+    items = torch.arange(len(sampler)).repeat(2)
+    draws = sampler.draw(items, sampler.generator(1))
+    rendered = sampler.render(draws)
+    assert len(rendered) == (3 if profile else 2)
+    assert rendered[0].shape == (items.numel(), 4 if anchor else 3, 12, 12)
+    seen, ratios = _compare_choice_by_choice(monkeypatch, sampler, dataset, aug, items, draws)
+    assert len({s[:3] for s in seen}) >= 12
+    fine = sampler.is_fine[draws.volume]
+    if thick:
+        assert bool(draws.thick[fine].any()) and not bool(draws.thick[~fine].any())
+        assert (thick == 1.0) == bool(draws.thick[fine].all())
+    else:
+        assert not bool(draws.thick.any())
+    if profile:  # every kind of ratio was compared: thin 1 / gap, thick 1 and < 1, withheld, anisotropic
+        told = ~draws.withheld
+        thin = told & fine & ~draws.thick
+        assert bool(thin.any()) == (thick < 1.0)
+        assert torch.allclose(draws.ratio[thin], 1.0 / draws.gap[thin].double())
+        assert bool(draws.withheld.any()) and all(math.isnan(r) for r, w in zip(ratios, draws.withheld.tolist()) if w)
+        assert bool(torch.isnan(draws.ratio[~fine]).all()) and bool((told & ~fine).any())
+        if thick:
+            assert bool((told & draws.thick & (draws.ratio == 1.0)).any())
+            assert bool((told & draws.thick & (draws.ratio < 1.0)).any())
+    if noise:  # noisy samples of each kind were compared
+        noisy = draws.noise.flatten(1).abs().amax(1) > 0
+        assert bool((noisy & ~draws.thick).any()) and (not thick or bool((noisy & draws.thick).any()))
+    if anchor:  # mirrored lattices near the ends and plain ones in the long volume
+        rows = sampler.rows(draws)
+        assert bool((rows[:, 3:] == rows[:, 3:4]).all(1).logical_not().all())
+        assert bool(((draws.volume == 3) & (rows[:, 3] == draws.first - 5 * draws.gap)).any())
 
 
 def test_gaps_alphas_and_middles_follow_the_rules():
@@ -235,6 +318,60 @@ def test_trainer_with_data_on_device_resumes_exactly_and_refuses_asi(tmp_path):
     assert "--data-on-device" in TrainingConfig([volume], output="x.pt", data_on_device=True).to_cli_args()
     with pytest.raises(InputError, match="does not apply to model type 'asi'"):
         Trainer(TrainingConfig([volume], output=tmp_path / "c.pt", data_on_device=True, patch_size=16, device="cpu"))
+
+
+def test_float16_storage_gives_the_float32_batch_to_float16_precision():
+    volumes = _mixed_volumes(long=True)
+    aug = Augmentation(noise_std_max=0.1)
+    options = dict(max_gap=5, augmentation=aug, seed=2, thick_slice_probability=0.5, bspline_anchor=True,
+                   slice_profile=True)
+    full = DeviceGapSampler(volumes, 12, **options)
+    half = DeviceGapSampler(volumes, 12, storage_dtype=torch.float16, **options)
+    assert half.storage.dtype == torch.float16 and half.nbytes * 2 == full.nbytes
+    # with the slice profile the thick inputs are blurred when drawn: only the sharp slices are stored
+    assert full.storage.numel() == sum(v.slices.size for v in volumes)
+    draws = full.draw(torch.arange(len(full)).repeat(4), full.generator(0))
+    (a, alpha_a, ratio_a), (b, alpha_b, ratio_b) = full.render(draws), half.render(draws)
+    assert torch.equal(alpha_a, alpha_b) and torch.equal(ratio_a.nan_to_num(-1), ratio_b.nan_to_num(-1))
+    # float16 keeps 11 significant bits: 2.4e-4 of a value below 1, a little more after gamma and contrast
+    error = (a - b).abs().flatten(2).amax(2)
+    assert float(error.max()) < 1e-3 and float(error.max()) > 0
+    assert float(error[:, 3].max()) < 1e-3  # the anchor too
+
+
+def test_trainer_draws_the_default_models_inputs_on_the_device_and_resumes_exactly(tmp_path):
+    from SemanticInterpolationLib.models.checkpoint import save_checkpoint
+    from SemanticInterpolationLib.models.pair_unet import PairUNet, PairUNetConfig
+
+    rng = np.random.default_rng(1)
+    smooth = np.cumsum(rng.random((24, 24, 24)), axis=0).astype(np.float32)
+    unclipped = IntensityNormalization(clip=False)
+    fine = TrainingVolume.from_array(smooth, (1.0, 1.0, 1.0), axis=2, name="fine", normalization=unclipped)
+    coarse = TrainingVolume.from_array(smooth[::4], (1.0, 1.0, 4.0), axis=2, name="coarse", normalization=unclipped)
+    net = PairUNet(PairUNetConfig(widths=(4, 8), anchor_input=True, thickness_input=True))
+    net.reset_parameters(generator=torch.Generator().manual_seed(0))
+    init = tmp_path / "init.pt"
+    save_checkpoint(init, net, normalization=unclipped, in_plane_spacing_mm=(1.0, 1.0))
+    common = dict(validation_volumes=[fine], model_type="pair-unet", init=init, steps_per_epoch=2, batch_size=3,
+                  patch_size=16, synthesis_loss="l1", device="cpu", data_on_device=True, noise_std=0.06,
+                  thick_slice_probability=0.5, seed=3, validation_triplets=3)
+    trainer = Trainer(TrainingConfig([fine, coarse], output=tmp_path / "probe.pt", **common))
+    sampler = trainer.device_sampler
+    assert sampler.with_anchor and sampler.slice_profile and sampler.thick_slice_probability == 0.5
+    order = data_module.TripletSampler(trainer.dataset, samples_per_epoch=30, seed=3)
+    patches, alpha, ratio = next(iter(sampler.batches(order, 30)))
+    assert patches.shape == (30, 4, 16, 16) and alpha.shape == ratio.shape == (30,)
+    trainer.close()
+    straight = Trainer(TrainingConfig([fine, coarse], output=tmp_path / "a.pt", epochs=2, **common)).run()
+    Trainer(TrainingConfig([fine, coarse], output=tmp_path / "b.pt", epochs=1, **common)).run()
+    resumed = Trainer(TrainingConfig([fine, coarse], output=tmp_path / "b.pt", epochs=2, resume=True,
+                                     **dict(common, init=None))).run()
+    assert straight.status == resumed.status == "finished" and resumed.global_step == 4
+    a, b = load_checkpoint(straight.output), load_checkpoint(resumed.output)
+    assert a.config.anchor_input and a.config.thickness_input
+    assert all(torch.equal(a.model.state_dict()[k], b.model.state_dict()[k]) for k in a.model.state_dict())
+    assert any(not torch.equal(a.model.state_dict()[k], net.state_dict()[k]) for k in net.state_dict())  # trained
+    assert a.training["last_epoch"]["val_syn_psnr"] is not None
 
 
 def test_packed_volumes_round_trip_without_simpleitk(tmp_path):

@@ -59,29 +59,92 @@ def _run(tmp_path, packed, *options, timeout=600):
     return done, out, time.monotonic() - started
 
 
-def test_gpu_recipe_command_trains_a_loadable_pair_unet_on_the_cpu(tmp_path, packed):
+def _check_default_type_model(path: Path, profile_used: bool = True) -> None:
+    """``path`` holds the default's network (anchor and slice-profile inputs) and runs through the engine;
+    ``profile_used``: its output changes with the slice profile (not after a few steps of an exact warm start,
+    whose profile weights start at zero)."""
+    import torch
+
+    from SemanticInterpolationLib import ASIEngine
+
+    checkpoint = load_checkpoint(path)
+    default = load_checkpoint(ROOT / "Resources" / "Models" / "default-model.pt")
+    assert checkpoint.model_type == default.model_type == "pair-unet"
+    assert checkpoint.config.anchor_input and checkpoint.config.thickness_input
+    assert checkpoint.config == default.config  # the default's network, name included
+    assert checkpoint.metadata["inference"]["synthesis"] == "plain" and "training_state" not in checkpoint.extra_state
+    assert checkpoint.normalization == default.normalization
+    engine = ASIEngine(checkpoint, "cpu")
+    assert engine.takes_slice_profile
+    volume = np.cumsum(np.random.default_rng(2).random((6, 32, 36)), axis=0).astype(np.float32)
+    thin = engine.upsample(volume, 2, slice_thickness_ratio=0.5)
+    thick = engine.upsample(volume, 2, slice_thickness_ratio=1.0)
+    unknown = engine.upsample(volume, 2)
+    assert thin.shape == (11, 32, 36) and np.isfinite(thin).all()
+    np.testing.assert_array_equal(thin[::2], volume)  # acquired slices kept
+    if profile_used:
+        assert np.abs(thin - thick).max() > 0 and np.abs(thin - unknown).max() > 0
+    pair = torch.rand(2, 1, 32, 32)
+    assert checkpoint.model.synthesize(pair[:1], pair[1:], 0.5, pair[:1], torch.tensor([0.5])).shape == (1, 1, 32, 32)
+
+
+def test_gpu_recipe_command_trains_the_default_models_network_on_the_cpu(tmp_path, packed):
     done, out, _ = _run(tmp_path, packed, "--steps-per-epoch", "2", "--epochs", "2", "--minutes", "5")
     assert done.returncode == 0, done.stdout + done.stderr
     log = (out / "train.log").read_text()
     assert "left out (slices 20x16 smaller than patch 24): small" in log
     assert "steps/s" in log and "samples/s" in log and "data on device True" in log
+    assert "network pair-unet-24-48-96-anchor-profile (scratch (seed 0)); loss l1" in log
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["epochs_done"] == 2 and summary["global_step"] == 4
     assert summary["steps_per_second"] > 0 and summary["left_out"] == ["small"]
     assert summary["learning_rate"] == pytest.approx(3e-4 * (4 / 16) ** 0.5)
-    for name in ("pair-unet-gpu.pt", "pair-unet-gpu.best.pt", "pair-unet-gpu.log.jsonl"):
+    assert summary["network"]["anchor_input"] and summary["network"]["thickness_input"]
+    for name in ("pair-unet-gpu.pt", "pair-unet-gpu.best.pt", "pair-unet-gpu.log.jsonl", "default-candidate.pt"):
         assert (out / name).is_file()
+    assert summary["candidate"] == str(out / "default-candidate.pt")
     checkpoint = load_checkpoint(out / "pair-unet-gpu.best.pt")
-    assert checkpoint.model_type == "pair-unet"
     settings = checkpoint.training["settings"]
-    assert settings["data_on_device"] is True and settings["noise_std"] == 0.06
+    # the default's recipe (train_default_model.py stage 4), not the packed file's older candidate settings (mse)
+    assert settings["synthesis_loss"] == "l1" and settings["noise_std"] == 0.06
+    assert settings["data_on_device"] is True and settings["precision"] == "float32"
     assert settings["thick_slice_probability"] == 0.5 and settings["training_volumes"] == ["fine", "coarse"]
     assert checkpoint.training["validation_volumes"] == ["val"]
-    # the network works on a pair of slices
+    last = checkpoint.training["last_epoch"]
+    assert last["val_syn_psnr"] is not None and last["val_bspline_psnr"] is not None  # validated with the anchor
+    # the scratch start is the trainer's own: random weights drawn with the seed
+    assert "scratch-init" in checkpoint.training["started_from"]
+    _check_default_type_model(out / "default-candidate.pt")
+
+
+def test_gpu_recipe_warm_starts_from_a_narrower_init_and_resumes(tmp_path, packed):
     import torch
 
-    pair = torch.rand(2, 1, 32, 32)
-    assert checkpoint.model.synthesize(pair[:1], pair[1:], 0.5).shape == (1, 1, 32, 32)
+    from SemanticInterpolationLib.models.checkpoint import save_checkpoint
+    from SemanticInterpolationLib.models.pair_unet import PairUNet
+
+    plain = PairUNet()  # pair-unet-24-48-96 without the anchor and profile inputs (the recipe's stage 1)
+    plain.reset_parameters(generator=torch.Generator().manual_seed(5))
+    init = tmp_path / "plain.pt"
+    save_checkpoint(init, plain, normalization=IntensityNormalization(clip=False))
+    done, out, _ = _run(tmp_path, packed, "--init", str(init), "--steps-per-epoch", "2", "--epochs", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["learning_rate"] == pytest.approx(1e-4 * (4 / 16) ** 0.5)  # the warm-start rate
+    assert summary["started_from"].startswith(f"warm start from {init}")
+    assert summary["network"]["name"] == "pair-unet-24-48-96-anchor-profile"
+    widened = load_checkpoint(out / "pair-unet-gpu.profile-init.pt")
+    assert widened.config.anchor_input and widened.config.thickness_input
+    done, out, _ = _run(tmp_path, packed, "--resume", "--steps-per-epoch", "2", "--epochs", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs_done"] == 2 and summary["global_step"] == 4 and summary["started_from"].startswith("resumed")
+    assert summary["learning_rate"] == pytest.approx(1e-4 * (4 / 16) ** 0.5)  # the run's own, not the scratch rate
+    last = load_checkpoint(out / "pair-unet-gpu.pt")
+    assert last.training["started_from"].startswith("resumed")
+    first_layer = next(iter(last.model.state_dict().values()))  # planes: first, second, alpha, anchor, known, ratio
+    assert float(first_layer[:, 4:].abs().max()) > 0  # training reached the new inputs' weights (zero at the start)
+    _check_default_type_model(out / "default-candidate.pt", profile_used=False)
 
 
 def test_gpu_recipe_stops_at_an_epoch_boundary_within_its_budget(tmp_path, packed):

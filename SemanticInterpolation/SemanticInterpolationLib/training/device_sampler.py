@@ -16,6 +16,23 @@ flip, intensity change (gamma, contrast, brightness), noise on the two endpoints
 either order (alpha mirrored). Given the same choices both give the same patch (checked by the tests);
 the random numbers differ (a torch generator per epoch and process instead of a numpy one per item).
 
+The default model's inputs are drawn too (GapDataset's ``bspline_anchor`` and ``slice_profile``):
+
+* ``bspline_anchor``: each sample also reads the 2T slices of its lattice (:func:`lattice_context_rows`,
+  GapDataset's :func:`.data.lattice_context_indices`), which are blurred, augmented and made noisy like
+  the endpoints (the same slice gets the same noise), and mixes them into the fourth channel with the
+  :func:`~SemanticInterpolationLib.engine.baselines.bspline_fraction_weights` of its gap and offset;
+* ``slice_profile``: thick samples are blurred per sample with FWHM = ratio x gap (ratio 1 on half of
+  them, uniform in [MIN_THICK_RATIO, 1] on the rest; weights :func:`gaussian_blur_taps`, the formulas
+  of :func:`.data.blur_weights`, zero-padded to the widest radius) when drawn, instead of read from
+  copies; the batch has a third item, the ratio (1 / gap on thin samples, NaN on anisotropic stacks
+  and, with ``unknown_profile_probability``, when withheld).
+
+In thick samples the noise is put on the fine slices before the blur (a noise field per sample over
+the slices its rows and their blur reach, :class:`GapDraws` ``noise``). The device path needs torch
+and numpy only; the anchor's weights come from ``engine.baselines`` (measured with SimpleITK, or
+installed from a packed file by :func:`install_bspline_weight_tables` where SimpleITK is missing).
+
 Which samples an epoch visits is decided as for the DataLoader: the trainer's
 :class:`.data.TripletSampler` (same start slices, same order); :meth:`DeviceGapSampler.batches`
 turns them into batches. Every random choice of epoch ``e`` on process ``r`` comes from a generator
@@ -24,6 +41,8 @@ seeded with ``(seed, e, r)``: runs are reproducible and a resumed epoch is drawn
 :func:`save_packed_volumes` / :func:`load_packed_volumes` store ready training volumes (normalised
 slices, float16) in one compressed ``.npz`` and read them back without SimpleITK, for machines that
 only have torch and numpy (``Resources/Scripts/pack_training_data.py``, ``bench/gpu_train_default.sh``).
+The in-plane and slice spacings are stored with each volume: they decide which volumes are fine
+(:func:`.data.is_fine`), hence the gaps, thick-slice samples and thickness ratios.
 """
 
 from __future__ import annotations
@@ -40,7 +59,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .data import Augmentation, TrainingVolume, blur_weights, setup_gap_sampling
+from .data import (ANCHOR_TAPS_PER_SIDE, MIN_THICK_RATIO, Augmentation, TrainingVolume, blur_weights,
+                   setup_gap_sampling)
 
 PACK_FORMAT = "semantic-interpolation-training-pack/1"
 
@@ -62,10 +82,42 @@ def blur_slices_torch(slices: torch.Tensor, fwhm_slices: float) -> torch.Tensor:
 _ROW_OF_K = ((1, 0, 0), (0, 1, 0), (-1, 0, 1), (0, -1, 1))
 _COL_OF_K = ((0, 1, 0), (-1, 0, 1), (0, -1, 1), (1, 0, 0))
 
+#: FWHM = this many sigma of a Gaussian (as :func:`.data.blur_weights`)
+_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+
+
+def lattice_context_rows(first: torch.Tensor, gap: torch.Tensor, n_slices: torch.Tensor,
+                         taps_per_side: int = ANCHOR_TAPS_PER_SIDE) -> torch.Tensor:
+    """:func:`.data.lattice_context_indices` of every sample at once: ``first``, ``gap``, ``n_slices``
+    int64 ``[B]`` -> slice indices int64 ``[B, 2T]`` (the lattice ``first + j * gap``, ``j = -(T-1) .. T``,
+    mirrored about its end slices inside the volume, then clamped)."""
+    t = int(taps_per_side)
+    f, g = first.view(-1, 1), gap.view(-1, 1)
+    j = torch.arange(-(t - 1), t + 1, dtype=torch.int64, device=first.device).view(1, -1)
+    j_low = -torch.div(f, g, rounding_mode="floor")
+    j_high = torch.div(n_slices.view(-1, 1) - 1 - f, g, rounding_mode="floor")
+    j = torch.where(j < j_low, 2 * j_low - j, j)
+    j = torch.where(j > j_high, 2 * j_high - j, j)
+    j = torch.minimum(torch.maximum(j, j_low), j_high)
+    return f + j * g
+
+
+def gaussian_blur_taps(fwhm_slices: torch.Tensor, max_radius: int) -> torch.Tensor:
+    """:func:`.data.blur_weights` of one FWHM per sample (float64 ``[B]``, slices), as float32 ``[B, 2R + 1]``
+    weights at the offsets ``-R .. R`` (R = ``max_radius``), zero beyond each sample's own radius
+    (``max(1, int(4 sigma + 0.5))``); each row sums to 1. Same formulas as ``blur_weights``, in float64."""
+    sigma = fwhm_slices.double().view(-1, 1) / _FWHM_PER_SIGMA
+    radius = torch.clamp(torch.floor(4.0 * sigma + 0.5), min=1.0)
+    if bool((radius > max_radius).any()):
+        raise ValueError(f"a FWHM of up to {float(fwhm_slices.max()):g} slices needs more than {max_radius} taps per side")
+    offsets = torch.arange(-max_radius, max_radius + 1, dtype=torch.float64, device=fwhm_slices.device).view(1, -1)
+    weights = torch.where(offsets.abs() <= radius, torch.exp(-0.5 * (offsets / sigma) ** 2), 0.0)
+    return (weights / weights.sum(1, keepdim=True)).float()
+
 
 @dataclass
 class GapDraws:
-    """The random choices of one batch (tensors ``[B]`` on the device; ``noise`` ``[B, 2, P, P]`` or None)."""
+    """The random choices of one batch (tensors ``[B]`` on the device; ``noise`` ``[B, L, P, P]`` or None)."""
 
     volume: torch.Tensor  # volume index
     first: torch.Tensor  # first slice
@@ -73,7 +125,7 @@ class GapDraws:
     offset: torch.Tensor  # middle = first + offset
     top: torch.Tensor
     left: torch.Tensor
-    thick: torch.Tensor  # bool: endpoints from the blurred copy
+    thick: torch.Tensor  # bool: simulated thick endpoints (and anchor context)
     rotation: torch.Tensor  # k of np.rot90(patch, k, axes=(1, 2))
     flip: torch.Tensor  # bool: patch[:, :, ::-1] after the rotation
     change: torch.Tensor  # bool: intensity change
@@ -82,10 +134,16 @@ class GapDraws:
     brightness: torch.Tensor
     swap: torch.Tensor  # bool: (second, middle, first), alpha mirrored
     #: ``[B, L, P, P]`` noise field (already scaled by each sample's sigma; zero without noise) on the fine
-    #: slices ``first - R + l`` (R = the blur radius at FWHM = gap, :func:`blur_weights`), in the output's
-    #: orientation. Plain samples: the endpoints get the field at their slices, the middle none. Thick-slice
-    #: samples: the endpoints get it blurred like their signal, the middle the field at its slice.
+    #: slices ``min(rows) - R + l`` (rows: :meth:`DeviceGapSampler.rows`; R = :attr:`DeviceGapSampler.max_radius`,
+    #: the widest blur's radius), in the output's orientation. Plain samples: each input row (endpoints, anchor
+    #: context) gets the field at its slice, the middle none. Thick-slice samples: the input rows get it blurred
+    #: like their signal, the middle the field at its slice.
     noise: torch.Tensor | None
+    #: ``slice_profile``: slice thickness / gap of the endpoints as drawn, float64: thick samples 1 or
+    #: U(MIN_THICK_RATIO, 1), thin samples of fine volumes 1 / gap, NaN on anisotropic stacks (None without)
+    ratio: torch.Tensor | None = None
+    #: ``slice_profile``: bool, the ratio is withheld (NaN in the batch)
+    withheld: torch.Tensor | None = None
 
 
 class DeviceGapSampler:
@@ -93,24 +151,34 @@ class DeviceGapSampler:
 
     ``len(sampler)`` and :attr:`index` equal the GapDataset's for the same volumes and gaps, so the
     trainer's :class:`.data.TripletSampler` picks the start slices of each epoch for both.
+    ``bspline_anchor``, ``slice_profile`` and ``unknown_profile_probability`` are GapDataset's (a fourth
+    patch channel, the B-spline anchor; items ``(patch, alpha, ratio)``).
     ``storage_dtype``: dtype of the slices held on the device (default float16 on CUDA, float32
     elsewhere; patches are returned as float32).
     """
 
     def __init__(self, volumes: Sequence[TrainingVolume], patch_size: int, *, min_gap: int = 2, max_gap: int = 6,
                  augmentation: Augmentation | None = None, seed: int = 0, thick_slice_probability: float = 0.0,
+                 bspline_anchor: bool = False, slice_profile: bool = False, unknown_profile_probability: float = 0.3,
                  device: str | torch.device = "cpu", storage_dtype: torch.dtype | None = None) -> None:
         # the same settings checks and sample list as GapDataset: (volume index, first slice)
         setup_gap_sampling(self, volumes, patch_size, min_gap, max_gap, augmentation, seed, thick_slice_probability)
+        self.with_anchor = bool(bspline_anchor)
+        self.slice_profile = bool(slice_profile)
+        self.unknown_profile_probability = float(unknown_profile_probability)
+        if not 0.0 <= self.unknown_profile_probability <= 1.0:
+            raise InputError(f"unknown-profile probability must be from 0 to 1, got {unknown_profile_probability!r}")
         self.device = torch.device(device)
         if storage_dtype is None:
             storage_dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.storage_dtype = storage_dtype
 
-        # ---- one flat tensor: every volume, then the blurred copies; per-volume tables
+        # ---- one flat tensor: every volume, then the blurred copies (FWHM = gap; with the slice profile the
+        # thickness varies per sample and the inputs are blurred when drawn instead); per-volume tables
         dev = self.device
         sizes = [v.slices.size for v in self.volumes]
-        n_thick = (self.max_gap - self.min_gap + 1) if self.thick_slice_probability > 0 else 0
+        copies = self.thick_slice_probability > 0 and not self.slice_profile
+        n_thick = (self.max_gap - self.min_gap + 1) if copies else 0
         thick_size = n_thick * sum(v.slices.size for v, fine in zip(self.volumes, self.fine) if fine)
         self.storage = torch.empty(sum(sizes) + thick_size, dtype=storage_dtype, device=dev)
         bases, position = [], 0
@@ -143,20 +211,43 @@ class DeviceGapSampler:
         self.item_first = torch.tensor([n for _, n in self.index], dtype=torch.int64, device=dev)
         self._arange = torch.arange(self.patch_size, dtype=torch.int64, device=dev)
         self._row_of_k = torch.tensor(_ROW_OF_K, dtype=torch.int64, device=dev)
-        # noise of thick-slice samples: a noise field on the fine slices first - R(g) .. first + g + R(g), blurred
-        # into the endpoints like their signal (R(g) = the blur radius at FWHM g), the middle keeps its own share
-        gaps = range(0, self.max_gap + 1)
-        radii = [int(blur_weights(max(g, 1))[0][-1]) for g in gaps]
-        self.max_radius = max(radii[g] for g in range(2, self.max_gap + 1))
-        self.field_slices = max(g + 2 * radii[g] + 1 for g in range(2, self.max_gap + 1))
+        self._col_of_k = torch.tensor(_COL_OF_K, dtype=torch.int64, device=dev)
+
+        # ---- the rows of a sample (first, middle, second[, the anchor's 2T lattice slices]); the network's inputs
+        # are all but the middle (GapDataset's ``inputs``)
+        taps_per_side = ANCHOR_TAPS_PER_SIDE
+        self.n_rows = 3 + (2 * taps_per_side if self.with_anchor else 0)
+        self._input_rows = torch.tensor([0, 2] + list(range(3, self.n_rows)), dtype=torch.int64, device=dev)
+        self._swapped_channels = torch.tensor([2, 1, 0] + ([3] if self.with_anchor else []), dtype=torch.int64,
+                                              device=dev)
+
+        # ---- blur and noise tables: thick-slice signal and noise are blurred along the slices with FWHM <= max_gap
+        #: radius of the widest blur (FWHM = max_gap): the blur taps are zero-padded to 2 * max_radius + 1
+        self.max_radius = max(int(blur_weights(g)[0][-1]) for g in range(2, self.max_gap + 1))
         taps = np.zeros((self.max_gap + 1, 2 * self.max_radius + 1), np.float32)
         for g in range(2, self.max_gap + 1):
             offsets, weights = blur_weights(g)
             taps[g, offsets + self.max_radius] = weights.astype(np.float32)
-        self._radius = torch.tensor(radii, dtype=torch.int64, device=dev)
         self._taps = torch.from_numpy(taps).to(dev)
         self._tap_offsets = torch.arange(-self.max_radius, self.max_radius + 1, dtype=torch.int64, device=dev)
-        self._col_of_k = torch.tensor(_COL_OF_K, dtype=torch.int64, device=dev)
+        self._delta = torch.zeros(2 * self.max_radius + 1, dtype=torch.float32, device=dev)
+        self._delta[self.max_radius] = 1.0
+        # the noise field covers min(rows) - R .. max(rows) + R: the widest span of a sample's rows on any volume
+        spans = []
+        for v, fine in zip(self.volumes, self.fine):
+            widest = min(self.max_gap, v.n_slices - 1) if fine else 2
+            spans.append(min((2 * taps_per_side - 1) * widest, v.n_slices - 1) if self.with_anchor else widest)
+        #: slices of the noise field of a sample (:class:`GapDraws` ``noise``)
+        self.field_slices = max(spans) + 2 * self.max_radius + 1
+        self._fraction = None
+        if self.with_anchor:  # [max_gap + 1, max_gap, 2T]: bspline_fraction_weights(gap, offset) (anisotropic: 2, 1)
+            from ..engine.baselines import bspline_fraction_weights
+
+            fraction = np.zeros((self.max_gap + 1, self.max_gap, 2 * taps_per_side), np.float32)
+            for g in range(2, self.max_gap + 1):
+                for o in range(1, g):
+                    fraction[g, o] = bspline_fraction_weights(g, o, taps_per_side).astype(np.float32)
+            self._fraction = torch.from_numpy(fraction).to(dev)
 
     # ----------------------------------------------------------------- basics
     def __len__(self) -> int:
@@ -193,7 +284,10 @@ class DeviceGapSampler:
         offset = torch.where(fine, offset, torch.ones_like(offset))
         top = torch.minimum(torch.floor(u[2] * (self.height[vi] - p + 1)).long(), self.height[vi] - p)
         left = torch.minimum(torch.floor(u[3] * (self.width[vi] - p + 1)).long(), self.width[vi] - p)
-        thick = (self.thick_base[vi, gap.clamp(max=self.max_gap)] >= 0) & (u[4] < self.thick_slice_probability)
+        if self.slice_profile:  # fine volumes only; blurred when rendered
+            thick = fine & (u[4] < self.thick_slice_probability)
+        else:
+            thick = (self.thick_base[vi, gap.clamp(max=self.max_gap)] >= 0) & (u[4] < self.thick_slice_probability)
         rotation = torch.floor(u[5] * 4).long().clamp(max=3) if aug.rotate else torch.zeros_like(gap)
         flip = (u[6] < 0.5) if aug.flip else torch.zeros_like(fine)
         change = u[7] < aug.intensity_probability
@@ -202,19 +296,47 @@ class DeviceGapSampler:
         contrast = (aug.contrast_range[0] + u[9] * (aug.contrast_range[1] - aug.contrast_range[0])).float()
         brightness = (aug.brightness_range[0] + u[10] * (aug.brightness_range[1] - aug.brightness_range[0])).float()
         swap = (u[11] < 0.5) if aug.flip else torch.zeros_like(fine)
+        ratio = withheld = None
+        if self.slice_profile:
+            v = torch.rand((3, b), generator=generator, device=dev, dtype=torch.float64)
+            thick_ratio = torch.where(v[0] < 0.5, 1.0, MIN_THICK_RATIO + v[1] * (1.0 - MIN_THICK_RATIO))
+            thin_ratio = torch.where(fine, 1.0 / gap.double(), math.nan)
+            ratio = torch.where(thick, thick_ratio, thin_ratio)
+            withheld = v[2] < self.unknown_profile_probability
         noise = None
         if aug.noise_std_max > 0:
             on = u[12] < aug.noise_probability
             sigma = torch.where(on, u[13] * aug.noise_std_max, torch.zeros_like(u[13])).float()
             noise = torch.randn((b, self.field_slices, p, p), generator=generator, device=dev) * sigma[:, None, None, None]
         return GapDraws(vi, first, gap, offset, top, left, thick, rotation, flip, change, gamma, contrast,
-                        brightness, swap, noise)
+                        brightness, swap, noise, ratio, withheld)
 
-    def render(self, d: GapDraws) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch the choices ``d`` give: patches float32 ``[B, 3, P, P]`` (first, middle, second) and
-        alpha float32 ``[B]``, exactly as :meth:`.data.GapDataset.__getitem__` makes them."""
+    def rows(self, d: GapDraws) -> torch.Tensor:
+        """The slices each sample reads, int64 ``[B, R]``, in GapDataset's order: first, middle, second, then
+        with ``bspline_anchor`` the anchor's lattice context (:func:`lattice_context_rows`); before the swap."""
+        rows = torch.stack([d.first, d.first + d.offset, d.first + d.gap], 1)
+        if self.with_anchor:
+            rows = torch.cat([rows, lattice_context_rows(d.first, d.gap, self.n_slices[d.volume])], 1)
+        return rows
+
+    def blur_taps(self, d: GapDraws) -> torch.Tensor:
+        """Per-sample weights along the slices (float32 ``[B, 2R + 1]``, offsets ``-R .. R``) of the input rows:
+        thick samples :func:`.data.blur_weights` of FWHM = ratio x gap (``slice_profile``) or gap, others one
+        tap at offset 0."""
+        if self.slice_profile:
+            fwhm = torch.where(d.thick, d.ratio * d.gap.double(), 1.0)
+            taps = gaussian_blur_taps(fwhm, self.max_radius)
+        else:
+            taps = self._taps[d.gap.clamp(max=self.max_gap)]
+        return torch.where(d.thick.view(-1, 1), taps, self._delta)
+
+    def render(self, d: GapDraws) -> tuple[torch.Tensor, ...]:
+        """The batch the choices ``d`` give, exactly as :meth:`.data.GapDataset.__getitem__` makes it: patches
+        float32 ``[B, 3, P, P]`` (first, middle, second; ``[B, 4, P, P]`` with the B-spline anchor), alpha
+        float32 ``[B]``, and with ``slice_profile`` the thickness ratio float32 ``[B]`` (NaN: not told)."""
         p = self.patch_size
         ar = self._arange
+        b = d.volume.shape[0]
         # the source pixel of output pixel (i, j) is affine in (i, j) for each sample: row = a i + b j1 + c,
         # column = a' i + b' j1 + c' with j1 = f j + g (f = -1, g = P - 1 when flipped; constants c in units of P - 1)
         k = d.rotation
@@ -228,17 +350,27 @@ class DeviceGapSampler:
         step_i = row_i * width + col_i
         step_j = row_j * width + col_j
         corner = (d.top + row_c) * width + d.left + col_c
+        plane = (corner.view(-1, 1, 1) + (step_i.view(-1, 1) * ar).view(-1, p, 1)
+                 + (step_j.view(-1, 1) * ar).view(-1, 1, p))  # [B, P, P]: in-plane offsets of the output pixels
         slice_size = self.height[d.volume] * width
         sharp = self.base[d.volume]
-        ends = torch.where(d.thick, self.thick_base[d.volume, d.gap.clamp(max=self.max_gap)], sharp)
-        # the pair in either order: swapped samples read (second, middle, first)
-        near = torch.where(d.swap, d.first + d.gap, d.first)
-        far = torch.where(d.swap, d.first, d.first + d.gap)
-        rows = torch.stack([near, d.first + d.offset, far], 1)  # [B, 3]
-        starts = torch.stack([ends, sharp, ends], 1) + rows * slice_size.view(-1, 1) + corner.view(-1, 1)
-        index = (starts.view(-1, 3, 1, 1) + (step_i.view(-1, 1) * ar).view(-1, 1, p, 1)
-                 + (step_j.view(-1, 1) * ar).view(-1, 1, 1, p))
-        patch = self.storage[index].float()
+        rows = self.rows(d)  # [B, R]
+        bases = sharp.view(-1, 1).expand(-1, self.n_rows)
+        if not self.slice_profile:  # thick samples read their input rows from the copy blurred with FWHM = gap
+            ends = torch.where(d.thick, self.thick_base[d.volume, d.gap.clamp(max=self.max_gap)], sharp)
+            is_input = torch.ones(self.n_rows, dtype=torch.bool, device=self.device)
+            is_input[1] = False
+            bases = torch.where(is_input.view(1, -1), ends.view(-1, 1), bases)
+        index = (bases + rows * slice_size.view(-1, 1)).view(b, -1, 1, 1) + plane.view(b, 1, p, p)
+        patch = self.storage[index].float()  # [B, R, P, P]
+        low = rows.min(1).values - self.max_radius  # first slice of each sample's noise field and slab
+        mixing = None  # [B, R - 1, L]: for the per-sample blur and the noise
+        if self.slice_profile or d.noise is not None:
+            mixing = self._input_mixing(d, rows, self.blur_taps(d), low)
+        if self.slice_profile and bool(d.thick.any()):
+            chosen = torch.nonzero(d.thick).view(-1)
+            patch[chosen.view(-1, 1), self._input_rows.view(1, -1)] = self._blurred_inputs(
+                d, plane, slice_size, mixing, low, chosen)
         # intensity change in place; unchanged samples get gamma 1, contrast 1, brightness 0 and no clamp
         # (equal to leaving them alone up to the rounding of (x - 0.5) + 0.5, below 6e-8)
         one = torch.ones_like(d.gamma)
@@ -247,28 +379,54 @@ class DeviceGapSampler:
         patch.sub_(0.5).mul_(torch.where(d.change, d.contrast, one).view(-1, 1, 1, 1))
         patch.add_((0.5 + torch.where(d.change, d.brightness, one * 0)).view(-1, 1, 1, 1))
         if d.noise is not None:
-            patch += self._noise(d, rows)
+            patch += self._noise(d, rows, mixing, low)
+        if self.with_anchor:  # from the augmented, noisy (and thick) context rows, as GapDataset; elementwise in float32
+            weights = self._fraction[d.gap, d.offset]  # [B, 2T]
+            anchor = (weights.view(b, -1, 1, 1) * patch[:, 3:]).sum(1, keepdim=True)
+            patch = torch.cat([patch[:, :3], anchor], 1)
+        # the pair in either order: swapped samples hold (second, middle, first[, anchor]), alpha mirrored
+        patch = torch.where(d.swap.view(-1, 1, 1, 1), patch[:, self._swapped_channels], patch)
         alpha = torch.where(d.swap, d.gap - d.offset, d.offset).double() / d.gap.double()
+        if self.slice_profile:
+            ratio = torch.where(d.withheld, math.nan, d.ratio).float()
+            return patch.contiguous(), alpha.float(), ratio
         return patch.contiguous(), alpha.float()
 
-    def _noise(self, d: GapDraws, rows: torch.Tensor) -> torch.Tensor:
-        """The noise of the three output slices ``[B, 3, P, P]`` from the field ``d.noise`` (see :class:`GapDraws`)."""
-        b, length = d.noise.shape[0], d.noise.shape[1]
-        low = d.first - self._radius[d.gap]  # the field's first slice
-        n = self.n_slices[d.volume]
-        delta = torch.zeros_like(self._taps[0])
-        delta[self.max_radius] = 1.0
-        taps = torch.where(d.thick.view(-1, 1), self._taps[d.gap], delta)  # [B, 2R + 1]
-        mixing = torch.zeros((b, 3, length), dtype=torch.float32, device=self.device)
-        for c in (0, 2):  # each endpoint: its taps, edge slices repeated as blur_slices does
-            source = torch.minimum(torch.maximum(rows[:, c:c + 1] + self._tap_offsets, torch.zeros_like(n).view(-1, 1)),
-                                   (n - 1).view(-1, 1)) - low.view(-1, 1)
-            mixing[:, c].scatter_add_(1, source.clamp(0, length - 1), taps)
-        middle = (rows[:, 1] - low).clamp(0, length - 1)
-        mixing[:, 1].scatter_(1, middle.view(-1, 1), d.thick.float().view(-1, 1))
-        return torch.bmm(mixing, d.noise.reshape(b, length, -1)).view(b, 3, *d.noise.shape[2:])
+    def _input_mixing(self, d: GapDraws, rows: torch.Tensor, taps: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        """How each input row (endpoints, anchor context) mixes the slices ``low + l`` (``l < field_slices``) along
+        the slice axis: float32 ``[B, R - 1, L]``, ``taps`` (:meth:`blur_taps`) at its slice and around it, the
+        slices beyond the volume's ends replaced by its end slices (as :func:`.data.blur_slices`)."""
+        last = (self.n_slices[d.volume] - 1).view(-1, 1, 1)
+        inputs = rows[:, self._input_rows].unsqueeze(2)  # [B, R - 1, 1]
+        source = torch.minimum((inputs + self._tap_offsets.view(1, 1, -1)).clamp(min=0), last) - low.view(-1, 1, 1)
+        mixing = torch.zeros((rows.shape[0], inputs.shape[1], self.field_slices), dtype=torch.float32,
+                             device=self.device)
+        return mixing.scatter_add_(2, source, taps.unsqueeze(1).expand(-1, inputs.shape[1], -1).contiguous())
 
-    def sample(self, items: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _blurred_inputs(self, d: GapDraws, plane: torch.Tensor, slice_size: torch.Tensor, mixing: torch.Tensor,
+                        low: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """The input rows of the thick samples ``chosen`` blurred with their own taps: the slab of slices
+        ``low .. low + L - 1`` of each (clamped into the volume) read once and mixed with ``mixing``
+        (:meth:`_input_mixing`); float32 ``[len(chosen), R - 1, P, P]``."""
+        p, length = self.patch_size, self.field_slices
+        volume = d.volume[chosen]
+        slab_rows = torch.minimum((low[chosen].view(-1, 1) + torch.arange(length, device=self.device)).clamp(min=0),
+                                  (self.n_slices[volume] - 1).view(-1, 1))  # [C, L]
+        starts = self.base[volume].view(-1, 1) + slab_rows * slice_size[chosen].view(-1, 1)
+        slab = self.storage[starts.view(-1, length, 1, 1) + plane[chosen].view(-1, 1, p, p)].float()  # [C, L, P, P]
+        return torch.bmm(mixing[chosen], slab.view(chosen.shape[0], length, -1)).view(chosen.shape[0], -1, p, p)
+
+    def _noise(self, d: GapDraws, rows: torch.Tensor, mixing: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        """The noise of the sample's rows ``[B, R, P, P]`` from the field ``d.noise`` (see :class:`GapDraws`): the
+        input rows mix it with ``mixing`` (:meth:`_input_mixing`), the middle gets the field at its slice when
+        thick. Rows that are the same slice get the same noise, as in GapDataset."""
+        b, length = d.noise.shape[0], d.noise.shape[1]
+        full = torch.zeros((b, self.n_rows, length), dtype=torch.float32, device=self.device)
+        full[:, self._input_rows] = mixing
+        full[:, 1].scatter_(1, (rows[:, 1] - low).view(-1, 1), d.thick.float().view(-1, 1))
+        return torch.bmm(full, d.noise.reshape(b, length, -1)).view(b, self.n_rows, *d.noise.shape[2:])
+
+    def sample(self, items: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         """:meth:`draw` then :meth:`render`."""
         return self.render(self.draw(items, generator))
 
@@ -289,7 +447,7 @@ class DeviceBatches:
     def __len__(self) -> int:
         return math.ceil(len(self.order) / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         items = torch.tensor(list(iter(self.order)), dtype=torch.int64).to(self.sampler.device)
         g = self.sampler.generator(getattr(self.order, "epoch", 0), getattr(self.order, "rank", 0))
         for start in range(0, items.shape[0], self.batch_size):
@@ -302,7 +460,6 @@ def bspline_weight_tables(max_gap: int = 6) -> dict[str, Any]:
     SimpleITK), as plain lists for a packed file: the weights at ``offset / gap`` (the midpoint ones are gap 2, offset 1) for
     gaps ``2..max_gap``, with ``ANCHOR_TAPS_PER_SIDE`` taps."""
     from ..engine import baselines
-    from .data import ANCHOR_TAPS_PER_SIDE
 
     taps = ANCHOR_TAPS_PER_SIDE
     # the midpoint weights are the fraction weights of gap 2, offset 1 (engine.baselines derives them so)

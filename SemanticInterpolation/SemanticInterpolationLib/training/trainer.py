@@ -618,28 +618,22 @@ class Trainer:
         if c.data_on_device and not self.pair_model:
             raise InputError("--data-on-device draws pair-unet batches on the device; it does not apply to model "
                              f"type {self.model_type.name!r}: drop it or give --model-type pair-unet")
-        if c.data_on_device and getattr(self.architecture, "anchor_input", False):
-            raise InputError(f"--data-on-device does not draw the B-spline anchor input that network "
-                             f"{self.architecture.name!r} needs yet: drop --data-on-device")
-        if c.data_on_device and getattr(self.architecture, "thickness_input", False):
-            raise InputError(f"--data-on-device does not draw the slice-profile input that network "
-                             f"{self.architecture.name!r} takes yet: drop --data-on-device")
         if self.procedure is not None:
             self.dataset = self.procedure.make_dataset(self.volumes, self.patch_size, augmentation)
         elif self.pair_model:
             # data on the device: the GapDataset only lists the samples (its blurred copies would be unused)
+            inputs = dict(bspline_anchor=bool(getattr(self.architecture, "anchor_input", False)),
+                          slice_profile=bool(getattr(self.architecture, "thickness_input", False)))
             self.dataset = GapDataset(self.volumes, self.patch_size, max_gap=int(c.max_gap),
                                       augmentation=augmentation, seed=c.seed,
                                       thick_slice_probability=0.0 if c.data_on_device
-                                      else float(c.thick_slice_probability),
-                                      bspline_anchor=bool(getattr(self.architecture, "anchor_input", False)),
-                                      slice_profile=bool(getattr(self.architecture, "thickness_input", False)))
+                                      else float(c.thick_slice_probability), **inputs)
             if c.data_on_device:
                 from .device_sampler import DeviceGapSampler
 
                 self.device_sampler = DeviceGapSampler(
                     self.volumes, self.patch_size, max_gap=int(c.max_gap), augmentation=augmentation, seed=c.seed,
-                    thick_slice_probability=float(c.thick_slice_probability), device=self.device)
+                    thick_slice_probability=float(c.thick_slice_probability), device=self.device, **inputs)
         else:
             self.dataset = TripletDataset(self.volumes, self.patch_size, triplet_stride=c.triplet_stride,
                                           augmentation=augmentation, seed=c.seed,
