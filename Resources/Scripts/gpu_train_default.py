@@ -38,7 +38,8 @@ and preparing included); training stops at an epoch boundary when the next epoch
 
 Writes into ``--out`` (the shell wrapper gives ``$OUT``): ``pair-unet-gpu.pt`` (latest epoch,
 resumable with ``--resume``), ``pair-unet-gpu.best.pt`` (best on validation), ``default-candidate.pt``
-(the best epoch without the optimiser state, inference mode plain: a default-type model the engine and
+(the best epoch without the optimiser state, inference mode plain with test-time augmentation pair-flip, as
+the bundled default: a default-type model the engine and
 ``--checkpoint`` load as they load ``default-model.pt``, the slice profile told when known),
 ``pair-unet-gpu.log.jsonl`` (the trainer's log), ``summary.json`` (settings, network, start, steps/s,
 samples/s, peak GPU memory, last metrics); the wrapper adds ``train.log`` (this output). Prints steps/s
@@ -171,7 +172,8 @@ def export_candidate(result, target: Path, meta: dict) -> Path | None:
         training["held_out_evaluation_volumes"] = meta["held_out_volumes"]
     save_checkpoint(target, checkpoint.model, normalization=checkpoint.normalization,
                     in_plane_spacing_mm=checkpoint.in_plane_spacing_mm, training=training,
-                    metadata={"inference": {"synthesis": "plain"}, "exported_from": Path(source).name})
+                    metadata={"inference": {"synthesis": "plain", "test_time_augmentation": "pair-flip"},
+                              "exported_from": Path(source).name})
     load_checkpoint(target)  # read back: a broken export fails here, not in the engine
     return target
 

@@ -72,7 +72,8 @@ def _check_default_type_model(path: Path, profile_used: bool = True) -> None:
     assert checkpoint.model_type == default.model_type == "pair-unet"
     assert checkpoint.config.anchor_input and checkpoint.config.thickness_input
     assert checkpoint.config == default.config  # the default's network, name included
-    assert checkpoint.metadata["inference"]["synthesis"] == "plain" and "training_state" not in checkpoint.extra_state
+    assert checkpoint.metadata["inference"] == {"synthesis": "plain", "test_time_augmentation": "pair-flip"}
+    assert "training_state" not in checkpoint.extra_state
     assert checkpoint.normalization == default.normalization
     engine = ASIEngine(checkpoint, "cpu")
     assert engine.takes_slice_profile
