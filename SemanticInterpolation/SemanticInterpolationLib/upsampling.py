@@ -175,7 +175,8 @@ def _adapt_and_upsample(engine: ASIEngine, array: np.ndarray, factor: int, axis_
 
     try:
         report = adapt_engine(engine, array, axis=axis_np, seconds=float(seconds), max_steps=steps, seed=int(seed),
-                              thickness_ratio=thickness_ratio, progress=first_half, should_cancel=should_cancel)
+                              thickness_ratio=thickness_ratio, factor=factor, progress=first_half,
+                              should_cancel=should_cancel)
         engine.adaptation = report
         if destination is not None:
             if report.accepted:

@@ -176,3 +176,13 @@ def test_a_slice_profile_network_is_told_half_the_scans_ratio_on_its_two_spacing
     finally:
         adaptation.adapt_engine = real
     assert seen == [pytest.approx(0.5)]
+
+
+def test_a_factor_where_adaptation_was_measured_to_hurt_gets_a_warning(pair_checkpoint, caplog):
+    engine = ASIEngine(load_checkpoint(pair_checkpoint), "cpu")
+    with caplog.at_level("WARNING", logger="SemanticInterpolation"):
+        adapt_engine(engine, _volume(), seconds=600, max_steps=1, factor=2)
+        assert not [r for r in caplog.records if "experimental" in r.getMessage()]
+        report = adapt_engine(engine, _volume(), seconds=600, max_steps=1, factor=4)
+    assert any("experimental" in r.getMessage() and "K >= 3" in r.getMessage() for r in caplog.records)
+    assert report.settings["factor"] == 4

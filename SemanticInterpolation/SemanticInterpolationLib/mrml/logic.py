@@ -864,7 +864,7 @@ class SemanticInterpolationLogic:
         engine.adaptation = None
         try:
             report = adapt_engine(engine, frame.voxels, axis=axis, seconds=float(job.adapt), max_steps=job.adaptSteps,
-                                  seed=int(job.adaptSeed), thickness_ratio=ratio, progress=firstHalf,
+                                  seed=int(job.adaptSeed), thickness_ratio=ratio, factor=job.factor, progress=firstHalf,
                                   should_cancel=shouldCancel)
             engine.adaptation = report
             job.adaptations.append(report)

@@ -51,6 +51,8 @@ logger = logging.getLogger("SemanticInterpolation")
 #: model types that can be adapted to a scan
 ADAPTABLE_TYPES = ("pair-unet",)
 MIN_SLICE_SIZE = 16
+#: upsampling factors from which adaptation was measured to lower the held-out scores (model card)
+MEASURED_HARMFUL_FROM = 3
 
 
 @dataclass
@@ -144,6 +146,7 @@ def adapt_engine(
     layers: str = "decoder",
     check_every: int = 20,
     thickness_ratio: float | None = None,
+    factor: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> AdaptationReport:
@@ -156,12 +159,18 @@ def adapt_engine(
     ``thickness_ratio``: the slice profile the upsampling will tell the network (slice thickness / slice
     spacing of the scan, None = not known), for networks with a slice-profile input. The scan's own triplets
     are two spacings wide, so they are told half of it, as :mod:`..engine.profile_estimate` does.
+    ``factor``: the upsampling factor the adapted model will be used for (recorded in the report; from
+    :data:`MEASURED_HARMFUL_FROM` on a warning says what was measured).
     """
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (0 < float(seconds) <= 24 * 3600):
         raise InputError(f"the adaptation time must be a number of seconds above 0 (at most a day), got {seconds!r}")
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
         raise InputError(f"max adaptation steps must be a whole number >= 1, got {max_steps!r}")
     patch = check_adaptable(engine, volume, axis, patch_size)
+    if factor is not None and int(factor) >= MEASURED_HARMFUL_FROM:
+        logger.warning("adaptation to the scan is experimental: on a noisy held-out brain its check kept the adapted "
+                       "weights at every K but they lowered PSNR at K >= %d by up to 0.4 dB (Resources/Models/"
+                       "MODEL_CARD.md); compare with a run without --adapt", MEASURED_HARMFUL_FROM)
     axis = validate_volume(volume, axis)
     slices = np.moveaxis(volume, axis, 0)
     n = slices.shape[0]
@@ -283,6 +292,6 @@ def adapt_engine(
                   "batch_size": batch_size, "patch_size": patch, "holdout_every": holdout_every,
                   "min_gain_db": min_gain_db, "layers": layers, "check_every": check_every,
                   "kept_step": best_step if accepted else None, "device": str(device),
-                  "thickness_ratio": thickness_ratio})
+                  "thickness_ratio": thickness_ratio, "factor": factor})
     logger.info("%s", report.summary())
     return report
