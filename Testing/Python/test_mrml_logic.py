@@ -817,9 +817,8 @@ def test_batch_adapt_option_exit_codes(tmp_path, checkpointPath, pairCheckpointP
     assert any("short.nii.gz: FAILED" in m and "at least 4 acquired slices" in m for m in messages), messages
 
 
-def test_a_slice_profile_network_gets_the_profile_estimated_from_the_volume(scene, tmp_path):
-    """Volume nodes carry no slice thickness: the logic tells a profile network the estimate, as the CLI does."""
-    from SemanticInterpolationLib import ASIEngine, load_checkpoint
+def _profileCheckpoint(tmp_path):
+    """A small random pair U-Net with the slice-profile input whose profile planes matter, saved to a file."""
     from SemanticInterpolationLib.models.pair_unet import PairUNet, PairUNetConfig
 
     torch.manual_seed(2)
@@ -827,7 +826,14 @@ def test_a_slice_profile_network_gets_the_profile_estimated_from_the_volume(scen
     with torch.no_grad():
         net.head.weight.normal_(0.0, 0.5)
         net.down[0][0].weight[:, 3:].normal_(0.0, 1.0)
-    path = save_checkpoint(tmp_path / "profile.pt", net)
+    return save_checkpoint(tmp_path / "profile.pt", net)
+
+
+def test_a_slice_profile_network_gets_the_profile_estimated_from_the_volume(scene, tmp_path):
+    """Volume nodes carry no slice thickness: the logic tells a profile network the estimate, as the CLI does."""
+    from SemanticInterpolationLib import ASIEngine, load_checkpoint
+
+    path = _profileCheckpoint(tmp_path)
     voxels = makeVoxels(shapeKJI=(9, 20, 16), dtype=np.float32)
     inputVolume = addVolume(scene, voxels)
     output = arrayOf(SemanticInterpolationLogic().upsample(inputVolume, 2, checkpoint=path, device="cpu"))
@@ -845,15 +851,9 @@ def test_a_given_slice_thickness_reaches_the_network_and_the_profile_is_decided_
     """``sliceThickness`` in mm is told as thickness / spacing; None tells nothing; a bad value is refused before any
     node is made; with ``adapt`` the profile (estimated by the checkpoint's own model) also reaches the adaptation."""
     from SemanticInterpolationLib import ASIEngine, load_checkpoint
-    from SemanticInterpolationLib.models.pair_unet import PairUNet, PairUNetConfig
     from SemanticInterpolationLib.training import adaptation
 
-    torch.manual_seed(2)
-    net = PairUNet(PairUNetConfig(widths=(4, 8))).with_thickness_input()
-    with torch.no_grad():
-        net.head.weight.normal_(0.0, 0.5)
-        net.down[0][0].weight[:, 3:].normal_(0.0, 1.0)
-    path = save_checkpoint(tmp_path / "profile.pt", net)
+    path = _profileCheckpoint(tmp_path)
     voxels = makeVoxels(shapeKJI=(9, 20, 16), dtype=np.float32)
     inputVolume = addVolume(scene, voxels)  # slice spacing 4 mm along k
     logic = SemanticInterpolationLogic()
