@@ -113,6 +113,10 @@ def run_upsample_batch(args: argparse.Namespace) -> int:
             for row in rows:
                 if row.status == FAILED:
                     logger.warning("failed: %s: %s", row.input, row.message)
+        if context.enabled:  # leave the group together: a rank that tears gloo down while another still
+            import torch.distributed as dist  # writes the summary was seen to abort under heavy load
+
+            dist.barrier()
         return EXIT_SOME_FAILED if counts[FAILED] else EXIT_OK
     finally:
         shutdown(context)
