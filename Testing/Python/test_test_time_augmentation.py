@@ -93,3 +93,11 @@ def test_cli_tta_option(tmp_path):
     assert np.abs(results["pair-flip"] - results["none"]).max() > 1e-3
     assert main(["upsample", str(source), str(tmp_path / "x.nii.gz"), "-k", "2", "--method", "linear",
                  "--tta", "pair"]) != 0
+
+
+def test_an_unknown_recommendation_in_a_checkpoint_is_a_checkpoint_error(tmp_path):
+    from SemanticInterpolationLib import CheckpointError
+
+    path = save_checkpoint(tmp_path / "odd.pt", _random_net(), metadata={"inference": {"test_time_augmentation": "x9"}})
+    with pytest.raises(CheckpointError, match="odd.pt recommends an unknown test-time augmentation 'x9'"):
+        ASIEngine(load_checkpoint(path), "cpu")

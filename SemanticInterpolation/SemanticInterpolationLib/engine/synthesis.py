@@ -52,7 +52,7 @@ from ..models.checkpoint import Checkpoint
 from .devices import autocast, describe_device, resolve_device, resolve_precision
 from ..errors import CheckpointError, InputError, OperationCancelled
 from .integer_offset import integer_offset
-from .test_time_augmentation import augmented_synthesis
+from .test_time_augmentation import TTA_MODES, augmented_synthesis, validate_tta
 from ..models.normalization import IntensityNormalization, IntensityRange
 
 logger = logging.getLogger("SemanticInterpolation")
@@ -264,8 +264,10 @@ class ASIEngine:
         from ..models.registry import model_type_of
 
         self.model_type = model_type_of(self.model).name
-        from .test_time_augmentation import validate_tta
-
+        if not isinstance(default_tta, str) or default_tta not in TTA_MODES:
+            raise CheckpointError(f"the checkpoint {getattr(checkpoint, 'path', None) or ''} recommends an unknown "
+                                  f"test-time augmentation {default_tta!r} (metadata inference); this program knows "
+                                  f"{', '.join(TTA_MODES)}: update SemanticInterpolation or re-export the checkpoint")
         requested = default_tta if test_time_augmentation in (None, "auto") else test_time_augmentation
         if test_time_augmentation in (None, "auto") and not getattr(self.model, "supports_test_time_augmentation",
                                                                     False):
