@@ -586,6 +586,12 @@ def test_batch_usage_errors_exit_with_2(tmp_path, checkpointPath):
     with pytest.raises(SystemExit):
         mrml_batch.parseArguments(["--input", "a", "--output", "b", "--factor", "2", "--synthesis", "cubic"])
     assert mrml_batch.parseArguments(["--input", "a", "--output", "b", "--factor", "2"]).synthesis == "auto"
+    assert mrml_batch.main(["--input", str(volume), "--factor", "2", "--tta", "pair"] + common,
+                           log=messages.append) == 2  # an asi checkpoint takes no test-time augmentation
+    assert "applies to pair-unet models" in messages[-1]
+    assert mrml_batch.main(["--input", str(volume), "--factor", "2", "--slice-thickness", "thick"] + common,
+                           log=messages.append) == 2
+    assert "--slice-thickness must be a number of mm, auto or unknown" in messages[-1]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -908,3 +914,26 @@ def test_test_time_augmentation_reaches_the_engine_and_is_checked_before_any_nod
     with pytest.raises(InputError, match="must be one of auto, none, pair, pair-flip"):
         logic.upsample(inputVolume, 2, checkpoint=path, device="cpu", testTimeAugmentation="flip")
     assert scene.GetNumberOfNodes() == nodes
+
+
+def test_batch_tells_the_slice_thickness_and_the_test_time_augmentation(scene, tmp_path):
+    """The Slicer batch script's --slice-thickness and --tta reach the logic as sliceThickness and
+    testTimeAugmentation: its output file equals the logic's upsampling with those settings."""
+    import SimpleITK as sitk
+
+    from SemanticInterpolationLib.mrml import batch as mrml_batch
+
+    path = _profileCheckpoint(tmp_path)
+    voxels = makeVoxels(shapeKJI=(9, 20, 16), dtype=np.float32)
+    source = writeNifti(tmp_path / "scan.nii.gz", voxels)
+    messages = []
+    assert mrml_batch.main(["--input", str(source), "--output", str(tmp_path / "out"), "--factor", "2", "--checkpoint",
+                            str(path), "--device", "cpu", "--slice-thickness", "8", "--tta", "pair"],
+                           log=messages.append) == mrml_batch.EXIT_OK, messages
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "scan_asi_x2.nii.gz")))
+    expected = arrayOf(SemanticInterpolationLogic().upsample(addVolume(scene, voxels), 2, checkpoint=path, device="cpu",
+                                                             sliceThickness=8.0, testTimeAugmentation="pair"))
+    untold = arrayOf(SemanticInterpolationLogic().upsample(addVolume(scene, voxels), 2, checkpoint=path, device="cpu",
+                                                           sliceThickness=None, testTimeAugmentation="none"))
+    np.testing.assert_allclose(written, expected, rtol=1e-4, atol=1e-3)
+    assert np.abs(written - untold).max() > 1e-3

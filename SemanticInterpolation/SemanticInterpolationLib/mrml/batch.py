@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 from ..cohort.discovery import VOLUME_EXTENSIONS, CohortInput, discover_inputs, volume_extension
 from ..cohort.naming import CohortTask, default_suffix, output_extension, output_path_for
-from ..errors import SemanticInterpolationError
+from ..errors import InputError, SemanticInterpolationError
 from ..termination import TerminationRequested, signals_end_cleanly
 
 EXIT_OK = 0
@@ -84,6 +84,12 @@ def buildArgumentParser() -> argparse.ArgumentParser:
                         help="how new slices are made: auto (default) = the mode the checkpoint recommends; plain = "
                              "the paper's decoded latent mix; residual / residual-bspline = a learned correction "
                              "added to linear / cubic B-spline interpolation")
+    parser.add_argument("--tta", default="auto", choices=("auto", "none", "pair", "pair-flip"),
+                        help="test-time augmentation of pair-unet models: auto (default) = the checkpoint's "
+                             "recommendation (the bundled model: pair-flip, 4x the time); none = one network call")
+    parser.add_argument("--slice-thickness", default="auto", metavar="MM|auto|unknown",
+                        help="slice thickness in mm told to models with a slice-profile input; auto (default) = "
+                             "estimated from each scan; unknown = not told")
     parser.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
                         help="adapt the model to each scan for at most SECONDS before upsampling it (pair-unet "
                              "checkpoints); the adapted model is used only when it predicts held-out acquired slices "
@@ -172,7 +178,7 @@ class MRMLBackend:
             volume, a.factor, checkpoint=a.checkpoint, device=a.device, keepAcquiredSlices=not a.reconstruct_acquired,
             progress=progress, batchSize=a.batch_size, sliceAxis=a.slice_axis, synthesis=a.synthesis,
             adapt=getattr(a, "adapt", None), adaptSteps=getattr(a, "adapt_steps", None),
-            adaptSeed=getattr(a, "seed", 0))
+            adaptSeed=getattr(a, "seed", 0), **_profileAndAugmentation(a))
         self.created.append(output)
         if self.logic.lastAdaptation is not None:
             self.log(f"{task.item.relative.as_posix()}: {self.logic.lastAdaptation.summary()}")
@@ -238,7 +244,7 @@ def runBatch(arguments: argparse.Namespace, scene: Any = None, log: Callable[[st
     adapt = getattr(arguments, "adapt", None)
     logic.validateSettings(arguments.factor, arguments.checkpoint, arguments.device, arguments.batch_size,
                            synthesis=arguments.synthesis, adapt=adapt, adaptSteps=getattr(arguments, "adapt_steps", None),
-                           adaptSeed=getattr(arguments, "seed", 0))
+                           adaptSeed=getattr(arguments, "seed", 0), **_profileAndAugmentation(arguments))
     tasks = planBatch(arguments)
     outputFolder = Path(arguments.output).expanduser()
     outputFolder.mkdir(parents=True, exist_ok=True)
@@ -294,3 +300,16 @@ def main(argv: Sequence[str] | None = None, scene: Any = None, log: Callable[[st
     except (SemanticInterpolationError, OSError, ValueError) as error:  # settings wrong for every file
         log(f"error: {error}")
         return EXIT_USAGE
+
+
+def _profileAndAugmentation(arguments) -> dict:
+    """The logic's ``sliceThickness`` and ``testTimeAugmentation`` from ``--slice-thickness`` and ``--tta``
+    (arguments made without them, e.g. by older callers, get the defaults)."""
+    thickness = getattr(arguments, "slice_thickness", "auto")
+    if isinstance(thickness, str) and thickness not in ("auto", "unknown"):
+        try:
+            thickness = float(thickness)
+        except ValueError:
+            raise InputError(f"--slice-thickness must be a number of mm, auto or unknown, got {thickness!r}") from None
+    return {"sliceThickness": None if thickness == "unknown" else thickness,
+            "testTimeAugmentation": getattr(arguments, "tta", "auto")}
