@@ -125,9 +125,9 @@ def test_cli_adapt_and_evaluate_adapt(pair_checkpoint, tmp_path):
     report = tmp_path / "eval"
     assert main(["evaluate", str(T1_2MM), "--checkpoint", str(pair_checkpoint), "--methods", "asi,linear",
                  "--factors", "2", "--adapt", "60", "--adapt-steps", "2", "--device", "cpu", "-o", str(report)]) == 0
-    summary = (report / "summary.csv").read_text()
+    summary = (report / "summary.csv").read_text(encoding="utf-8")
     assert "asi+adapt" in summary
-    assert "adaptation:" in (report / "summary.md").read_text()
+    assert "adaptation:" in (report / "summary.md").read_text(encoding="utf-8")
 
 
 def test_adaptation_of_a_network_with_the_bspline_anchor_input(pair_checkpoint):
