@@ -21,6 +21,7 @@ logic estimate it from the scan.
 
 import importlib.util
 import logging
+import math
 import os
 import time
 from typing import Callable
@@ -363,4 +364,4 @@ def dicomSliceThickness(node) -> "float | None":
         value = float(database.instanceValue(uids[0], "0018,0050"))
     except (TypeError, ValueError, AttributeError):
         return None
-    return value if value > 0 and value == value and value != float("inf") else None
+    return value if value > 0 and math.isfinite(value) else None

@@ -591,7 +591,7 @@ def test_batch_usage_errors_exit_with_2(tmp_path, checkpointPath):
     assert "applies to pair-unet models" in messages[-1]
     assert mrml_batch.main(["--input", str(volume), "--factor", "2", "--slice-thickness", "thick"] + common,
                            log=messages.append) == 2
-    assert "--slice-thickness must be a number of mm, auto or unknown" in messages[-1]
+    assert "--slice-thickness 'thick': give a thickness in mm (e.g. 5), auto or unknown" in messages[-1]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 

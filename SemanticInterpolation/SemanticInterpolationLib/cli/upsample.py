@@ -15,6 +15,7 @@ from ..engine.test_time_augmentation import TTA_MODES
 from ..engine.synthesis import MAX_FACTOR, SYNTHESIS_MODES, ASIEngine, validate_factor
 from ..errors import InputError
 from ..volumes.imageio import check_output_path, check_writable_image, read_image, write_image
+from ..volumes.slice_profile import slice_thickness_option
 from ..progress import TerminalProgress
 from ..upsampling import METHODS, OUTPUT_TYPES, upsample_image
 
@@ -158,17 +159,3 @@ def run_upsample(args: argparse.Namespace) -> int:
     return 0
 
 
-def slice_thickness_option(value: str) -> "float | str | None":
-    """``--slice-thickness``: ``auto``, ``unknown`` or a positive number of mm."""
-    text = str(value).strip().lower()
-    if text == "auto":
-        return "auto"
-    if text in ("unknown", "none"):
-        return None
-    try:
-        thickness = float(text)
-    except ValueError:
-        raise InputError(f"--slice-thickness {value!r}: give a thickness in mm (e.g. 5), auto or unknown") from None
-    if not thickness > 0 or thickness == float("inf"):
-        raise InputError(f"--slice-thickness {value!r}: the thickness must be a positive number of mm")
-    return thickness

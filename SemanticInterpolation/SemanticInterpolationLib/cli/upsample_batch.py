@@ -187,7 +187,7 @@ def _run(args: argparse.Namespace, context, mine, tasks, summary, engine, factor
         return []
     logger.info("%s%s%d of %d input(s), factor %d, method %s -> %s", prefix, where, len(mine), len(tasks), factor,
                 args.method, args.output_dir)
-    from .upsample import slice_thickness_option
+    from ..volumes.slice_profile import slice_thickness_option
 
     settings = UpsampleSettings(factor, args.method, args.axis, args.keep_acquired, args.output_type, args.adapt,
                                 args.adapt_steps, args.seed, slice_thickness_option(args.slice_thickness))

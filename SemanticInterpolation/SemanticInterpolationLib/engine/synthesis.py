@@ -338,14 +338,10 @@ class ASIEngine:
                     anchor: torch.Tensor | None = None, thickness_ratio: float | None = None) -> np.ndarray:
         extra = () if anchor is None else (anchor.contiguous(memory_format=self.memory_format),)
         profile = {"thickness": thickness_ratio} if self.takes_slice_profile else {}
-        with autocast(self.device, self.compute_dtype):
-            if self.test_time_augmentation == "none":
-                decoded = self.model.synthesize(_states_apply(first, self._network_format),
-                                                _states_apply(second, self._network_format), alpha, *extra, **profile)
-            else:
-                decoded = augmented_synthesis(self.model.synthesize, self.test_time_augmentation,
-                                              self._network_format(first), self._network_format(second), alpha,
-                                              *extra, **profile)
+        with autocast(self.device, self.compute_dtype):  # "none" is one plain call
+            decoded = augmented_synthesis(self.model.synthesize, self.test_time_augmentation,
+                                          _states_apply(first, self._network_format),
+                                          _states_apply(second, self._network_format), alpha, *extra, **profile)
         return decoded[:, 0].float().cpu().numpy()
 
     def _network_format(self, tensor: torch.Tensor) -> torch.Tensor:

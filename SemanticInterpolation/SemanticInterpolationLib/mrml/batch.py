@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 from ..cohort.discovery import VOLUME_EXTENSIONS, CohortInput, discover_inputs, volume_extension
 from ..cohort.naming import CohortTask, default_suffix, output_extension, output_path_for
-from ..errors import InputError, SemanticInterpolationError
+from ..errors import SemanticInterpolationError
 from ..termination import TerminationRequested, signals_end_cleanly
 
 EXIT_OK = 0
@@ -305,11 +305,7 @@ def main(argv: Sequence[str] | None = None, scene: Any = None, log: Callable[[st
 def _profileAndAugmentation(arguments) -> dict:
     """The logic's ``sliceThickness`` and ``testTimeAugmentation`` from ``--slice-thickness`` and ``--tta``
     (arguments made without them, e.g. by older callers, get the defaults)."""
-    thickness = getattr(arguments, "slice_thickness", "auto")
-    if isinstance(thickness, str) and thickness not in ("auto", "unknown"):
-        try:
-            thickness = float(thickness)
-        except ValueError:
-            raise InputError(f"--slice-thickness must be a number of mm, auto or unknown, got {thickness!r}") from None
-    return {"sliceThickness": None if thickness == "unknown" else thickness,
+    from ..volumes.slice_profile import slice_thickness_option
+
+    return {"sliceThickness": slice_thickness_option(getattr(arguments, "slice_thickness", "auto")),
             "testTimeAugmentation": getattr(arguments, "tta", "auto")}

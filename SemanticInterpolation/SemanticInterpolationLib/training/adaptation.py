@@ -168,9 +168,9 @@ def adapt_engine(
         raise InputError(f"max adaptation steps must be a whole number >= 1, got {max_steps!r}")
     patch = check_adaptable(engine, volume, axis, patch_size)
     if factor is not None and int(factor) >= MEASURED_HARMFUL_FROM:
-        logger.warning("adaptation to the scan is experimental: on a noisy held-out brain its check kept the adapted "
-                       "weights at every K but they lowered PSNR at K >= %d by up to 0.4 dB (Resources/Models/"
-                       "MODEL_CARD.md); compare with a run without --adapt", MEASURED_HARMFUL_FROM)
+        logger.warning("adaptation to the scan is experimental: on the two held-out brains its check kept the adapted "
+                       "weights in 19 of 20 runs, but at K >= %d they lowered PSNR in most cases, by up to 0.6 dB "
+                       "(Resources/Models/MODEL_CARD.md); compare with a run without --adapt", MEASURED_HARMFUL_FROM)
     axis = validate_volume(volume, axis)
     slices = np.moveaxis(volume, axis, 0)
     n = slices.shape[0]

@@ -60,3 +60,20 @@ def slice_thickness_ratio(image: sitk.Image, index_axis: int, slice_thickness: "
         if not math.isfinite(thickness) or thickness <= 0:
             raise InputError(f"slice thickness must be a positive number of mm, got {slice_thickness!r}")
     return thickness / spacing
+
+
+def slice_thickness_option(value: str) -> "float | str | None":
+    """The ``--slice-thickness`` option (the CLI and the Slicer batch script): ``auto``, ``unknown`` (None) or a
+    positive number of mm."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if text in ("unknown", "none"):
+        return None
+    try:
+        thickness = float(text)
+    except ValueError:
+        raise InputError(f"--slice-thickness {value!r}: give a thickness in mm (e.g. 5), auto or unknown") from None
+    if not thickness > 0 or thickness == float("inf"):
+        raise InputError(f"--slice-thickness {value!r}: the thickness must be a positive number of mm")
+    return thickness
