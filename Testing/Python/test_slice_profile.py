@@ -212,6 +212,48 @@ def test_estimate_takes_the_hypothesis_that_predicts_the_acquired_slices(thin_va
     assert estimate_slice_profile(model, slices[:4], 4) is None  # too few slices
 
 
+class _OrderSensitiveModel(torch.nn.Module):
+    """Thin hypothesis: the first slice of the pair, so only the mean over both orders predicts the middle
+    slice of a linear ramp; thick hypothesis: the linear mix 0.01 too bright (the same error in every view)."""
+
+    supports_test_time_augmentation = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = PairUNetConfig(widths=(4, 8))
+        self.calls = 0
+
+    def synthesize(self, first, second, alpha, thickness=None):
+        self.calls += 1
+        return first.clone() if thickness < 0.5 else (1 - alpha) * first + alpha * second + 0.01
+
+
+@pytest.mark.parametrize("plain, views, agreed", [("thick", "thick", "thick"), ("thin", "thin", "thin"),
+                                                  ("thick", "thin", "unknown"), ("thin", "unknown", "unknown"),
+                                                  ("unknown", "unknown", "unknown")])
+def test_the_rule_of_agreement_takes_a_side_only_when_both_comparisons_do(plain, views, agreed):
+    from SemanticInterpolationLib.engine.profile_estimate import agreed_choice, hypothesis_choice
+
+    assert agreed_choice(plain, views) == agreed
+    assert hypothesis_choice(1.0, 0.96) == "thick" and hypothesis_choice(1.0, 0.98) == "unknown"
+    assert hypothesis_choice(1.0, 1.0) == "thin"
+
+
+def test_the_estimate_declines_when_the_plain_and_the_view_comparisons_disagree():
+    from SemanticInterpolationLib.engine.profile_estimate import estimate_slice_profile
+
+    ramp = (0.3 + 0.05 * np.arange(9, dtype=np.float32))[:, None, None] * np.ones((1, 16, 16), np.float32)
+    model = _OrderSensitiveModel()
+    estimate = estimate_slice_profile(model, ramp, 2)
+    # plain: thin predicts slice i from i - 1 (error 0.05 ** 2) -> thick (0.01 ** 2); views: thin exact -> thin
+    np.testing.assert_allclose([estimate.thin_error, estimate.thick_error, estimate.view_thick_error],
+                               [0.05 ** 2, 0.01 ** 2, 0.01 ** 2], rtol=1e-4)
+    assert estimate.view_thin_error < 1e-12
+    assert (estimate.choice, estimate.ratio) == ("unknown", None)
+    assert "thick" in estimate.summary() and "pair-flip views" in estimate.summary()
+    assert model.calls == estimate.slices_tested * (1 + 9) * (1 + 4)  # each hypothesis plain and in 4 views
+
+
 def test_upsample_image_estimates_the_profile_only_when_nothing_says_it():
     image = sitk.Cast(sitk.ReadImage(str(T1)), sitk.sitkFloat32)
     engine = ASIEngine(_profile_network(), "cpu")

@@ -338,6 +338,9 @@ def run_evaluation(
                                            slice_thickness=thickness, adapt=adapt,
                                            adapt_steps=settings.adapt_steps if adapt is not None else None,
                                            progress=sub_progress, should_cancel=should_cancel)
+                estimate = getattr(engines.get(method), "profile_estimate", None)
+                if estimate is not None:  # what the network was told, for the report
+                    result.notes.append(f"{name} K={factor} {method}: {estimate.summary()}")
                 if method == ADAPTED_METHOD and engine.adaptation is not None:
                     result.notes.append(f"{name} K={factor}: " + engine.adaptation.summary().replace("\n", ";"))
                 seconds = time.perf_counter() - t0
