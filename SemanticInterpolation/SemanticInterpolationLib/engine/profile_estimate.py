@@ -78,7 +78,8 @@ class ProfileEstimate:
             errors += (f" ({hypothesis_choice(self.thin_error, self.thick_error)}); with {AGREEMENT_VIEWS} views: "
                        f"thin {self.view_thin_error:.3g}, thick {self.view_thick_error:.3g} "
                        f"({hypothesis_choice(self.view_thin_error, self.view_thick_error)})")
-        return (f"slice profile estimated from the scan: {self.choice} slices ({told}; prediction error of "
+        choice = f"{self.choice} slices" if self.choice != "unknown" else "not decided"
+        return (f"slice profile estimated from the scan: {choice} ({told}; prediction error of "
                 f"{self.slices_tested} acquired slices: {errors})")
 
 
