@@ -270,3 +270,24 @@ def test_thick_slice_noise_is_blurred_into_the_inputs_and_kept_in_the_middle():
         correlations.append(np.corrcoef(noise[0].ravel(), noise[1].ravel())[0, 1])
     # FWHM 2 slices: each endpoint holds about a fifth of the middle's noise
     assert 0.1 < float(np.mean(correlations)) < 0.6
+
+
+def test_validation_tells_a_profile_network_the_thin_slices_of_a_fine_volume(tmp_path):
+    """The selection metric of a slice-profile network scores the told path, as a known thin-slice scan is
+    upsampled: thickness / gap = 1 / (2 s) for neighbours 2 s apart; a network without the input is not told."""
+    for thickness_input, expected in ((True, {0.25}), (False, {None})):
+        net = PairUNet(PairUNetConfig(widths=(4, 8), anchor_input=True, thickness_input=thickness_input))
+        init = save_checkpoint(tmp_path / f"init{thickness_input}.pt", net,
+                               normalization=IntensityNormalization(clip=False))
+        config = TrainingConfig([str(T1_2MM)], output=tmp_path / f"run{thickness_input}.pt",
+                                validation_volumes=[str(T1_2MM)], model_type="pair-unet", init=str(init), epochs=1,
+                                steps_per_epoch=1, batch_size=4, patch_size=24, validation_triplets=3,
+                                device="cpu", seed=0)
+        trainer = Trainer(config)
+        trainer._prepare()
+        told = []
+        model = load_checkpoint(init).model
+        real = model.synthesize
+        model.synthesize = lambda *args, thickness=None: told.append(thickness) or real(*args, thickness=thickness)
+        record = trainer.validate(model)
+        assert set(told) == expected and record["val_syn_psnr"] > 0

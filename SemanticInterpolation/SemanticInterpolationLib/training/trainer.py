@@ -781,7 +781,9 @@ class Trainer:
     def _validate_pair(self, model: torch.nn.Module) -> dict[str, float | None]:
         """Synthesis PSNR/SSIM of real middle slices from neighbours ``2 s`` apart (alpha 0.5), with
         ``s = max(triplet_stride, 2)`` on fine volumes (a gap of 4 or more, as K = 4 fills) and 1 on
-        anisotropic stacks, beside linear and B-spline on the same slices; whole slices, edge-padded."""
+        anisotropic stacks, beside linear and B-spline on the same slices; whole slices, edge-padded.
+        A network with a slice-profile input is told the thin slices of a fine volume (thickness / gap
+        ``1 / (2 s)``, as the engine tells it for a known thin-slice scan); an anisotropic stack's is not known."""
         was_training = model.training
         model.eval()
         c = self.config
@@ -792,6 +794,8 @@ class Trainer:
             fine = is_fine(volume)
             s = max(c.triplet_stride, 2) if fine and volume.n_slices > 4 * max(c.triplet_stride, 2) else 1
             middles = validation_triplets(volume, triplet_stride=s, max_triplets=c.validation_triplets)
+            told = ({"thickness": 1.0 / (2 * s)} if fine and getattr(self.architecture, "thickness_input", False)
+                    else {})
             h, w = volume.slice_shape
             for i in range(0, len(middles), chunk):
                 mids = middles[i:i + chunk]
@@ -806,7 +810,7 @@ class Trainer:
                     anchor = anchor.to(self.device)
                 with torch.autocast(self.device.type, dtype=self.compute_dtype,
                                     enabled=self.compute_dtype != torch.float32):
-                    out = model.synthesize(x[:b], x[b:2 * b], 0.5, anchor).float()
+                    out = model.synthesize(x[:b], x[b:2 * b], 0.5, anchor, **told).float()
                 x = x.float()[..., :h, :w]
                 syn_mid, real_mid = out[..., :h, :w], x[2 * b:]
                 spline = torch.from_numpy(spline).unsqueeze(1).to(x.device)
