@@ -184,6 +184,24 @@ def main() -> None:
         print(f"{mode:10s}: {TTA_CALLS[mode]} network call(s) per new slice, {tta_seconds[mode]:7.3f} s, "
               f"{(args.slices - 1) * 3 / tta_seconds[mode]:7.1f} synthesized slices/s, "
               f"{tta_seconds[mode] / tta_seconds['none']:5.2f}x none")
+
+    # 0c) the slice-profile estimate (NIfTI input without a known thickness): the plain comparison alone
+    #     against the rule of agreement (plain and pair-flip views), beside the pair-flip upsampling above
+    print("\n== slice-profile estimate (same network, K=4; made once per volume before upsampling) ==")
+    estimate_engine = ASIEngine(pair, device, test_time_augmentation="pair-flip")
+    estimate_seconds = {}
+    for label, views in (("plain comparison only", False), ("rule of agreement", True)):
+        estimate_engine.model.supports_test_time_augmentation = views  # the views' comparison is added when True
+        best_of = float("inf")
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            estimate = estimate_engine.estimate_slice_profile(volume, 4, 0)
+            best_of = min(best_of, time.perf_counter() - t0)
+        estimate_seconds[label] = best_of
+        print(f"{label:22s}: {best_of:7.3f} s for {estimate.slices_tested} tested slices, "
+              f"{best_of / estimate_seconds['plain comparison only']:5.2f}x the plain comparison, "
+              f"{best_of / tta_seconds['pair-flip'] * 100:5.1f}% of the pair-flip upsampling")
+    del estimate_engine.model.supports_test_time_augmentation  # back to the class attribute
     if args.tta_only:
         return
 
