@@ -263,3 +263,42 @@ def test_upsample_image_estimates_the_profile_only_when_nothing_says_it():
     assert engine.profile_estimate is None
     upsample_image(image, 2, engine=engine, axis=2, slice_thickness=None)
     assert engine.profile_estimate is None
+
+
+def test_profile_margins_script_reports_each_checkpoints_estimate_and_refuses_a_network_without_the_input(tmp_path):
+    """Resources/Scripts/profile_margins.py: its margins and choices are those of the engine's estimate on the
+    thinned and the thick-slice copies of the volume; a network without the profile input is refused."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    from SemanticInterpolationLib.evaluation.simulate import simulate_thick_slices
+    from SemanticInterpolationLib.models.normalization import IntensityNormalization
+    from SemanticInterpolationLib.models.pair_unet import PairUNet, PairUNetConfig
+
+    script = Path(__file__).resolve().parents[2] / "Resources" / "Scripts" / "profile_margins.py"
+    spec = importlib.util.spec_from_file_location("profile_margins", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    net = PairUNet(PairUNetConfig(widths=(4, 8), anchor_input=True, thickness_input=True))
+    with torch.no_grad():  # answers that depend on the told profile
+        for parameter in net.parameters():
+            parameter.normal_(0.0, 0.05)
+    profile = save_checkpoint(tmp_path / "profile.pt", net, normalization=IntensityNormalization(clip=False))
+    image = sitk.ReadImage(str(T1))
+    rows = module.profile_margins(image, [profile], [2])
+    assert [(r["factor"], r["truth"]) for r in rows] == [(2, "thin"), (2, "thick")]
+    engine = ASIEngine(load_checkpoint(profile), "cpu", test_time_augmentation="none")
+    for row, thick in zip(rows, (False, True)):
+        low = sitk.GetArrayFromImage(simulate_thick_slices(image, 2, 2, thick).low).astype(np.float32)  # [k, j, i]
+        direct = engine.estimate_slice_profile(low, 2, 0)
+        assert row["plain_margin"] == pytest.approx((direct.thin_error - direct.thick_error) / direct.thin_error)
+        assert row["view_margin"] == pytest.approx((direct.view_thin_error - direct.view_thick_error)
+                                                   / direct.view_thin_error)
+        assert row["choice"] == direct.choice and abs(row["plain_margin"]) > 1e-6  # not the linear mix
+    plain = save_checkpoint(tmp_path / "plain.pt", PairUNet(PairUNetConfig(widths=(4, 8))),
+                            normalization=IntensityNormalization(clip=False))
+    done = subprocess.run([sys.executable, str(script), str(T1), str(plain), "--factors", "2"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "no slice-profile input" in done.stderr
