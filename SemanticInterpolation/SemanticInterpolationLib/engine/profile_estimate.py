@@ -137,14 +137,15 @@ def estimate_slice_profile(model: torch.nn.Module, unit_slices: np.ndarray, fact
             second = torch.from_numpy(np.ascontiguousarray(region[i + 1]))[None, None].to(device)
             for name, alphas, weights, ratio in (("thin", thin_alphas, thin_weights, 1.0 / (2 * factor)),
                                                  ("thick", thick_alphas, thick_weights, 0.5)):
+                extras = [()] * len(alphas)
+                if needs_anchor:  # the B-spline at each alpha, shared by the plain answers and the views
+                    lattice_index = (i - 1) // 2  # slice i - 1 in its parity's lattice
+                    extras = [(torch.from_numpy(np.ascontiguousarray(
+                        anchors[(i - 1) % 2][8 * lattice_index + int(round(8 * alpha))]))[None, None].to(device),)
+                        for alpha in alphas]
                 for way, synthesize in answers.items():
                     prediction = np.zeros((ch, cw), dtype=np.float64)
-                    for alpha, weight in zip(alphas, weights):
-                        extra = ()
-                        if needs_anchor:
-                            lattice_index = (i - 1) // 2  # slice i - 1 in its parity's lattice
-                            spline = anchors[(i - 1) % 2][8 * lattice_index + int(round(8 * alpha))]
-                            extra = (torch.from_numpy(np.ascontiguousarray(spline))[None, None].to(device),)
+                    for alpha, weight, extra in zip(alphas, weights, extras):
                         out = synthesize(first, second, float(alpha), *extra, thickness=float(ratio))
                         prediction += weight * out[0, 0].double().cpu().numpy()
                     errors[way, name].append(float(np.mean((prediction - region[i]) ** 2)))
