@@ -181,6 +181,23 @@ def test_evaluation_passes_the_profile_it_is_asked_to(monkeypatch):
         EvaluationSettings(factors=(2,), slice_profile="dicom").validated()
 
 
+def test_the_evaluation_report_notes_the_estimate_once_per_volume_and_factor():
+    """With ``--slice-profile auto`` the report says what the network was told; asi and asi+adapt share one
+    engine, whose estimate (made with its own weights before adaptation) is noted once, under asi."""
+    from SemanticInterpolationLib.evaluation import EvaluationSettings, run_evaluation
+
+    image = sitk.ReadImage(str(T1))
+    engine = ASIEngine(_profile_network(), "cpu")
+    result = run_evaluation({"t1": image}, EvaluationSettings(factors=(2, 3), methods=("asi",), slice_profile="auto",
+                                                              adapt_seconds=30.0, adapt_steps=1), engine=engine)
+    noted = [note for note in result.notes if "slice profile estimated from the scan" in note]
+    assert [note.split(":")[0] for note in noted] == ["t1 K=2 asi", "t1 K=3 asi"]
+    assert all("prediction error of" in note and "pair-flip views" in note for note in noted)
+    told = run_evaluation({"t1": image}, EvaluationSettings(factors=(2,), methods=("asi",), slice_profile="told"),
+                          engine=engine)
+    assert not any("slice profile estimated" in note for note in told.notes)  # told: nothing was estimated
+
+
 class _TwoWorldModel(torch.nn.Module):
     """Stands in for a profile network: a constant slice per told profile (thin: ratio < 0.5)."""
 

@@ -299,6 +299,7 @@ def run_evaluation(
 
     report(0.0)
     skipped_constant = 0
+    profile_noted: set[tuple[int, str, int]] = set()
     for name, image in volumes.items():
         index_axis = axes[name]
         axis_np = numpy_axis(index_axis)
@@ -339,7 +340,10 @@ def run_evaluation(
                                            adapt_steps=settings.adapt_steps if adapt is not None else None,
                                            progress=sub_progress, should_cancel=should_cancel)
                 estimate = getattr(engines.get(method), "profile_estimate", None)
-                if estimate is not None:  # what the network was told, for the report
+                if estimate is not None and (id(engines[method]), name, factor) not in profile_noted:
+                    # what the network was told, once per engine (asi and asi+adapt share one: the estimate is
+                    # made with its own weights before adaptation, so it is the same)
+                    profile_noted.add((id(engines[method]), name, factor))
                     result.notes.append(f"{name} K={factor} {method}: {estimate.summary()}")
                 if method == ADAPTED_METHOD and engine.adaptation is not None:
                     result.notes.append(f"{name} K={factor}: " + engine.adaptation.summary().replace("\n", ";"))
