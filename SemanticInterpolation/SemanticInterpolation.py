@@ -340,6 +340,7 @@ class TrainingModelType(enum.Enum):
     AUTO = "auto"
     ASI = "asi"
     PAIR_UNET = "pair-unet"
+    PROFILE_ROUTED = "profile-routed"
     HRINET = "hrinet"
     XUAN_VAE = "xuan-vae"
     SR_GENERATOR = "sr-generator"  # trained by train-sr; choosing it here gives that error
@@ -348,6 +349,7 @@ class TrainingModelType(enum.Enum):
         return {TrainingModelType.AUTO: _("auto (checkpoint's type)"),
                 TrainingModelType.ASI: _("asi (the paper's autoencoder)"),
                 TrainingModelType.PAIR_UNET: _("pair-unet (U-Net correction of the linear mix)"),
+                TrainingModelType.PROFILE_ROUTED: _("profile-routed (two pair-unets: thick slices, the rest)"),
                 TrainingModelType.HRINET: _("hrinet (feature maps mixed at several scales, two critics)"),
                 TrainingModelType.XUAN_VAE: _("xuan-vae (Xuan et al. stage I: slice VAE)"),
                 TrainingModelType.SR_GENERATOR: _("sr-generator (stage II: use train-sr)")}[self]

@@ -34,7 +34,7 @@ def _weights(engine: ASIEngine) -> list[torch.Tensor]:
 
 def test_bad_input_is_refused_before_any_work(pair_checkpoint, random_checkpoint):
     volume = _volume()
-    with pytest.raises(InputError, match="adaptation is available for pair-unet models; this checkpoint is a asi"):
+    with pytest.raises(InputError, match="adaptation is available for pair-unet, profile-routed models; this checkpoint is a asi"):
         adapt_engine(ASIEngine(load_checkpoint(random_checkpoint), "cpu"), volume, seconds=5)
     engine = ASIEngine(load_checkpoint(pair_checkpoint), "cpu")
     with pytest.raises(InputError, match="at least 4 acquired slices"):

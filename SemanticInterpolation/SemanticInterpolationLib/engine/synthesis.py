@@ -283,7 +283,8 @@ class ASIEngine:
 
     def estimate_slice_profile(self, volume: np.ndarray, factor: int, axis: int = 0):
         """Thin or thick slices, estimated from ``volume`` itself by a network with a slice-profile input
-        (:func:`.profile_estimate.estimate_slice_profile`); None for other networks or too few slices.
+        (:func:`.profile_estimate.estimate_slice_profile`, asked of the model's ``profile_estimator`` network when it
+        has one); None for other networks or too few slices.
         ``volume``: 3-D array, slices along numpy axis ``axis``; not modified."""
         if not self.takes_slice_profile:
             return None
@@ -292,7 +293,9 @@ class ASIEngine:
         axis = validate_volume(volume, axis)
         slices = np.moveaxis(volume, axis, 0)
         unit = self.normalization.to_unit_range(slices, self.normalization.fit(volume)).astype(np.float32)
-        return estimate_slice_profile(self.model, unit, validate_factor(factor), device=self.device)
+        # a model of several networks names the one that estimates (profile-routed: its main network)
+        estimator = getattr(self.model, "profile_estimator", self.model)
+        return estimate_slice_profile(estimator, unit, validate_factor(factor), device=self.device)
 
     def remember_weights(self) -> None:
         """Keep a copy of the current weights for :meth:`restore` (once; adaptation calls it)."""

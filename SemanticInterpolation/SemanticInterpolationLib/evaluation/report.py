@@ -30,7 +30,8 @@ SUMMARY_COLUMNS = ["factor", "method", "slices",
 
 
 #: how reports name the evaluated model (method ``"asi"``) by its model type
-MODEL_TYPE_LABELS = {"asi": "ASI", "pair-unet": "Pair U-Net", "hrinet": "HRINet", "xuan-vae": "Xuan VAE",
+MODEL_TYPE_LABELS = {"asi": "ASI", "pair-unet": "Pair U-Net",
+                     "profile-routed": "Profile-routed pair U-Nets", "hrinet": "HRINet", "xuan-vae": "Xuan VAE",
                      "sr-generator": "SR generator"}
 
 

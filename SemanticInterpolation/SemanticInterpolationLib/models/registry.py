@@ -102,6 +102,10 @@ register_model_type(ModelType(
     name="pair-unet", description="full-resolution U-Net on both neighbours and alpha: a learned correction "
     "to their linear mix", module="pair_unet", model_class_name="PairUNet", config_class_name="PairUNetConfig"))
 register_model_type(ModelType(
+    name="profile-routed", description="two pair U-Nets chosen by the told slice profile: one for thick slices, "
+    "one for thin slices and an unknown profile", module="profile_routed", model_class_name="ProfileRoutedPairUNet",
+    config_class_name="ProfileRoutedConfig"))
+register_model_type(ModelType(
     name="hrinet", description="HRINet (thesis chapter 3): encoder feature maps mixed with alpha at several scales "
     "and concatenated into the decoder", module="hrinet", model_class_name="HRINet", config_class_name="HRINetConfig"))
 register_model_type(ModelType(

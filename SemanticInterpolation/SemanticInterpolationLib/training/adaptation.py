@@ -49,7 +49,7 @@ from .losses import psnr, ssim
 logger = logging.getLogger("SemanticInterpolation")
 
 #: model types that can be adapted to a scan
-ADAPTABLE_TYPES = ("pair-unet",)
+ADAPTABLE_TYPES = ("pair-unet", "profile-routed")
 MIN_SLICE_SIZE = 16
 #: upsampling factors from which adaptation was measured to lower the held-out scores (model card)
 MEASURED_HARMFUL_FROM = 3
@@ -183,6 +183,9 @@ def adapt_engine(
                          "are too few. Upsample without --adapt")
     device, multiple = engine.device, engine.size_multiple
     model = engine.model
+    if callable(getattr(model, "member_for", None)):
+        # a model of several networks (profile-routed): adapt the one that will upsample this scan
+        model = model.member_for(thickness_ratio)
     #: what the network is told of the triplets' slice profile (thickness / distance of the two inputs)
     triplet_thickness = None
     if thickness_ratio is not None and getattr(model, "takes_thickness", False):

@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""Join two trained pair U-Nets into one profile-routed model (``models/profile_routed.py``).
+
+    python Resources/Scripts/route_profile_networks.py OUT.pt MAIN.pt THICK.pt [--thick-from 0.75] [--tta pair-flip]
+
+``MAIN`` answers thin slices and scans whose slice profile is not known, and makes the slice-profile
+estimate; ``THICK`` answers slices told thickness / gap >= ``--thick-from``. Both must be ``pair-unet``
+checkpoints with the slice-profile input and the same intensity normalisation. The output keeps MAIN's
+normalisation and in-plane spacing, records both inputs (path and weights digest) under
+``training["routed_from"]``, carries the given inference mode, and is written atomically and read back
+before this exits. Neither input is modified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from SemanticInterpolationLib.engine.test_time_augmentation import TTA_MODES
+from SemanticInterpolationLib.errors import CheckpointError, InputError
+from SemanticInterpolationLib.models.checkpoint import load_checkpoint, save_checkpoint
+from SemanticInterpolationLib.models.profile_routed import DEFAULT_THICK_FROM_RATIO, ProfileRoutedPairUNet
+
+
+def route_profile_networks(target: Path, main: Path, thick: Path, thick_from: float = DEFAULT_THICK_FROM_RATIO,
+                           tta: str = "none") -> Path:
+    """Write the profile-routed model of ``main`` and ``thick`` to ``target`` (see the module docstring)."""
+    if Path(target).expanduser().absolute() in (Path(main).expanduser().absolute(),
+                                                  Path(thick).expanduser().absolute()):
+        raise InputError(f"the output {target} is one of the inputs: write the routed model to a new file")
+    members = {}
+    for role, path in (("main", main), ("thick", thick)):
+        checkpoint = load_checkpoint(path)
+        if checkpoint.model_type != "pair-unet":
+            raise InputError(f"{path} is a {checkpoint.model_type} model; the {role} network must be a pair-unet "
+                             "checkpoint")
+        if not checkpoint.model.config.thickness_input:
+            raise InputError(f"{path} does not take the slice profile, so it cannot be chosen by it: train or widen "
+                             "it with --thickness-input first")
+        members[role] = checkpoint
+    if members["main"].normalization.to_dict() != members["thick"].normalization.to_dict():
+        raise InputError(f"{main} and {thick} normalise intensities differently; both networks must see the same "
+                         "input: join networks trained with the same normalisation")
+    if tta not in TTA_MODES:
+        raise InputError(f"test-time augmentation must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    try:
+        routed = ProfileRoutedPairUNet.from_networks(members["main"].model, members["thick"].model, thick_from)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    first = members["main"]
+    training = dict(first.training)
+    training["routed_from"] = {role: {"path": str(path), "weights_sha256": members[role].metadata.get("weights_sha256"),
+                                      "training": members[role].training}
+                               for role, path in (("main", main), ("thick", thick))}
+    inference = {"synthesis": "plain", **({"test_time_augmentation": tta} if tta != "none" else {})}
+    expected = routed.state_dict()
+    save_checkpoint(target, routed, normalization=first.normalization, in_plane_spacing_mm=first.in_plane_spacing_mm,
+                    training=training, metadata={"inference": inference})
+    written = load_checkpoint(target)  # verify: it loads, is routed, and holds both networks' weights
+    if written.model_type != "profile-routed":
+        raise RuntimeError(f"{target}: read back as a {written.model_type} model")
+    for name, value in written.model.state_dict().items():
+        if not torch.equal(value, expected[name]):
+            raise RuntimeError(f"{target}: weight {name} did not read back as written")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output", type=Path)
+    parser.add_argument("main", type=Path, help="pair-unet checkpoint for thin slices and an unknown profile")
+    parser.add_argument("thick", type=Path, help="pair-unet checkpoint for thick slices")
+    parser.add_argument("--thick-from", type=float, default=DEFAULT_THICK_FROM_RATIO, metavar="RATIO",
+                        help=f"thickness / gap from which THICK answers (default {DEFAULT_THICK_FROM_RATIO})")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none",
+                        help="test-time augmentation the output recommends (default none)")
+    args = parser.parse_args(argv)
+    try:
+        path = route_profile_networks(args.output, args.main, args.thick, args.thick_from, args.tta)
+    except (InputError, CheckpointError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"routed {args.main} (main) and {args.thick} (thick from thickness/gap {args.thick_from:g}) -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
