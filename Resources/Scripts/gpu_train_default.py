@@ -5,22 +5,27 @@
     bash bench/gpu_train_default.sh --init Resources/Models/pair-unet-anchor-v1.pt   # warm start, as stage 4
     bash bench/gpu_train_default.sh --minutes 5 --batch-size 128
 
-What it trains: the shipped default's configuration (``Resources/Models/default-model.pt``, see
-``Resources/Models/MODEL_CARD.md``): model type pair-unet, network pair-unet-24-48-96 with the B-spline
-anchor input (``anchor_input``) and the slice-profile input (``thickness_input``), named
-``pair-unet-24-48-96-anchor-profile`` as the default's; with the settings of
-``Resources/Scripts/train_default_model.py`` stage 4 (its docstring): synthesis loss L1, noise std up to
-0.06 (put on the fine slices before the blur in thick-slice samples), thick-slice probability 0.5 (per
-sample FWHM = ratio x gap, ratio 1 on half and uniform in [0.3, 1] on the rest), thickness ratio withheld
-on 30 % of the samples, gaps 2..6 with random middles on fine volumes and neighbours on anisotropic
-stacks; validation as the CPU trainer does it (the recipe's validation volume, 24 triplets, the anchor
-given, best epoch by val_syn_psnr). ``--no-anchor-input`` / ``--no-thickness-input`` train the
-narrower networks instead (the earlier candidates).
+What it trains: the shipped default's networks (``Resources/Models/default-model.pt``, see
+``Resources/Models/MODEL_CARD.md``): model type profile-routed, two pair U-Nets with the B-spline anchor
+input (``anchor_input``) and the slice-profile input (``thickness_input``), pair-unet-24-48-96 for thin slices
+and an unknown profile and pair-unet-32-64-128 for slices told thickness / gap >= 0.75, named as the
+default's, trained together (each sample updates the network its told profile routes it to); with the
+settings of ``Resources/Scripts/train_default_model.py`` stage 4 (its docstring): synthesis loss L1, noise
+std up to 0.06 (put on the fine slices before the blur in thick-slice samples), thick-slice probability 0.5
+(per sample FWHM = ratio x gap, ratio 1 on half and uniform in [0.3, 1] on the rest), thickness ratio
+withheld on 30 % of the samples, gaps 2..6 with random middles on fine volumes and neighbours on
+anisotropic stacks; validation as the CPU trainer does it (the recipe's validation volume, 24 triplets,
+the anchor given, the thin slices told, best epoch by val_syn_psnr: this scores the thin-slice network
+only). ``--single-network`` trains the thin-slice network alone (model type pair-unet, the default before
+session 7); ``--no-anchor-input`` / ``--no-thickness-input`` train the narrower single networks instead (the
+earlier candidates).
 
-Start: from scratch (random weights drawn as the trainer draws them, seeded by ``--seed``; written as
-``pair-unet-gpu.scratch-init.pt`` so that the trainer builds this network), or ``--init CHECKPOINT``
-(``default`` = the bundled default) widened with the inputs it lacks, new weights at zero (an exact warm
-start, ``train_default_model.widen_init``), as the CPU recipe's stages 2 and 4 did.
+Start: from scratch (random weights drawn as the trainer draws them, seeded by ``--seed``, the thick network
+by ``--seed`` + 1; written as ``pair-unet-gpu.scratch-init.pt`` so that the trainer builds these networks),
+or ``--init CHECKPOINT`` (``default`` = the bundled default): a profile-routed checkpoint as it is, a pair-unet
+checkpoint widened with the inputs it lacks, new weights at zero (an exact warm start,
+``train_default_model.widen_init``, as the CPU recipe's stages 2 and 4 did), which then trains that single
+network.
 
 Needs only torch and numpy: the data come from the packed file of
 ``Resources/Scripts/pack_training_data.py`` (default ``shared/gpu-training-data.npz``): the recipe's
@@ -94,6 +99,7 @@ import torch  # noqa: E402
 from SemanticInterpolationLib.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from SemanticInterpolationLib.models.normalization import IntensityNormalization  # noqa: E402
 from SemanticInterpolationLib.models.pair_unet import PairUNet, PairUNetConfig  # noqa: E402
+from SemanticInterpolationLib.models.profile_routed import ProfileRoutedConfig, ProfileRoutedPairUNet  # noqa: E402
 from SemanticInterpolationLib.training import TrainingConfig, train  # noqa: E402
 from SemanticInterpolationLib.training.device_sampler import (install_bspline_weight_tables,  # noqa: E402
                                                                load_packed_volumes)
@@ -116,26 +122,36 @@ def scaled_learning_rate(batch_size: int, warm_start: bool = False) -> float:
     return min(MAX_LR, base * math.sqrt(batch_size / BASE_BATCH))
 
 
-def default_network(anchor_input: bool = True, thickness_input: bool = True) -> PairUNetConfig:
-    """The shipped default's network (pair-unet-24-48-96 with the anchor and slice-profile inputs), named as the
-    default's (the widened names: ``-anchor``, ``-profile``); without an input, the narrower network."""
+def default_network(anchor_input: bool = True, thickness_input: bool = True,
+                    routed: bool = True) -> "PairUNetConfig | ProfileRoutedConfig":
+    """The shipped default's networks (profile-routed: pair-unet-24-48-96 and pair-unet-32-64-128, both with the
+    anchor and slice-profile inputs), named as the default's; ``routed=False``: its thin-slice network alone
+    (pair-unet-24-48-96-anchor-profile); without an input, the narrower single network."""
     name = PairUNetConfig().name + ("-anchor" if anchor_input else "") + ("-profile" if thickness_input else "")
-    return PairUNetConfig(anchor_input=anchor_input, thickness_input=thickness_input, name=name)
+    single = PairUNetConfig(anchor_input=anchor_input, thickness_input=thickness_input, name=name)
+    return ProfileRoutedConfig() if routed and anchor_input and thickness_input else single
 
 
-def scratch_init(path: Path, config: PairUNetConfig, seed: int) -> Path:
+def scratch_init(path: Path, config: "PairUNetConfig | ProfileRoutedConfig", seed: int) -> Path:
     """A checkpoint of ``config`` with the random weights the trainer draws from scratch (``reset_parameters``
-    with a generator seeded by ``seed``), so that the trainer builds this network; returns ``path``."""
-    model = PairUNet(config)
-    model.reset_parameters(generator=torch.Generator().manual_seed(seed))
+    with a generator seeded by ``seed``; a routed model's thick network by ``seed + 1``), so that the trainer
+    builds this network; returns ``path``."""
+    if isinstance(config, ProfileRoutedConfig):
+        model = ProfileRoutedPairUNet(config)
+        model.main.reset_parameters(generator=torch.Generator().manual_seed(seed))
+        model.thick.reset_parameters(generator=torch.Generator().manual_seed(seed + 1))
+    else:
+        model = PairUNet(config)
+        model.reset_parameters(generator=torch.Generator().manual_seed(seed))
     save_checkpoint(path, model, normalization=IntensityNormalization(clip=False),
                     training={"started_from": f"scratch (seed {seed})"}, metadata={"inference": {"synthesis": "plain"}})
     return path
 
 
-def widened_init(init: str, out: Path, config: PairUNetConfig) -> Path:
+def widened_init(init: str, out: Path, config: "PairUNetConfig | ProfileRoutedConfig") -> Path:
     """``init`` (a path or ``default``) widened with the inputs of ``config`` it lacks, with the recipe's
-    ``widen_init`` (new weights at zero: it computes what ``init`` computes); returns the path to start from."""
+    ``widen_init`` (new weights at zero: it computes what ``init`` computes); a profile-routed ``init`` as it is
+    (when ``config`` is routed too); returns the path to start from."""
     sys.path.insert(0, str(REPOSITORY / "Resources" / "Scripts"))
     try:
         from train_default_model import widen_init
@@ -143,7 +159,15 @@ def widened_init(init: str, out: Path, config: PairUNetConfig) -> Path:
         sys.path.pop(0)
     from SemanticInterpolationLib.models.checkpoint import resolve_checkpoint
 
-    path = Path(resolve_checkpoint(None if init.lower() == "default" else init).path)
+    start = resolve_checkpoint(None if init.lower() == "default" else init)
+    path = Path(start.path)
+    if start.model_type == "profile-routed":
+        if not isinstance(config, ProfileRoutedConfig):
+            raise SystemExit(f"--init {init}: a profile-routed checkpoint trains as one (both networks); drop "
+                             "--single-network, --no-anchor-input and --no-thickness-input, or give a pair-unet init")
+        return path  # the default's own type: trained as it is
+    if isinstance(config, ProfileRoutedConfig):  # a single network widens to the thin-slice one and trains alone
+        config = config.main
     run = out / CHECKPOINT
     path = widen_init(path, run, config.anchor_input, "anchor_input", "with_anchor_input", ".init.pt",
                       "a B-spline anchor input")
@@ -194,6 +218,8 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--init", help="warm start from this pair-unet checkpoint ('default': the bundled default), "
                                        "widened with the inputs it lacks (default: from scratch)")
+    parser.add_argument("--single-network", dest="routed", action="store_false",
+                        help="train the thin-slice network alone (pair-unet, the default before session 7)")
     parser.add_argument("--no-anchor-input", dest="anchor_input", action="store_false",
                         help="a network without the B-spline anchor input (not the default's)")
     parser.add_argument("--no-thickness-input", dest="thickness_input", action="store_false",
@@ -234,12 +260,13 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     output = args.out / CHECKPOINT
     resume = bool(args.resume and output.is_file())
-    network = default_network(args.anchor_input, args.thickness_input)
+    network = default_network(args.anchor_input, args.thickness_input, args.routed)
     previous = load_checkpoint(output) if resume else None
     if previous is not None:  # the run's own network and learning rate (unless --learning-rate is given)
         started, init, network = f"resumed from {output}", None, previous.config
     elif args.init:
         init = widened_init(args.init, args.out, network)
+        network = load_checkpoint(init).config
         started = f"warm start from {args.init} ({init})"
     else:
         init = scratch_init(args.out / SCRATCH_INIT, network, args.seed)
@@ -252,7 +279,7 @@ def main(argv=None) -> int:
         lr = scaled_learning_rate(args.batch_size, warm_start=bool(args.init))
     config = TrainingConfig(
         training_volumes=kept, validation_volumes=validation, output=output, resume=resume, init=init,
-        model_type="pair-unet", max_gap=int(settings.get("max_gap", 6)), epochs=args.epochs,
+        model_type="profile-routed" if isinstance(network, ProfileRoutedConfig) else "pair-unet", max_gap=int(settings.get("max_gap", 6)), epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, patch_size=args.patch_size,
         learning_rate=lr, synthesis_loss=args.loss, noise_std=args.noise_std,
         thick_slice_probability=args.thick_slice_probability, seed=args.seed,

@@ -16,7 +16,10 @@ pytestmark = pytest.mark.skipif(DEFAULT is None, reason="no default model instal
 
 def test_default_model_loads_with_its_metadata() -> None:
     checkpoint = load_checkpoint(DEFAULT)
-    assert checkpoint.model_type == "pair-unet" and checkpoint.config.anchor_input
+    assert checkpoint.model_type == "profile-routed" and checkpoint.config.anchor_input
+    # the default U-Net for thin slices and an unknown profile, the wider one for thick slices
+    assert checkpoint.config.main.widths == (24, 48, 96) and checkpoint.config.thick.widths == (32, 64, 128)
+    assert checkpoint.config.thick_from_ratio == 0.75 and set(checkpoint.training["routed_from"]) == {"main", "thick"}
     assert checkpoint.metadata["inference"] == {"synthesis": "plain", "test_time_augmentation": "pair-flip"}
     assert checkpoint.normalization.clip is False and checkpoint.in_plane_spacing_mm is not None
     assert "colin27/ch2.nii.gz" in checkpoint.training["held_out_evaluation_volumes"]

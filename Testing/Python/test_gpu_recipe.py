@@ -59,19 +59,21 @@ def _run(tmp_path, packed, *options, timeout=600):
     return done, out, time.monotonic() - started
 
 
-def _check_default_type_model(path: Path, profile_used: bool = True) -> None:
-    """``path`` holds the default's network (anchor and slice-profile inputs) and runs through the engine;
-    ``profile_used``: its output changes with the slice profile (not after a few steps of an exact warm start,
-    whose profile weights start at zero)."""
+def _check_default_type_model(path: Path, profile_used: bool = True, routed: bool = True) -> None:
+    """``path`` holds the default's networks (profile-routed; ``routed=False``: its thin-slice network alone, anchor
+    and slice-profile inputs) and runs through the engine; ``profile_used``: its output changes with the slice
+    profile (not after a few steps of an exact warm start, whose profile weights start at zero)."""
     import torch
 
     from SemanticInterpolationLib import ASIEngine
 
     checkpoint = load_checkpoint(path)
     default = load_checkpoint(ROOT / "Resources" / "Models" / "default-model.pt")
-    assert checkpoint.model_type == default.model_type == "pair-unet"
+    assert default.model_type == "profile-routed"
+    assert checkpoint.model_type == ("profile-routed" if routed else "pair-unet")
     assert checkpoint.config.anchor_input and checkpoint.config.thickness_input
-    assert checkpoint.config == default.config  # the default's network, name included
+    # the default's networks, names and routing included (or its thin-slice network)
+    assert checkpoint.config == (default.config if routed else default.config.main)
     assert checkpoint.metadata["inference"] == {"synthesis": "plain", "test_time_augmentation": "pair-flip"}
     assert "training_state" not in checkpoint.extra_state
     assert checkpoint.normalization == default.normalization
@@ -95,12 +97,13 @@ def test_gpu_recipe_command_trains_the_default_models_network_on_the_cpu(tmp_pat
     log = (out / "train.log").read_text()
     assert "left out (slices 20x16 smaller than patch 24): small" in log
     assert "steps/s" in log and "samples/s" in log and "data on device True" in log
-    assert "network pair-unet-24-48-96-anchor-profile (scratch (seed 0)); loss l1" in log
+    assert "network profile-routed (scratch (seed 0)); loss l1" in log
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["epochs_done"] == 2 and summary["global_step"] == 4
     assert summary["steps_per_second"] > 0 and summary["left_out"] == ["small"]
     assert summary["learning_rate"] == pytest.approx(3e-4 * (4 / 16) ** 0.5)
-    assert summary["network"]["anchor_input"] and summary["network"]["thickness_input"]
+    for role in ("main", "thick"):  # both networks of the default, trained together
+        assert summary["network"][role]["anchor_input"] and summary["network"][role]["thickness_input"]
     for name in ("pair-unet-gpu.pt", "pair-unet-gpu.best.pt", "pair-unet-gpu.log.jsonl", "default-candidate.pt"):
         assert (out / name).is_file()
     assert summary["candidate"] == str(out / "default-candidate.pt")
@@ -145,7 +148,7 @@ def test_gpu_recipe_warm_starts_from_a_narrower_init_and_resumes(tmp_path, packe
     assert last.training["started_from"].startswith("resumed")
     first_layer = next(iter(last.model.state_dict().values()))  # planes: first, second, alpha, anchor, known, ratio
     assert float(first_layer[:, 4:].abs().max()) > 0  # training reached the new inputs' weights (zero at the start)
-    _check_default_type_model(out / "default-candidate.pt", profile_used=False)
+    _check_default_type_model(out / "default-candidate.pt", profile_used=False, routed=False)
 
 
 def test_gpu_recipe_stops_at_an_epoch_boundary_within_its_budget(tmp_path, packed):
