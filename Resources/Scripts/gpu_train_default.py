@@ -15,9 +15,10 @@ std up to 0.06 (put on the fine slices before the blur in thick-slice samples), 
 (per sample FWHM = ratio x gap, ratio 1 on half and uniform in [0.3, 1] on the rest), thickness ratio
 withheld on 30 % of the samples, gaps 2..6 with random middles on fine volumes and neighbours on
 anisotropic stacks; validation as the CPU trainer does it (the recipe's validation volume, 24 triplets,
-the anchor given, the thin slices told, best epoch by val_syn_psnr: this scores the thin-slice network
-only). ``--single-network`` trains the thin-slice network alone (model type pair-unet, the default before
-session 7); ``--no-anchor-input`` / ``--no-thickness-input`` train the narrower single networks instead (the
+the anchor given; thin slices told, and a thick-slice copy told thick; best epoch by the mean of the
+thin and thick synthesis PSNR, ``val_thin_thick_psnr``, so that both networks count). ``--single-network``
+trains the thin-slice network alone (model type pair-unet, the default before session 7);
+``--no-anchor-input`` / ``--no-thickness-input`` train the narrower single networks instead (the
 earlier candidates).
 
 Start: from scratch (random weights drawn as the trainer draws them, seeded by ``--seed``, the thick network
@@ -285,7 +286,9 @@ def main(argv=None) -> int:
         thick_slice_probability=args.thick_slice_probability, seed=args.seed,
         device=args.device, precision=args.precision, data_on_device=args.data_on_device, num_workers=args.workers,
         validation_triplets=int(settings.get("validation_triplets", 24)),
-        best_metric=settings.get("best_metric", "val_syn_psnr"))
+        # a routed model's thick network is scored too: the mean of the thin and thick validation PSNR
+        best_metric=("val_thin_thick_psnr" if isinstance(network, ProfileRoutedConfig)
+                     else settings.get("best_metric", "val_syn_psnr")))
     print(f"network {network.name} ({started}); loss {args.loss}, noise std up to {args.noise_std:g}, thick-slice "
           f"probability {args.thick_slice_probability:g}; {len(kept)} training volumes, "
           f"{sum(v.n_slices for v in kept)} slices; validation {[v.name for v in validation]}; batch "

@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """Recipe that trains the bundled default model (one command per stage, resumable).
 
-The shipped default, Resources/Models/default-model.pt (model type pair-unet with the B-spline anchor
-input; see Resources/Models/MODEL_CARD.md), in three stages, each run on one CPU thread:
+The shipped default, Resources/Models/default-model.pt (model type profile-routed: two pair U-Nets with the
+B-spline anchor and slice-profile inputs, chosen by the told profile; see Resources/Models/MODEL_CARD.md): its
+thin-slice network in stages 1-4, its thick-slice network in stage 5, joined in stage 6; each run on one CPU
+thread:
 
     python Resources/Scripts/fetch_data.py                       # once: registry volumes into the cache
     T=~/.cache/semantic-interpolation/train
@@ -24,7 +26,19 @@ input; see Resources/Models/MODEL_CARD.md), in three stages, each run on one CPU
         --init Resources/Models/pair-unet-anchor-v1.pt --thickness-input --loss l1 --learning-rate 1e-4 \
         --patch-size 44 --batch-size 16 --noise-std 0.06 --thick-slice-probability 0.5 --minutes 100
     python Resources/Scripts/train_default_model.py --run $T/pair-profile.pt \
-        --export Resources/Models/default-model.pt --synthesis plain --tta pair-flip
+        --export Resources/Models/pair-unet-profile-v2.pt --synthesis plain --tta pair-flip   # the 2nd default
+    # 5. the thick-slice network: 32/64/128 with the anchor input from scratch (an untrained
+    #    PairUNet(PairUNetConfig(widths=(32, 64, 128), anchor_input=True)) saved as WIDE.init.pt), 7,500 steps,
+    #    then widened with the slice-profile input, 7,500 more steps (best epoch 25 of 27)
+    python Resources/Scripts/train_default_model.py --model-type pair-unet --run $T/pair-wide-anchor.pt \
+        --init WIDE.init.pt --loss l1 --learning-rate 3e-4 --patch-size 44 --batch-size 16 --noise-std 0.06 \
+        --thick-slice-probability 0.5 --minutes 120
+    python Resources/Scripts/train_default_model.py --model-type pair-unet --run $T/pair-wide-profile.pt \
+        --init $T/pair-wide-anchor.best.pt --thickness-input --loss l1 --learning-rate 2e-4 --patch-size 44 \
+        --batch-size 16 --noise-std 0.06 --thick-slice-probability 0.5 --minutes 120
+    # 6. join: stage 4 for thin slices and an unknown profile, stage 5 from thickness / gap 0.75
+    python Resources/Scripts/route_profile_networks.py Resources/Models/default-model.pt \
+        Resources/Models/pair-unet-profile-v2.pt $T/pair-wide-profile.best.pt --tta pair-flip
 
 The previous default, the journal ASI autoencoder (Resources/Models/asi-journal.pt), was made with:
     python Resources/Scripts/train_default_model.py --minutes 70  # trains; run again to continue

@@ -116,6 +116,8 @@ def test_gpu_recipe_command_trains_the_default_models_network_on_the_cpu(tmp_pat
     assert checkpoint.training["validation_volumes"] == ["val"]
     last = checkpoint.training["last_epoch"]
     assert last["val_syn_psnr"] is not None and last["val_bspline_psnr"] is not None  # validated with the anchor
+    # both of the routed model's networks are scored, and the best epoch is chosen on both
+    assert last["val_thick_syn_psnr"] is not None and settings["best_metric"] == "val_thin_thick_psnr"
     # the scratch start is the trainer's own: random weights drawn with the seed
     assert "scratch-init" in checkpoint.training["started_from"]
     _check_default_type_model(out / "default-candidate.pt")

@@ -274,8 +274,9 @@ def test_thick_slice_noise_is_blurred_into_the_inputs_and_kept_in_the_middle():
 
 def test_validation_tells_a_profile_network_the_thin_slices_of_a_fine_volume(tmp_path):
     """The selection metric of a slice-profile network scores the told path, as a known thin-slice scan is
-    upsampled: thickness / gap = 1 / (2 s) for neighbours 2 s apart; a network without the input is not told."""
-    for thickness_input, expected in ((True, {0.25}), (False, {None})):
+    upsampled: thickness / gap = 1 / (2 s) for neighbours 2 s apart; a network without the input is not told.
+    A profile network is also scored on thick slices (told 1), which only it gets (``val_thick_*``)."""
+    for thickness_input, expected in ((True, {0.25, 1.0}), (False, {None})):
         net = PairUNet(PairUNetConfig(widths=(4, 8), anchor_input=True, thickness_input=thickness_input))
         init = save_checkpoint(tmp_path / f"init{thickness_input}.pt", net,
                                normalization=IntensityNormalization(clip=False))
@@ -291,3 +292,11 @@ def test_validation_tells_a_profile_network_the_thin_slices_of_a_fine_volume(tmp
         model.synthesize = lambda *args, thickness=None: told.append(thickness) or real(*args, thickness=thickness)
         record = trainer.validate(model)
         assert set(told) == expected and record["val_syn_psnr"] > 0
+        if thickness_input:
+            assert record["val_thick_syn_psnr"] > 0 and record["val_thick_bspline_psnr"] > 0
+            # thick neighbours are blurred: the same B-spline formula scores differently than on thin ones
+            assert record["val_thick_bspline_psnr"] != record["val_bspline_psnr"]
+            assert record["val_thin_thick_psnr"] == pytest.approx(
+                0.5 * (record["val_syn_psnr"] + record["val_thick_syn_psnr"]))
+        else:
+            assert "val_thick_syn_psnr" not in record and record["val_thin_thick_psnr"] == record["val_syn_psnr"]

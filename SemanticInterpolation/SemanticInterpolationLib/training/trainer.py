@@ -72,8 +72,8 @@ from ..volumes.fileio import atomic_output, check_writable_destination
 from ..models.asi import ASIAutoencoder, AutoencoderConfig
 from ..models.normalization import IntensityNormalization
 from ..models.registry import DEFAULT_MODEL_TYPE, get_model_type, model_type_names
-from .data import (Augmentation, GapDataset, TrainingVolume, TripletDataset, TripletSampler, bspline_anchor, is_fine,
-                   pad_to_multiple,
+from .data import (Augmentation, GapDataset, TrainingVolume, TripletDataset, TripletSampler, blur_slices,
+                   bspline_anchor, is_fine, pad_to_multiple,
                    validate_patch_size, validation_triplets)
 from .distributed import DistributedContext, init_distributed, process_device, shutdown, wrap_model
 from .losses import SYNTHESIS_LOSSES, ASILoss, make_synthesis_distance, psnr, ssim
@@ -83,6 +83,8 @@ logger = logging.getLogger("SemanticInterpolation")
 ARCHITECTURES = {"journal": AutoencoderConfig.journal, "spie": AutoencoderConfig.spie}
 BEST_METRICS = {  # name -> True when larger is better
     "val_syn_psnr": True, "val_syn_ssim": True, "val_rec_psnr": True, "val_rec_ssim": True, "val_loss": False,
+    # pair networks with a slice-profile input: the mean of the thin and the thick-slice synthesis PSNR
+    "val_thin_thick_psnr": True,
 }
 TRAINING_STATE_VERSION = 1
 
@@ -575,6 +577,9 @@ class Trainer:
         if c.model_options and self.procedure is None and self.hook is None:
             raise InputError(f"model options {sorted(c.model_options)} do not apply to model type {self.model_type.name!r}")
         self.pair_model = self.model_type.name != "asi" and self.hook is None
+        if c.best_metric == "val_thin_thick_psnr" and (not self.pair_model or self.procedure is not None):
+            raise InputError(f"best metric val_thin_thick_psnr scores pair networks (pair-unet, profile-routed); model "
+                             f"type {self.model_type.name!r} has no thick-slice score: use val_syn_psnr")
         if self.hook is not None:
             self.architecture, self.normalization = self.hook.architecture(self, start)
         elif self.pair_model:
@@ -783,49 +788,80 @@ class Trainer:
         ``s = max(triplet_stride, 2)`` on fine volumes (a gap of 4 or more, as K = 4 fills) and 1 on
         anisotropic stacks, beside linear and B-spline on the same slices; whole slices, edge-padded.
         A network with a slice-profile input is told the thin slices of a fine volume (thickness / gap
-        ``1 / (2 s)``, as the engine tells it for a known thin-slice scan); an anisotropic stack's is not known."""
+        ``1 / (2 s)``, as the engine tells it for a known thin-slice scan); an anisotropic stack's is not known.
+
+        A slice-profile network is also scored on *thick* slices of each fine volume (``val_thick_*``): the
+        neighbours (and the anchor's lattice) come from a copy blurred through-plane with FWHM = the gap ``2 s``
+        (contiguous thick slices, as ``evaluate --thick-slices`` simulates), told thickness / gap 1, the sharp
+        middle slice the truth. ``val_thin_thick_psnr`` is the mean of the thin and thick synthesis PSNR (the
+        thin one alone when there is no thick score): a selection metric that sees both regimes, which a
+        ``profile-routed`` model answers with different networks."""
         was_training = model.training
         model.eval()
         c = self.config
-        sums: dict[str, list[torch.Tensor]] = {k: [] for k in ("syn_psnr", "syn_ssim", "lin_psnr", "lin_ssim",
-                                                               "bspline_psnr", "bspline_ssim", "loss")}
+        takes_profile = bool(getattr(self.architecture, "thickness_input", False))
+        regimes = ("thin", "thick") if takes_profile else ("thin",)
+        sums: dict[str, dict[str, list[torch.Tensor]]] = {
+            regime: {k: [] for k in ("syn_psnr", "syn_ssim", "lin_psnr", "lin_ssim", "bspline_psnr", "bspline_ssim",
+                                     "loss")} for regime in regimes}
         chunk = max(1, c.batch_size)
         for volume in self.validation_volumes:
             fine = is_fine(volume)
             s = max(c.triplet_stride, 2) if fine and volume.n_slices > 4 * max(c.triplet_stride, 2) else 1
             middles = validation_triplets(volume, triplet_stride=s, max_triplets=c.validation_triplets)
-            told = ({"thickness": 1.0 / (2 * s)} if fine and getattr(self.architecture, "thickness_input", False)
-                    else {})
-            h, w = volume.slice_shape
-            for i in range(0, len(middles), chunk):
-                mids = middles[i:i + chunk]
-                b = len(mids)
-                stack = pad_to_multiple(volume.slices[[m - s for m in mids] + [m + s for m in mids] + mids],
-                                        self.architecture.size_multiple)
-                x = torch.from_numpy(np.ascontiguousarray(stack)).unsqueeze(1).to(self.device)
-                spline = np.stack([bspline_anchor(volume.slices, m, s) for m in mids])
-                anchor = None
-                if getattr(self.architecture, "anchor_input", False):
-                    anchor = torch.from_numpy(pad_to_multiple(spline, self.architecture.size_multiple)).unsqueeze(1)
-                    anchor = anchor.to(self.device)
-                with torch.autocast(self.device.type, dtype=self.compute_dtype,
-                                    enabled=self.compute_dtype != torch.float32):
-                    out = model.synthesize(x[:b], x[b:2 * b], 0.5, anchor, **told).float()
-                x = x.float()[..., :h, :w]
-                syn_mid, real_mid = out[..., :h, :w], x[2 * b:]
-                spline = torch.from_numpy(spline).unsqueeze(1).to(x.device)
-                linear = 0.5 * (x[:b] + x[b:2 * b])
-                for name, values in (("syn", syn_mid), ("lin", linear), ("bspline", spline)):
-                    sums[f"{name}_psnr"].append(psnr(values, real_mid, reduction="none"))
-                    sums[f"{name}_ssim"].append(ssim(values, real_mid, reduction="none"))
-                sums["loss"].append(self.loss_fn(syn_mid, real_mid).detach().float().reshape(1).expand(b).cpu())
+            for regime in regimes:
+                if regime == "thick" and not fine:
+                    continue  # an anisotropic stack is already what it is
+                told = {"thickness": 1.0 / (2 * s)} if fine and takes_profile else {}
+                inputs = volume.slices
+                if regime == "thick":
+                    told, inputs = {"thickness": 1.0}, blur_slices(volume.slices, 2 * s)
+                self._validate_pair_slices(model, volume, inputs, middles, s, told, chunk, sums[regime])
         if was_training:
             model.train()
-        mean = {k: float(torch.cat([t.cpu() for t in v]).mean()) for k, v in sums.items()}
-        return {"val_loss": mean["loss"], "val_rec_psnr": None, "val_rec_ssim": None,
-                "val_syn_psnr": mean["syn_psnr"], "val_syn_ssim": mean["syn_ssim"],
-                "val_linear_psnr": mean["lin_psnr"], "val_linear_ssim": mean["lin_ssim"],
-                "val_bspline_psnr": mean["bspline_psnr"], "val_bspline_ssim": mean["bspline_ssim"]}
+        mean = {regime: {k: float(torch.cat([t.cpu() for t in v]).mean()) if v else None for k, v in values.items()}
+                for regime, values in sums.items()}
+        thin = mean["thin"]
+        record = {"val_loss": thin["loss"], "val_rec_psnr": None, "val_rec_ssim": None,
+                  "val_syn_psnr": thin["syn_psnr"], "val_syn_ssim": thin["syn_ssim"],
+                  "val_linear_psnr": thin["lin_psnr"], "val_linear_ssim": thin["lin_ssim"],
+                  "val_bspline_psnr": thin["bspline_psnr"], "val_bspline_ssim": thin["bspline_ssim"]}
+        thick = mean.get("thick") or {}
+        if thick.get("syn_psnr") is not None:
+            record.update({"val_thick_syn_psnr": thick["syn_psnr"], "val_thick_syn_ssim": thick["syn_ssim"],
+                           "val_thick_bspline_psnr": thick["bspline_psnr"],
+                           "val_thick_bspline_ssim": thick["bspline_ssim"]})
+        record["val_thin_thick_psnr"] = (0.5 * (thin["syn_psnr"] + thick["syn_psnr"])
+                                         if thick.get("syn_psnr") is not None else thin["syn_psnr"])
+        return record
+
+    def _validate_pair_slices(self, model: torch.nn.Module, volume, inputs: np.ndarray, middles: list[int], s: int,
+                              told: dict, chunk: int, sums: dict[str, list[torch.Tensor]]) -> None:
+        """One regime of :meth:`_validate_pair`: neighbours ``middles -/+ s`` (and the B-spline anchor) from
+        ``inputs`` ``[n, H, W]``, the truth from ``volume.slices``; scores appended to ``sums``."""
+        h, w = volume.slice_shape
+        for i in range(0, len(middles), chunk):
+            mids = middles[i:i + chunk]
+            b = len(mids)
+            stack = pad_to_multiple(np.concatenate([inputs[[m - s for m in mids] + [m + s for m in mids]],
+                                                    volume.slices[mids]]), self.architecture.size_multiple)
+            x = torch.from_numpy(np.ascontiguousarray(stack)).unsqueeze(1).to(self.device)
+            spline = np.stack([bspline_anchor(inputs, m, s) for m in mids])
+            anchor = None
+            if getattr(self.architecture, "anchor_input", False):
+                anchor = torch.from_numpy(pad_to_multiple(spline, self.architecture.size_multiple)).unsqueeze(1)
+                anchor = anchor.to(self.device)
+            with torch.autocast(self.device.type, dtype=self.compute_dtype,
+                                enabled=self.compute_dtype != torch.float32):
+                out = model.synthesize(x[:b], x[b:2 * b], 0.5, anchor, **told).float()
+            x = x.float()[..., :h, :w]
+            syn_mid, real_mid = out[..., :h, :w], x[2 * b:]
+            spline = torch.from_numpy(spline).unsqueeze(1).to(x.device)
+            linear = 0.5 * (x[:b] + x[b:2 * b])
+            for name, values in (("syn", syn_mid), ("lin", linear), ("bspline", spline)):
+                sums[f"{name}_psnr"].append(psnr(values, real_mid, reduction="none"))
+                sums[f"{name}_ssim"].append(ssim(values, real_mid, reduction="none"))
+            sums["loss"].append(self.loss_fn(syn_mid, real_mid).detach().float().reshape(1).expand(b).cpu())
 
     # ------------------------------------------------------------------ training
     def run(self, progress: ProgressCallback | None = None,
