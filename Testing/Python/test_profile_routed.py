@@ -154,3 +154,14 @@ def test_adaptation_fine_tunes_the_network_that_will_upsample_the_scan(members):
         assert all(torch.equal(state[k], before[k]) for k in state if k.startswith(kept + "."))
         engine.restore()
         assert all(torch.equal(engine.model.state_dict()[k], v) for k, v in before.items())
+
+
+def test_the_thin_and_thick_selection_metric_is_refused_for_networks_without_a_thick_score(tmp_path):
+    from SemanticInterpolationLib import InputError
+
+    config = TrainingConfig([str(T1_2MM)], output=tmp_path / "asi.pt", model_type="asi", epochs=1, steps_per_epoch=1,
+                            batch_size=2, patch_size=24, device="cpu", best_metric="val_thin_thick_psnr",
+                            validation_volumes=[str(T1_2MM)])
+    with pytest.raises(InputError, match="val_thin_thick_psnr scores pair networks") as info:
+        Trainer(config).run()
+    assert "\n" not in str(info.value) and not (tmp_path / "asi.pt").exists()
