@@ -211,6 +211,10 @@ def main() -> int:
     parser.add_argument("--thickness-input", action="store_true",
                         help="pair-unet: the network is also told the slice profile (thickness / gap) when known; "
                              "with --init of a pair-unet without it, the init is widened (zero weights)")
+    parser.add_argument("--best-metric", default=RECIPE["best_metric"],
+                        choices=("val_syn_psnr", "val_thin_thick_psnr", "val_thick_syn_psnr"),
+                        help="validation score that picks the best epoch (default %(default)s; a thick-slice network: "
+                             "val_thick_syn_psnr)")
     parser.add_argument("--export", type=Path, help="only export the best epoch of --run to this file")
     parser.add_argument("--synthesis", choices=("plain", "residual", "residual-bspline"), default="residual",
                         help="inference mode recorded in the exported checkpoint")
@@ -235,7 +239,7 @@ def main() -> int:
     print(f"{len(volumes)} training views, {sum(v.n_slices for v in volumes)} slices")
     deadline = time.monotonic() + args.minutes * 60
     recipe = dict(RECIPE, learning_rate=args.learning_rate, synthesis_loss=args.loss, patch_size=args.patch_size,
-                  batch_size=args.batch_size)
+                  batch_size=args.batch_size, best_metric=args.best_metric)
     if args.model_type != "asi":
         recipe.update(model_type=args.model_type, max_gap=args.max_gap, lam=RECIPE["lam"])
         args.synthesis_target = "decoded"
@@ -254,6 +258,8 @@ def main() -> int:
                   f"{r.get('val_bspline_psnr', float('nan')):.2f}), SSIM {r.get('val_syn_ssim', float('nan')):.4f} "
                   f"(linear {r.get('val_linear_ssim', float('nan')):.4f}, B-spline "
                   f"{r.get('val_bspline_ssim', float('nan')):.4f}), rec PSNR {r.get('val_rec_psnr') or float('nan'):.2f}, "
+                  f"thick syn PSNR {r.get('val_thick_syn_psnr') or float('nan'):.2f} (B-spline "
+                  f"{r.get('val_thick_bspline_psnr') or float('nan'):.2f}), "
                   f"{r.get('epoch_seconds', 0):.0f} s",
                   flush=True)
 

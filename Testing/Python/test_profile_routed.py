@@ -165,3 +165,21 @@ def test_the_thin_and_thick_selection_metric_is_refused_for_networks_without_a_t
     with pytest.raises(InputError, match="val_thin_thick_psnr scores pair networks") as info:
         Trainer(config).run()
     assert "\n" not in str(info.value) and not (tmp_path / "asi.pt").exists()
+
+
+def test_the_thick_selection_metric_needs_a_slice_profile_network(tmp_path):
+    from SemanticInterpolationLib import InputError
+
+    untold = save_checkpoint(tmp_path / "untold.pt", PairUNet(PairUNetConfig(widths=(4, 8))), normalization=NORM)
+    config = TrainingConfig([str(T1_2MM)], output=tmp_path / "run.pt", init=str(untold), epochs=1, steps_per_epoch=1,
+                            batch_size=2, patch_size=24, device="cpu", best_metric="val_thick_syn_psnr",
+                            validation_volumes=[str(T1_2MM)])
+    with pytest.raises(InputError, match="val_thick_syn_psnr scores pair networks with a slice-profile input"):
+        Trainer(config).run()
+    told = save_checkpoint(tmp_path / "told.pt", _profile_net((4, 8), 3), normalization=NORM)
+    config = TrainingConfig([str(T1_2MM)], output=tmp_path / "run.pt", init=str(told), epochs=2, steps_per_epoch=1,
+                            batch_size=2, patch_size=24, device="cpu", best_metric="val_thick_syn_psnr",
+                            validation_volumes=[str(T1_2MM)], validation_triplets=3, thick_slice_probability=1.0)
+    result = Trainer(config).run()
+    best = max(result.history, key=lambda r: r["val_thick_syn_psnr"])
+    assert result.history[-1]["best_epoch"] == best["epoch"]  # chosen on the thick score

@@ -83,8 +83,9 @@ logger = logging.getLogger("SemanticInterpolation")
 ARCHITECTURES = {"journal": AutoencoderConfig.journal, "spie": AutoencoderConfig.spie}
 BEST_METRICS = {  # name -> True when larger is better
     "val_syn_psnr": True, "val_syn_ssim": True, "val_rec_psnr": True, "val_rec_ssim": True, "val_loss": False,
-    # pair networks with a slice-profile input: the mean of the thin and the thick-slice synthesis PSNR
-    "val_thin_thick_psnr": True,
+    # pair networks with a slice-profile input: the mean of the thin and the thick-slice synthesis PSNR, and the
+    # thick one alone (a network meant for thick slices, such as a profile-routed model's thick network)
+    "val_thin_thick_psnr": True, "val_thick_syn_psnr": True,
 }
 TRAINING_STATE_VERSION = 1
 
@@ -602,6 +603,10 @@ class Trainer:
         else:
             self.architecture = ARCHITECTURES[str(c.architecture or "journal").lower()]()
             self.normalization = IntensityNormalization()
+        if c.best_metric == "val_thick_syn_psnr" and not (self.pair_model and self.procedure is None and getattr(
+                self.architecture, "thickness_input", False)):
+            raise InputError(f"best metric val_thick_syn_psnr scores pair networks with a slice-profile input on thick "
+                             f"slices; this {self.model_type.name} network has none: use val_syn_psnr")
         self.start_checkpoint = start
         self.synthesis_target = "decoded" if self.pair_model or self.hook is not None else resolve_synthesis_target(c.synthesis_target, start)
 
