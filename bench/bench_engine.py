@@ -67,13 +67,16 @@ def make_volume(n_slices: int, size: int = 256) -> np.ndarray:
     return np.stack([base * (1 + 0.05 * k) + rng.normal(0, 20, base.shape) for k in range(n_slices)]).astype(np.int16)
 
 
-def time_engine(engine: ASIEngine, volume: np.ndarray, factor: int, repeats: int) -> float:
-    engine.upsample(volume[:3], factor)  # warm-up (allocator, kernels, autotuning)
+def time_engine(engine: ASIEngine, volume: np.ndarray, factor: int, repeats: int,
+                slice_thickness_ratio: float | None = None) -> float:
+    """Median seconds of ``engine.upsample(volume, factor)`` over ``repeats`` runs after a warm-up;
+    ``slice_thickness_ratio``: the profile told to the network (None: not told)."""
+    engine.upsample(volume[:3], factor, slice_thickness_ratio=slice_thickness_ratio)  # warm-up (allocator, kernels)
     times = []
     for _ in range(repeats):
         synchronize(engine.device)
         t0 = time.perf_counter()
-        engine.upsample(volume, factor)
+        engine.upsample(volume, factor, slice_thickness_ratio=slice_thickness_ratio)
         synchronize(engine.device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
@@ -158,7 +161,8 @@ def main() -> None:
     for name in model_type_names():
         net = get_model_type(name).build().eval()
         counts = net.flops_per_pixel()
-        per_new = counts.get("synthesize", counts.get("decode", 0))
+        # a profile-routed model not told its profile runs its thin-slice network
+        per_new = counts.get("synthesize_main", counts.get("synthesize", counts.get("decode", 0)))
         # per synthesized slice, the encoding of the acquired slices shared among the new ones
         gflop_per_slice = (args.slices * counts["encode"] + synthesized * per_new) * size * size / synthesized / 1e9
         type_engine = ASIEngine(net, device)
@@ -168,6 +172,12 @@ def main() -> None:
               f"{synthesized / seconds:7.1f} synthesized slices/s, {gflop_per_slice * synthesized / seconds:6.0f} "
               f"GFLOP/s ({gflop_per_slice * synthesized / seconds / peak_fp32 * 100:5.1f}% of fp32 peak), "
               f"{seconds / type_seconds[model_type_names()[0]]:4.2f}x the time of {model_type_names()[0]}")
+        if name == "profile-routed":  # the same model told thick slices: its thick network answers
+            counts_thick = counts["synthesize_thick"] * size * size / 1e9
+            seconds = time_engine(type_engine, volume, 4, args.repeats, slice_thickness_ratio=1.0)
+            print(f"{'  told thick':10s}: {counts_thick:6.2f} GFLOP per synthesized 256x256 slice, {seconds:7.3f} s, "
+                  f"{synthesized / seconds:7.1f} synthesized slices/s, {seconds / type_seconds[name]:4.2f}x the time "
+                  f"of the same model not told (its thin-slice network)")
     if args.model_types_only:
         return
 

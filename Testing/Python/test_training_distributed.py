@@ -60,3 +60,32 @@ def test_two_process_gloo_run_matches_single_process(tmp_path):
     assert ddp_epochs[-1]["train_loss"] < ddp_epochs[0]["train_loss"]
     assert single.history[-1]["train_loss"] < single.history[0]["train_loss"]
     assert abs(ddp_epochs[-1]["val_syn_psnr"] - single.history[-1]["val_syn_psnr"]) < 3.0
+
+
+def test_two_process_run_of_a_profile_routed_model_whose_batches_leave_one_network_unused(tmp_path):
+    """Without thick samples the thick network gets no gradient; distributed training must allow that."""
+    import torch
+
+    from SemanticInterpolationLib import save_checkpoint
+    from SemanticInterpolationLib.models.normalization import IntensityNormalization
+    from SemanticInterpolationLib.models.pair_unet import PairUNet, PairUNetConfig
+    from SemanticInterpolationLib.models.profile_routed import ProfileRoutedPairUNet
+
+    torch.manual_seed(0)
+    members = [PairUNet(PairUNetConfig(widths=w, anchor_input=True, thickness_input=True)) for w in ((4, 8), (6, 12))]
+    routed = ProfileRoutedPairUNet.from_networks(*members)
+    init = save_checkpoint(tmp_path / "routed.pt", routed, normalization=IntensityNormalization(clip=False))
+    output = tmp_path / "run" / "ddp.pt"
+    output.parent.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "SemanticInterpolationLib.cli.train", str(T1_2MM), "--output", str(output), "--init", str(init),
+               "--batch-size", "2", "--epochs", "1", "--steps-per-epoch", "3", "--patch-size", "24",
+               "--thick-slice-probability", "0", "--device", "cpu", "--seed", "1"]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    trained = load_checkpoint(output)
+    assert trained.model_type == "profile-routed" and trained.training["world_size"] == 2
+    state = trained.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in routed.state_dict().items() if k.startswith("thick."))
+    assert any(not torch.equal(state[k], v) for k, v in routed.state_dict().items() if k.startswith("main."))

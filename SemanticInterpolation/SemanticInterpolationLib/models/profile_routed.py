@@ -116,6 +116,8 @@ class ProfileRoutedPairUNet(nn.Module):
     synthesis_modes = ("plain",)
     #: the state of a slice is the slice (test-time views as for a pair U-Net)
     supports_test_time_augmentation = True
+    #: a batch of one kind of sample runs one network only (distributed training then looks for unused weights)
+    may_leave_parameters_unused = True
 
     def __init__(self, config: ProfileRoutedConfig | None = None) -> None:
         super().__init__()

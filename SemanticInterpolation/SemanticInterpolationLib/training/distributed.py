@@ -107,14 +107,19 @@ def process_device(device: torch.device, context: DistributedContext) -> torch.d
 
 
 def wrap_model(module: torch.nn.Module, context: DistributedContext, device: torch.device) -> torch.nn.Module:
-    """``module`` in DistributedDataParallel when several processes train, else unchanged."""
+    """``module`` in DistributedDataParallel when several processes train, else unchanged. A network that runs
+    only some of its parameters for a batch (``may_leave_parameters_unused``: a profile-routed model whose batch
+    holds one kind of sample) is wrapped with ``find_unused_parameters``."""
     if not context.enabled:
         return module
     from torch.nn.parallel import DistributedDataParallel
 
+    # the module may be a training step around the network (its submodules are searched)
+    unused = any(getattr(m, "may_leave_parameters_unused", False) for m in module.modules())
     if device.type == "cuda":
-        return DistributedDataParallel(module, device_ids=[device.index], output_device=device.index)
-    return DistributedDataParallel(module)
+        return DistributedDataParallel(module, device_ids=[device.index], output_device=device.index,
+                                       find_unused_parameters=unused)
+    return DistributedDataParallel(module, find_unused_parameters=unused)
 
 
 def shutdown(context: DistributedContext) -> None:
