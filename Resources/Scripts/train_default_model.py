@@ -29,16 +29,20 @@ thread:
         --export Resources/Models/pair-unet-profile-v2.pt --synthesis plain --tta pair-flip   # the 2nd default
     # 5. the thick-slice network: 32/64/128 with the anchor input from scratch (an untrained
     #    PairUNet(PairUNetConfig(widths=(32, 64, 128), anchor_input=True)) saved as WIDE.init.pt), 7,500 steps,
-    #    then widened with the slice-profile input, 7,500 more steps (best epoch 25 of 27)
+    #    then widened with the slice-profile input, 7,500 more steps (best epoch 25 of 27),
     python Resources/Scripts/train_default_model.py --model-type pair-unet --run $T/pair-wide-anchor.pt \
         --init WIDE.init.pt --loss l1 --learning-rate 3e-4 --patch-size 44 --batch-size 16 --noise-std 0.06 \
         --thick-slice-probability 0.5 --minutes 120
     python Resources/Scripts/train_default_model.py --model-type pair-unet --run $T/pair-wide-profile.pt \
         --init $T/pair-wide-anchor.best.pt --thickness-input --loss l1 --learning-rate 2e-4 --patch-size 44 \
         --batch-size 16 --noise-std 0.06 --thick-slice-probability 0.5 --minutes 120
+    #    then on thick samples only, 4,500 steps (best epoch 10 by the thick-slice validation score)
+    python Resources/Scripts/train_default_model.py --model-type pair-unet --run $T/wide-thick.pt \
+        --init $T/pair-wide-profile.best.pt --thickness-input --loss l1 --learning-rate 1e-4 --patch-size 44 \
+        --batch-size 16 --noise-std 0.06 --thick-slice-probability 1 --best-metric val_thick_syn_psnr --minutes 16
     # 6. join: stage 4 for thin slices and an unknown profile, stage 5 from thickness / gap 0.75
     python Resources/Scripts/route_profile_networks.py Resources/Models/default-model.pt \
-        Resources/Models/pair-unet-profile-v2.pt $T/pair-wide-profile.best.pt --tta pair-flip
+        Resources/Models/pair-unet-profile-v2.pt $T/wide-thick.best.pt --tta pair-flip
 
 The previous default, the journal ASI autoencoder (Resources/Models/asi-journal.pt), was made with:
     python Resources/Scripts/train_default_model.py --minutes 70  # trains; run again to continue
