@@ -149,7 +149,7 @@ def test_adaptation_fine_tunes_the_network_that_will_upsample_the_scan(members):
         report = adapt_engine(engine, volume, seconds=600, max_steps=4, learning_rate=1e-2, check_every=1,
                               min_gain_db=-100.0, thickness_ratio=ratio)  # keep whatever it learned
         state = engine.model.state_dict()
-        assert report.accepted
+        assert report.accepted and report.settings["network"] == getattr(routed, adapted).config.name
         assert any(not torch.equal(state[k], before[k]) for k in state if k.startswith(adapted + "."))
         assert all(torch.equal(state[k], before[k]) for k in state if k.startswith(kept + "."))
         engine.restore()

@@ -215,8 +215,9 @@ def adapt_engine(
     started = time.perf_counter()
     deadline = started + float(seconds)
     steps = 0
-    logger.info("adapting %s model to the scan: %d training triplets, held-out slices %s, patch %d, batch %d, "
-                "lr %g, budget %g s%s, seed %d, %s", engine.model_type, len(targets), held, patch, batch_size,
+    logger.info("adapting %s model (network %s) to the scan: %d training triplets, held-out slices %s, patch %d, "
+                "batch %d, lr %g, budget %g s%s, seed %d, %s", engine.model_type,
+                getattr(getattr(model, "config", None), "name", "?"), len(targets), held, patch, batch_size,
                 learning_rate, seconds, f" / {max_steps} steps" if max_steps else "", seed, engine.describe())
     best_state, best_psnr, best_ssim, best_step = None, before_psnr, before_ssim, 0
 
@@ -295,6 +296,7 @@ def adapt_engine(
                   "batch_size": batch_size, "patch_size": patch, "holdout_every": holdout_every,
                   "min_gain_db": min_gain_db, "layers": layers, "check_every": check_every,
                   "kept_step": best_step if accepted else None, "device": str(device),
-                  "thickness_ratio": thickness_ratio, "factor": factor})
+                  "thickness_ratio": thickness_ratio, "factor": factor,
+                  "network": getattr(getattr(model, "config", None), "name", None)})
     logger.info("%s", report.summary())
     return report
