@@ -81,8 +81,9 @@ synthesizes the missing slices by decoding convex combinations of the latent cod
 Select a scalar volume, the factor K and a model checkpoint, then click Upsample: a new volume with K times
 thinner slices appears in the same place in space (same origin, directions and parent transform).
 For a volume sequence (e.g. cardiac cine) all frames can be upsampled at once.
-With a pair-unet checkpoint, Advanced > Adapt to this scan first fine-tunes a copy of the model on the scan's own
-slices for a time budget and keeps it only when it predicts held-out acquired slices better (the result says so).
+With a pair-unet or profile-routed checkpoint (the default), Advanced > Adapt to this scan first fine-tunes
+a copy of the model on the scan's own slices for a time budget and keeps it only when it predicts held-out
+acquired slices better (the result says so).
 Train: fine-tune the model (or train one from scratch) on your own anisotropic scans, in a background process,
 with a live loss and validation chart; the new checkpoint is then selected for upsampling.
 Evaluate: remove slices from a fine-slice volume, upsample back with ASI and conventional interpolation, and

@@ -1,4 +1,4 @@
-"""Two pair U-Nets chosen by the slice profile (model type ``"profile-routed"``): one for thick slices, one for the rest.
+"""Two pair U-Nets chosen by the slice profile (model type ``"profile-routed"``): thick slices, and the rest.
 
 Thin slices far apart and contiguous thick slices ask different things of a network: the first must
 not sharpen, the second must undo a through-plane blur. A slice-profile network (``thickness_input``)
@@ -18,8 +18,8 @@ network's own sensitivity to the told profile does not enter it.
 Training goes through the pair U-Net's path (``train --model-type profile-routed`` or ``--init`` a routed
 checkpoint): each sample is answered, and its loss back-propagated, by the network its told profile routes
 it to, so the thick network learns from the thick samples and the main one from the rest. Two trained pair
-U-Nets are joined with ``Resources/Scripts/route_profile_networks.py MAIN THICK OUTPUT``. Tensors are ``[batch, channel, height,
-width]``, intensities in [0, 1], as for :class:`.pair_unet.PairUNet`.
+U-Nets are joined with ``Resources/Scripts/route_profile_networks.py OUTPUT MAIN THICK``. Tensors are
+``[batch, channel, height, width]``, intensities in [0, 1], as for :class:`.pair_unet.PairUNet`.
 """
 
 from __future__ import annotations
@@ -133,7 +133,8 @@ class ProfileRoutedPairUNet(nn.Module):
         for role, network in (("main", main), ("thick", thick)):
             if not isinstance(network, PairUNet):
                 raise ValueError(f"the {role} network must be a pair-unet model, got {type(network).__name__}")
-        routed = cls(ProfileRoutedConfig(main=main.config, thick=thick.config, thick_from_ratio=float(thick_from_ratio)))
+        config = ProfileRoutedConfig(main=main.config, thick=thick.config, thick_from_ratio=float(thick_from_ratio))
+        routed = cls(config)
         routed.main.load_state_dict(main.state_dict())
         routed.thick.load_state_dict(thick.state_dict())
         return routed

@@ -434,7 +434,7 @@ class SemanticInterpolationLogic:
     The model is loaded once and kept (for the same checkpoint, device and batch size), so
     repeated calls and all frames of a sequence share it. Inputs are never modified.
 
-    With ``adapt=SECONDS`` (pair-unet checkpoints) the model is first adapted to each volume (see the
+    With ``adapt=SECONDS`` (pair-unet and profile-routed checkpoints) the model is first adapted to each volume (see the
     module docstring); the reports of the latest run are :attr:`lastAdaptation` (the last frame's,
     or None) and :attr:`lastAdaptations` (one per frame)::
 
@@ -497,7 +497,7 @@ class SemanticInterpolationLogic:
             paper: the decoded latent mix), "residual" or "residual-bspline" (a learned correction added
             to linear or cubic B-spline interpolation); None or "auto" = the mode the checkpoint
             recommends (the bundled model: residual-bspline).
-        :param adapt: seconds (> 0) to adapt the model to this volume first (pair-unet checkpoints; the
+        :param adapt: seconds (> 0) to adapt the model to this volume first (pair-unet and profile-routed checkpoints; the
             adapted weights are used only when they predict held-out acquired slices better); None = no
             adaptation. The report is :attr:`lastAdaptation` (also logged); the checkpoint and the cached
             model are not changed.
