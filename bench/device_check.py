@@ -365,6 +365,10 @@ def training_section(args, device, report: Report) -> None:
             skipped(report, "training", name, "its own training procedure (critics); the bare-loop comparison "
                     "covers the Trainer's own step")
             continue
+        if SIMPLEITK_MISSING and getattr(get_model_type(name).config_class(), "anchor_input", False):
+            skipped(report, "training", name, "its B-spline anchor input (training samples) needs SimpleITK, which "
+                    "is not installed here")
+            continue
         patch = args.train_patch
 
         def run(name=name, patch=patch):

@@ -32,7 +32,7 @@ def test_smoke_run_without_simpleitk_measures_every_section(tmp_path):
 
     synthesis = [r for r in sections["synthesis"] if "slices_per_second" in r]
     networks = {r["network"] for r in synthesis}
-    assert len(networks) == 2 and any(n.startswith("default (pair-unet") for n in networks)
+    assert len(networks) == 2 and any(n.startswith("default (profile-routed") for n in networks)
     assert {(r["dtype"], r["layout"]) for r in synthesis} == {(d, l) for d in ("fp32", "bf16")
                                                               for l in ("contiguous", "channels_last")}
     assert all(r["slices_per_second"] > 0 and r["gflop_per_slice"] > 0 and r["tflops"] > 0 for r in synthesis)
