@@ -677,7 +677,7 @@ def test_adapt_reports_keeps_acquired_slices_and_leaves_engine_and_checkpoint_un
 
 
 ADAPT_BAD_INPUTS = {
-    "asi checkpoint": (dict(adapt=60), (6, 20, 16), "asi", "available for pair-unet models"),
+    "asi checkpoint": (dict(adapt=60), (6, 20, 16), "asi", "available for pair-unet, profile-routed models"),
     "three slices": (dict(adapt=60), (3, 20, 16), "pair", "at least 4 acquired slices"),
     "small slices": (dict(adapt=60), (6, 12, 12), "pair", "at least 16 x 16"),
     "zero seconds": (dict(adapt=0), (6, 20, 16), "pair", "number of seconds above 0"),
@@ -707,7 +707,7 @@ def test_adapt_sequence_with_a_short_frame_fails_before_any_node(scene, pairChec
     before = nodeCount(scene)
     with pytest.raises(InputError, match="frame 1 .*at least 4 acquired slices"):
         SemanticInterpolationLogic().upsampleSequence(sequence, 2, checkpoint=pairCheckpointPath, device="cpu", adapt=60)
-    with pytest.raises(InputError, match="available for pair-unet models"):
+    with pytest.raises(InputError, match="available for pair-unet, profile-routed models"):
         SemanticInterpolationLogic().upsampleSequence(sequence, 2, checkpoint=checkpointPath, device="cpu", adapt=60)
     assert nodeCount(scene) == before
 

@@ -744,7 +744,7 @@ class SemanticInterpolationLogic:
             raise InputError(
                 f"adaptation to the scan is available for {', '.join(ADAPTABLE_TYPES)} models; the checkpoint "
                 f"{info.path or 'in memory'} is a {info.modelType} model ({info.label()}). Upsample without "
-                f"adaptation, or choose a {ADAPTABLE_TYPES[0]} checkpoint")
+                "adaptation, or choose a pair-unet or profile-routed checkpoint (the bundled default)")
         return float(adapt), None if adaptSteps is None else int(adaptSteps), int(adaptSeed)
 
     @staticmethod

@@ -92,7 +92,8 @@ def check_adaptable(engine: ASIEngine, volume: np.ndarray, axis: int, patch_size
     """Raise :class:`InputError` before any work when ``volume`` cannot be adapted to; returns the patch size used."""
     if engine.model_type not in ADAPTABLE_TYPES:
         raise InputError(f"adaptation is available for {', '.join(ADAPTABLE_TYPES)} models; this checkpoint is a "
-                         f"{engine.model_type} model. Upsample without --adapt, or use a {ADAPTABLE_TYPES[0]} checkpoint")
+                         f"{engine.model_type} model. Upsample without --adapt, or use a pair-unet or profile-routed "
+                         "checkpoint (the default)")
     axis = validate_volume(volume, axis)
     n = volume.shape[axis]
     if n < 4:
