@@ -35,7 +35,8 @@ def validate_tta(mode: str, model: torch.nn.Module) -> str:
     if mode != "none" and not getattr(model, "supports_test_time_augmentation", False):
         from ..models.registry import model_type_of
 
-        raise InputError(f"test-time augmentation {mode!r} applies to networks whose state is the slice (pair-unet); "
+        raise InputError(f"test-time augmentation {mode!r} applies to networks whose state is the slice (pair-unet, "
+                         "profile-routed); "
                          f"this is a {model_type_of(model).name} model: use --tta none (or auto)")
     return mode
 

@@ -707,8 +707,9 @@ class SemanticInterpolationLogic:
             from ..models.registry import get_model_type
 
             if not getattr(get_model_type(info.modelType).model_class, "supports_test_time_augmentation", False):
-                raise InputError(f"test-time augmentation {mode!r} applies to pair-unet models; the checkpoint "
-                                 f"{info.path or 'in memory'} is a {info.modelType} model: choose auto or none")
+                raise InputError(f"test-time augmentation {mode!r} applies to pair-unet and profile-routed models; "
+                                 f"the checkpoint {info.path or 'in memory'} is a {info.modelType} model: choose auto "
+                                 "or none")
         return mode
 
     @staticmethod
