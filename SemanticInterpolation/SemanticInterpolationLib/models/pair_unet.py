@@ -110,14 +110,33 @@ class _DoubleConv(nn.Sequential):
                          _conv(out_channels, out_channels), nn.LeakyReLU(slope))
 
 
-class PairUNet(nn.Module):
+class SliceStateNetwork(nn.Module):
+    """The engine interface of networks whose per-slice state is the slice itself (``pair-unet``,
+    ``profile-routed``): :meth:`encode` and :meth:`reconstruct` are the identity, :meth:`synthesize` is
+    ``forward(first, second, alpha, anchor, thickness)``."""
+
+    #: engine synthesis modes: the output already contains its linear anchor
+    synthesis_modes = ("plain",)
+    #: the per-slice state is the slice, so the engine may swap the pair and mirror it (test-time augmentation)
+    supports_test_time_augmentation = True
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-slice state the engine keeps: the slice itself."""
+        return x
+
+    def reconstruct(self, state: torch.Tensor) -> torch.Tensor:
+        """An acquired slice from its state: the slice itself (these networks never alter acquired slices)."""
+        return state
+
+    def synthesize(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor | float,
+                   anchor: torch.Tensor | None = None, thickness: torch.Tensor | float | None = None) -> torch.Tensor:
+        """The slice at ``alpha`` between two states (= ``forward``)."""
+        return self.forward(first, second, alpha, anchor, thickness)
+
+
+class PairUNet(SliceStateNetwork):
     """``forward(first, second, alpha)``: slices ``[N, 1, H, W]`` in [0, 1] and ``alpha`` ``[N]`` (or a float)
     -> the slice at ``alpha`` between them, ``[N, 1, H, W]`` (not clipped)."""
-
-    #: engine synthesis modes this type supports: its output already contains its linear anchor
-    synthesis_modes = ("plain",)
-    #: its per-slice state is the slice, so the engine may swap the pair and mirror it (test-time augmentation)
-    supports_test_time_augmentation = True
 
     def __init__(self, config: PairUNetConfig | None = None) -> None:
         super().__init__()
@@ -199,20 +218,6 @@ class PairUNet(nn.Module):
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
             x = block(torch.cat([x, skip], dim=1))
         return linear + self.head(x)
-
-    # ---- the engine interface (state of a slice = the slice)
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The per-slice state the engine keeps: the slice itself."""
-        return x
-
-    def reconstruct(self, state: torch.Tensor) -> torch.Tensor:
-        """An acquired slice from its state: the slice itself (this network never alters acquired slices)."""
-        return state
-
-    def synthesize(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor | float,
-                   anchor: torch.Tensor | None = None, thickness: torch.Tensor | float | None = None) -> torch.Tensor:
-        """The slice at ``alpha`` between two states (= :meth:`forward`)."""
-        return self.forward(first, second, alpha, anchor, thickness)
 
     @property
     def takes_thickness(self) -> bool:

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
 from ..errors import CheckpointError
-from .pair_unet import PairUNet, PairUNetConfig
+from .config_io import config_from_dict
+from .pair_unet import PairUNet, PairUNetConfig, SliceStateNetwork
 
 #: thickness / gap from which the thick network answers (contiguous thick slices are 1; thin slices at K >= 2
 #: are at most 0.5; chosen between the two on the validation volume, see ``Docs/Experiments.md``, session 7)
@@ -90,32 +90,19 @@ class ProfileRoutedConfig:
         """Inverse of :meth:`to_dict`; a wrong field or numbers that build no network raise :class:`CheckpointError`."""
         if not isinstance(data, dict):
             raise CheckpointError(f"profile-routed configuration must be a mapping, got {type(data).__name__}")
-        unknown = sorted(set(data) - {"main", "thick", "thick_from_ratio", "name"})
-        if unknown:
-            raise CheckpointError(f"profile-routed configuration has unknown fields {unknown}: the checkpoint was "
-                                  "written by a newer or different program; update SemanticInterpolation")
         values = dict(data)
-        for role in ("main", "thick"):
+        for role in ("main", "thick"):  # the networks' own configurations first, then the common rule
             if role not in values:
                 raise CheckpointError(f"profile-routed configuration lacks its {role} network")
             values[role] = PairUNetConfig.from_dict(values[role])
-        try:
-            config = cls(**values)
-            config.validate()
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"invalid profile-routed configuration in checkpoint: {exc}") from exc
-        return config
+        return config_from_dict(cls, values, "profile-routed")
 
 
-class ProfileRoutedPairUNet(nn.Module):
+class ProfileRoutedPairUNet(SliceStateNetwork):
     """``synthesize(first, second, alpha, anchor, thickness)``: the answer of the network the told profile
     routes to (see the module documentation); ``thickness`` = slice thickness / gap, a float, ``[N]`` (NaN =
     not known) or None."""
 
-    #: engine synthesis modes: the networks' outputs already contain their linear anchor
-    synthesis_modes = ("plain",)
-    #: the state of a slice is the slice (test-time views as for a pair U-Net)
-    supports_test_time_augmentation = True
     #: a batch of one kind of sample runs one network only (distributed training then looks for unused weights)
     may_leave_parameters_unused = True
 
@@ -172,18 +159,6 @@ class ProfileRoutedPairUNet(nn.Module):
         mask = to_thick.to(first.device).reshape(-1, 1, 1, 1)  # a batch of both kinds: each slice its own network
         return torch.where(mask, self.thick(first, second, alpha, anchor, thickness),
                            self.main(first, second, alpha, anchor, thickness))
-
-    # ---- the engine interface (state of a slice = the slice)
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-    def reconstruct(self, state: torch.Tensor) -> torch.Tensor:
-        return state
-
-    def synthesize(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor | float,
-                   anchor: torch.Tensor | None = None, thickness: torch.Tensor | float | None = None) -> torch.Tensor:
-        """The slice at ``alpha`` between two states (= :meth:`forward`)."""
-        return self.forward(first, second, alpha, anchor, thickness)
 
     @property
     def takes_thickness(self) -> bool:
