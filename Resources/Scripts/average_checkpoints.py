@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from SemanticInterpolationLib.errors import InputError
-from SemanticInterpolationLib.models.checkpoint import load_checkpoint, save_checkpoint
+from SemanticInterpolationLib.models.checkpoint import inference_metadata, load_checkpoint, save_verified_checkpoint
 from SemanticInterpolationLib.models.registry import model_type_of
 
 
@@ -46,15 +46,10 @@ def average_checkpoints(target: Path, sources: list[Path], synthesis: str = "pla
     first.model.load_state_dict(averaged)
     training = dict(first.training)
     training["averaged_from"] = [str(path) for path in sources]
-    inference = {"synthesis": synthesis, **({"test_time_augmentation": tta} if tta != "none" else {})}
-    save_checkpoint(target, first.model, normalization=first.normalization,
-                    in_plane_spacing_mm=first.in_plane_spacing_mm, training=training,
-                    metadata={"inference": inference})
-    written = load_checkpoint(target)  # verify: it loads and holds the average
-    for name, value in written.model.state_dict().items():
-        if not torch.equal(value, averaged[name]):
-            raise RuntimeError(f"{target}: weight {name} did not read back as written")
-    return target
+    # verified: it loads and holds the average
+    return save_verified_checkpoint(target, first.model, normalization=first.normalization,
+                                    in_plane_spacing_mm=first.in_plane_spacing_mm, training=training,
+                                    metadata={"inference": inference_metadata(synthesis, tta)})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,11 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from SemanticInterpolationLib.engine.test_time_augmentation import TTA_MODES
 from SemanticInterpolationLib.errors import CheckpointError, InputError
-from SemanticInterpolationLib.models.checkpoint import load_checkpoint, save_checkpoint
+from SemanticInterpolationLib.models.checkpoint import inference_metadata, load_checkpoint, save_verified_checkpoint
 from SemanticInterpolationLib.models.profile_routed import DEFAULT_THICK_FROM_RATIO, ProfileRoutedPairUNet
 
 
@@ -55,17 +53,10 @@ def route_profile_networks(target: Path, main: Path, thick: Path, thick_from: fl
     training["routed_from"] = {role: {"path": str(path), "weights_sha256": members[role].metadata.get("weights_sha256"),
                                       "training": members[role].training}
                                for role, path in (("main", main), ("thick", thick))}
-    inference = {"synthesis": "plain", **({"test_time_augmentation": tta} if tta != "none" else {})}
-    expected = routed.state_dict()
-    save_checkpoint(target, routed, normalization=first.normalization, in_plane_spacing_mm=first.in_plane_spacing_mm,
-                    training=training, metadata={"inference": inference})
-    written = load_checkpoint(target)  # verify: it loads, is routed, and holds both networks' weights
-    if written.model_type != "profile-routed":
-        raise RuntimeError(f"{target}: read back as a {written.model_type} model")
-    for name, value in written.model.state_dict().items():
-        if not torch.equal(value, expected[name]):
-            raise RuntimeError(f"{target}: weight {name} did not read back as written")
-    return target
+    # verified: it loads, is routed, and holds both networks' weights
+    return save_verified_checkpoint(target, routed, normalization=first.normalization,
+                                    in_plane_spacing_mm=first.in_plane_spacing_mm, training=training,
+                                    metadata={"inference": inference_metadata("plain", tta)})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,7 +84,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from SemanticInterpolationLib.models.checkpoint import load_checkpoint, save_checkpoint
+from SemanticInterpolationLib.models.checkpoint import inference_metadata, load_checkpoint, save_checkpoint
 from SemanticInterpolationLib.models.registry import model_type_names
 from SemanticInterpolationLib.volumes.imageio import read_image
 from SemanticInterpolationLib.training import TrainingConfig, train
@@ -184,9 +184,7 @@ def export(run: Path, target: Path, synthesis: str, tta: str = "none") -> None:
     training["validation_volumes"] = VALIDATION
     save_checkpoint(target, checkpoint.model, normalization=checkpoint.normalization,
                     in_plane_spacing_mm=checkpoint.in_plane_spacing_mm, training=training,
-                    metadata={"inference": {"synthesis": synthesis, **({"test_time_augmentation": tta} if tta != "none"
-                                                                       else {})},
-                              "exported_from": source.name})
+                    metadata={"inference": inference_metadata(synthesis, tta), "exported_from": source.name})
     print(f"exported {source} -> {target} (synthesis {synthesis}, test-time augmentation {tta})")
 
 

@@ -134,6 +134,27 @@ def save_checkpoint(
     return target
 
 
+def inference_metadata(synthesis: str = "plain", test_time_augmentation: str = "none") -> dict[str, Any]:
+    """``metadata["inference"]`` recommending ``synthesis`` and, unless ``"none"``, the test-time augmentation
+    (the engine's defaults for the checkpoint; see :class:`..engine.synthesis.ASIEngine`)."""
+    return {"synthesis": synthesis,
+            **({"test_time_augmentation": test_time_augmentation} if test_time_augmentation != "none" else {})}
+
+
+def save_verified_checkpoint(path: str | os.PathLike, model: torch.nn.Module, **options: Any) -> Path:
+    """:func:`save_checkpoint` (``options`` as there), then read the file back: it must load as the same model
+    type with every weight equal to ``model``'s, else :class:`RuntimeError` naming the file. Returns the path."""
+    expected = {name: value.detach().cpu() for name, value in model.state_dict().items()}
+    target = save_checkpoint(path, model, **options)
+    written = load_checkpoint(target)
+    if written.model_type != model_type_of(model).name:
+        raise RuntimeError(f"{target}: read back as a {written.model_type} model")
+    for name, value in written.model.state_dict().items():
+        if not torch.equal(value, expected[name]):
+            raise RuntimeError(f"{target}: weight {name} did not read back as written")
+    return target
+
+
 def _file_kind(path: Path) -> str | None:
     """What ``path`` is when it is plainly not a PyTorch file (None: zip or pickle, let torch judge)."""
     try:
