@@ -286,9 +286,8 @@ def main(argv=None) -> int:
         thick_slice_probability=args.thick_slice_probability, seed=args.seed,
         device=args.device, precision=args.precision, data_on_device=args.data_on_device, num_workers=args.workers,
         validation_triplets=int(settings.get("validation_triplets", 24)),
-        # a routed model's thick network is scored too: the mean of the thin and thick validation PSNR
-        best_metric=("val_thin_thick_psnr" if isinstance(network, ProfileRoutedConfig)
-                     else settings.get("best_metric", "val_syn_psnr")))
+        # auto: a routed model's thick network is scored too (the mean of the thin and thick validation PSNR)
+        best_metric="auto")
     print(f"network {network.name} ({started}); loss {args.loss}, noise std up to {args.noise_std:g}, thick-slice "
           f"probability {args.thick_slice_probability:g}; {len(kept)} training volumes, "
           f"{sum(v.n_slices for v in kept)} slices; validation {[v.name for v in validation]}; batch "

@@ -102,7 +102,7 @@ HELD_OUT = ["colin27/ch2.nii.gz"]
 STRIDES = (1, 2, 3)
 
 RECIPE = dict(patch_size=64, batch_size=12, learning_rate=3e-4, synthesis_loss="mse", lam=1.0,
-              steps_per_epoch=300, epochs=10000, seed=0, validation_triplets=24, best_metric="val_syn_psnr")
+              steps_per_epoch=300, epochs=10000, seed=0, validation_triplets=24, best_metric="auto")
 
 
 def isotropic_views(path: Path, thick: bool = False, strides: tuple[int, ...] = STRIDES) -> list[TrainingVolume]:
@@ -214,9 +214,9 @@ def main() -> int:
                         help="pair-unet: the network is also told the slice profile (thickness / gap) when known; "
                              "with --init of a pair-unet without it, the init is widened (zero weights)")
     parser.add_argument("--best-metric", default=RECIPE["best_metric"],
-                        choices=("val_syn_psnr", "val_thin_thick_psnr", "val_thick_syn_psnr"),
-                        help="validation score that picks the best epoch (default %(default)s; a thick-slice network: "
-                             "val_thick_syn_psnr)")
+                        choices=("auto", "val_syn_psnr", "val_thin_thick_psnr", "val_thick_syn_psnr"),
+                        help="validation score that picks the best epoch (default auto: val_thin_thick_psnr for a "
+                             "profile-routed model, else val_syn_psnr; a thick-slice network: val_thick_syn_psnr)")
     parser.add_argument("--export", type=Path, help="only export the best epoch of --run to this file")
     parser.add_argument("--synthesis", choices=("plain", "residual", "residual-bspline"), default="residual",
                         help="inference mode recorded in the exported checkpoint")

@@ -133,6 +133,9 @@ def test_training_a_routed_model_updates_each_network_from_its_own_samples(membe
         result = Trainer(config).run()
         trained = load_checkpoint(result.output)
         assert trained.model_type == "profile-routed" and result.history[0]["val_syn_psnr"] > 0
+        # no metric named: both networks count (the caller's settings are left as given)
+        assert trained.training["settings"]["best_metric"] == "val_thin_thick_psnr" and config.best_metric == "auto"
+        assert result.history[0]["val_thin_thick_psnr"] is not None
         changed = {role for role in ("main", "thick")
                    if any(not torch.equal(v, before[k]) for k, v in trained.model.state_dict().items()
                           if k.startswith(role + "."))}
@@ -154,6 +157,14 @@ def test_adaptation_fine_tunes_the_network_that_will_upsample_the_scan(members):
         assert all(torch.equal(state[k], before[k]) for k in state if k.startswith(kept + "."))
         engine.restore()
         assert all(torch.equal(engine.model.state_dict()[k], v) for k, v in before.items())
+
+
+def test_other_types_are_selected_by_the_thin_slice_score_when_no_metric_is_named(tmp_path):
+    config = TrainingConfig([str(T1_2MM)], output=tmp_path / "pair.pt", model_type="pair-unet", epochs=1,
+                            steps_per_epoch=1, batch_size=2, patch_size=24, device="cpu",
+                            validation_volumes=[str(T1_2MM)], validation_triplets=3)
+    result = Trainer(config).run()
+    assert load_checkpoint(result.output).training["settings"]["best_metric"] == "val_syn_psnr"
 
 
 def test_the_thin_and_thick_selection_metric_is_refused_for_networks_without_a_thick_score(tmp_path):

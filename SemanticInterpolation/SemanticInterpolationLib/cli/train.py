@@ -136,8 +136,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(no data-loading workers; for GPUs, where it keeps the GPU busy)")
     parser.add_argument("--validation-triplets", type=_whole_number, default=16, metavar="N",
                         help="triplets per validation volume, evenly spread (default 16)")
-    parser.add_argument("--best-metric", choices=sorted(BEST_METRICS), default="val_syn_psnr",
-                        help="validation score that picks the best epoch (default val_syn_psnr)")
+    parser.add_argument("--best-metric", choices=["auto", *sorted(BEST_METRICS)], default="auto",
+                        help="validation score that picks the best epoch; auto (default): val_thin_thick_psnr for "
+                             "profile-routed models (both networks count), val_syn_psnr for every other type")
     parser.add_argument("--best-output", metavar="CKPT", help="best-epoch checkpoint (default CKPT with .best.pt)")
     parser.add_argument("--log", metavar="FILE", help="JSON-lines log (default CKPT with .log.jsonl)")
     parser.add_argument("--stop-file", metavar="FILE",

@@ -87,6 +87,9 @@ BEST_METRICS = {  # name -> True when larger is better
     # thick one alone (a network meant for thick slices, such as a profile-routed model's thick network)
     "val_thin_thick_psnr": True, "val_thick_syn_psnr": True,
 }
+#: ``best_metric="auto"``: the metric each model type is selected by when none is named (others: val_syn_psnr).
+#: A profile-routed model holds a thin- and a thick-slice network, so both must count.
+AUTO_BEST_METRIC = {"profile-routed": "val_thin_thick_psnr"}
 TRAINING_STATE_VERSION = 1
 
 #: Adam learning rate used when none is given. The paper's 1e-5 suits its 900-1300 epochs on a GPU;
@@ -233,7 +236,8 @@ class TrainingConfig:
     #: pair-unet: hold the slices on the device and draw whole batches there (:mod:`.device_sampler`), no DataLoader
     data_on_device: bool = False
     validation_triplets: int | None = 16
-    best_metric: str = "val_syn_psnr"
+    #: validation score that picks the best epoch (:data:`BEST_METRICS`), or "auto" (:data:`AUTO_BEST_METRIC`)
+    best_metric: str = "auto"
     best_output: str | os.PathLike | None = None
     log_path: str | os.PathLike | None = None
     progress_interval_s: float = 2.0
@@ -481,8 +485,8 @@ class Trainer:
             raise InputError(f"thick-slice probability must be a number from 0 to 1, got {c.thick_slice_probability!r}")
         if c.noise_std and not c.augment:
             raise InputError("noise augmentation (--noise-std) needs augmentation: drop --no-augment or --noise-std")
-        if c.best_metric not in BEST_METRICS:
-            raise InputError(f"unknown best metric {c.best_metric!r}: use one of {', '.join(BEST_METRICS)}")
+        if c.best_metric != "auto" and c.best_metric not in BEST_METRICS:
+            raise InputError(f"unknown best metric {c.best_metric!r}: use one of {', '.join(BEST_METRICS)} (or auto)")
         if c.architecture is not None and str(c.architecture).lower() not in ARCHITECTURES:
             raise InputError(f"unknown architecture {c.architecture!r}: use one of {', '.join(ARCHITECTURES)}")
         if c.validation_triplets is not None and c.validation_triplets < 1:
@@ -578,6 +582,10 @@ class Trainer:
         if c.model_options and self.procedure is None and self.hook is None:
             raise InputError(f"model options {sorted(c.model_options)} do not apply to model type {self.model_type.name!r}")
         self.pair_model = self.model_type.name != "asi" and self.hook is None
+        if c.best_metric == "auto":  # resolved once here; the caller's settings object is left as it is
+            resolved = AUTO_BEST_METRIC.get(self.model_type.name, "val_syn_psnr") if self.procedure is None \
+                else "val_syn_psnr"
+            self.config = c = dataclasses.replace(c, best_metric=resolved)
         if c.best_metric == "val_thin_thick_psnr" and (not self.pair_model or self.procedure is not None):
             raise InputError(f"best metric val_thin_thick_psnr scores pair networks (pair-unet, profile-routed); model "
                              f"type {self.model_type.name!r} has no thick-slice score: use val_syn_psnr")
