@@ -457,6 +457,7 @@ class Trainer:
     def __init__(self, config: TrainingConfig, *, context: DistributedContext | None = None) -> None:
         self.config = config
         c = config
+        self._thick_copies: dict[tuple[int, int], np.ndarray] = {}  # validation volumes blurred for thick scores
         # ---- plain settings
         if isinstance(c.lam, bool) or not isinstance(c.lam, (int, float)) or not math.isfinite(float(c.lam)) or c.lam < 0:
             raise InputError(f"lambda (weight of the synthesis loss) must be a number >= 0, got {c.lam!r}; "
@@ -795,6 +796,14 @@ class Trainer:
                 "val_linear_psnr": mean["lin_psnr"], "val_linear_ssim": mean["lin_ssim"],
                 "val_bspline_psnr": mean["bspline_psnr"], "val_bspline_ssim": mean["bspline_ssim"]}
 
+    def _thick_copy(self, volume: TrainingVolume, fwhm: int) -> np.ndarray:
+        """``volume.slices`` blurred through-plane with FWHM ``fwhm`` slices, made once per volume and kept
+        (the validation volumes do not change during a run)."""
+        key = (id(volume), int(fwhm))
+        if key not in self._thick_copies:
+            self._thick_copies[key] = blur_slices(volume.slices, fwhm)
+        return self._thick_copies[key]
+
     @torch.no_grad()
     def _validate_pair(self, model: torch.nn.Module) -> dict[str, float | None]:
         """Synthesis PSNR/SSIM of real middle slices from neighbours ``2 s`` apart (alpha 0.5), with
@@ -828,7 +837,7 @@ class Trainer:
                 told = {"thickness": 1.0 / (2 * s)} if fine and takes_profile else {}
                 inputs = volume.slices
                 if regime == "thick":
-                    told, inputs = {"thickness": 1.0}, blur_slices(volume.slices, 2 * s)
+                    told, inputs = {"thickness": 1.0}, self._thick_copy(volume, 2 * s)
                 self._validate_pair_slices(model, volume, inputs, middles, s, told, chunk, sums[regime])
         if was_training:
             model.train()
