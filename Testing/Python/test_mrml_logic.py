@@ -588,7 +588,7 @@ def test_batch_usage_errors_exit_with_2(tmp_path, checkpointPath):
     assert mrml_batch.parseArguments(["--input", "a", "--output", "b", "--factor", "2"]).synthesis == "auto"
     assert mrml_batch.main(["--input", str(volume), "--factor", "2", "--tta", "pair"] + common,
                            log=messages.append) == 2  # an asi checkpoint takes no test-time augmentation
-    assert "applies to pair-unet and profile-routed models" in messages[-1]
+    assert "applies to networks whose state is the slice (pair-unet, profile-routed)" in messages[-1]
     assert mrml_batch.main(["--input", str(volume), "--factor", "2", "--slice-thickness", "thick"] + common,
                            log=messages.append) == 2
     assert "--slice-thickness 'thick': give a thickness in mm (e.g. 5), auto or unknown" in messages[-1]
@@ -909,7 +909,7 @@ def test_test_time_augmentation_reaches_the_engine_and_is_checked_before_any_nod
     assert np.abs(outputs["auto"] - outputs["none"]).max() > 1e-4
     asi = save_checkpoint(tmp_path / "asi.pt", ASIAutoencoder())
     nodes = scene.GetNumberOfNodes()
-    with pytest.raises(InputError, match="applies to pair-unet and profile-routed models.*choose auto or none"):
+    with pytest.raises(InputError, match=r"applies to networks whose state is the slice \(pair-unet, profile-routed\); the checkpoint .*choose auto or none"):
         logic.upsample(inputVolume, 2, checkpoint=asi, device="cpu", testTimeAugmentation="pair")
     with pytest.raises(InputError, match="must be one of auto, none, pair, pair-flip"):
         logic.upsample(inputVolume, 2, checkpoint=path, device="cpu", testTimeAugmentation="flip")

@@ -27,17 +27,31 @@ TTA_MODES = ("none", "pair", "pair-flip")
 TTA_CALLS = {"none": 1, "pair": 2, "pair-flip": 4}
 
 
-def validate_tta(mode: str, model: torch.nn.Module) -> str:
-    """``mode`` checked against :data:`TTA_MODES` and the model (only networks whose state is the slice can
-    be flipped and swapped: class attribute ``supports_test_time_augmentation``)."""
-    if not isinstance(mode, str) or mode not in TTA_MODES:
-        raise InputError(f"test-time augmentation must be one of {', '.join(TTA_MODES)} (or auto), got {mode!r}")
-    if mode != "none" and not getattr(model, "supports_test_time_augmentation", False):
-        from ..models.registry import model_type_of
+def validate_tta(mode: str, model: torch.nn.Module | type | str | None, *, allow_auto: bool = False,
+                 subject: str | None = None, fix: str = "use --tta none (or auto)") -> str:
+    """``mode`` checked against :data:`TTA_MODES` (and ``"auto"`` when ``allow_auto``) and against the network:
+    only networks whose state is the slice can be flipped and swapped (class attribute
+    ``supports_test_time_augmentation``). ``model``: a network, its class or a registered model-type name (None: only ``"auto"``
+    and ``"none"`` pass).
+    ``subject`` and ``fix`` word the refusal for the caller (default: the command line's)."""
+    allowed = ("auto", *TTA_MODES) if allow_auto else TTA_MODES
+    if not isinstance(mode, str) or mode not in allowed:
+        raise InputError(f"test-time augmentation must be one of {', '.join(allowed)}"
+                         f"{'' if allow_auto else ' (or auto)'}, got {mode!r}")
+    if mode in ("auto", "none"):
+        return mode
+    from ..models.registry import get_model_type, model_type_of
 
+    if model is None:
+        raise InputError(f"test-time augmentation {mode!r} needs a network to check it against")
+    if isinstance(model, str):
+        type_name, network_class = model, get_model_type(model).model_class
+    else:
+        network_class = model if isinstance(model, type) else type(model)
+        type_name = model_type_of(model).name if not isinstance(model, type) else network_class.__name__
+    if not getattr(network_class, "supports_test_time_augmentation", False):
         raise InputError(f"test-time augmentation {mode!r} applies to networks whose state is the slice (pair-unet, "
-                         "profile-routed); "
-                         f"this is a {model_type_of(model).name} model: use --tta none (or auto)")
+                         f"profile-routed); {subject or 'this'} is a {type_name} model: {fix}")
     return mode
 
 

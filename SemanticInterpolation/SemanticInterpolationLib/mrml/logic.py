@@ -698,19 +698,13 @@ class SemanticInterpolationLogic:
     @staticmethod
     def _validateTestTimeAugmentation(mode: Any, checkpoint: Any) -> str:
         """``"auto"`` or a mode of ``engine.test_time_augmentation`` that the checkpoint's model type takes."""
-        from ..engine.test_time_augmentation import TTA_MODES
+        from ..engine.test_time_augmentation import TTA_MODES, validate_tta
 
-        if not isinstance(mode, str) or mode not in ("auto", *TTA_MODES):
-            raise InputError(f"test-time augmentation must be one of auto, {', '.join(TTA_MODES)}, got {mode!r}")
-        if mode not in ("auto", "none"):
-            info = describeCheckpoint(checkpoint)
-            from ..models.registry import get_model_type
-
-            if not getattr(get_model_type(info.modelType).model_class, "supports_test_time_augmentation", False):
-                raise InputError(f"test-time augmentation {mode!r} applies to pair-unet and profile-routed models; "
-                                 f"the checkpoint {info.path or 'in memory'} is a {info.modelType} model: choose auto "
-                                 "or none")
-        return mode
+        if not isinstance(mode, str) or mode not in TTA_MODES or mode == "none":
+            return validate_tta(mode, None, allow_auto=True)  # the mode alone: no network needed
+        info = describeCheckpoint(checkpoint)
+        return validate_tta(mode, info.modelType, allow_auto=True, subject=f"the checkpoint {info.path or 'in memory'}",
+                            fix="choose auto or none")
 
     @staticmethod
     def _validateSliceThickness(sliceThickness: Any) -> float | str | None:
