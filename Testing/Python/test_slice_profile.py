@@ -188,8 +188,11 @@ def test_the_evaluation_report_notes_the_estimate_once_per_volume_and_factor():
 
     image = sitk.ReadImage(str(T1))
     engine = ASIEngine(_profile_network(), "cpu")
+    asked, estimate = [], engine.estimate_slice_profile
+    engine.estimate_slice_profile = lambda volume, factor, axis=0: asked.append(factor) or estimate(volume, factor, axis)
     result = run_evaluation({"t1": image}, EvaluationSettings(factors=(2, 3), methods=("asi",), slice_profile="auto",
                                                               adapt_seconds=30.0, adapt_steps=1), engine=engine)
+    assert asked == [2, 3]  # once per K, not again for asi+adapt
     noted = [note for note in result.notes if "slice profile estimated from the scan" in note]
     assert [note.split(":")[0] for note in noted] == ["t1 K=2 asi", "t1 K=3 asi"]
     assert all("prediction error of" in note and "pair-flip views" in note for note in noted)

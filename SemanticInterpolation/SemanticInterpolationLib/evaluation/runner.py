@@ -18,7 +18,7 @@ import re
 import time
 from pathlib import Path
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -300,6 +300,7 @@ def run_evaluation(
     report(0.0)
     skipped_constant = 0
     profile_noted: set[tuple[int, str, int]] = set()
+    estimates: dict[tuple[int, str, int], Any] = {}  # (engine, volume, K) -> ProfileEstimate or None
     for name, image in volumes.items():
         index_axis = axes[name]
         axis_np = numpy_axis(index_axis)
@@ -331,6 +332,18 @@ def run_evaluation(
                 if settings.slice_profile == "told" and method in engines:
                     fine_spacing = float(image.GetSpacing()[index_axis])
                     thickness = fine_spacing * (factor if settings.thick_slices else 1)
+                estimate = None
+                if thickness == "auto" and method in engines and engines[method].takes_slice_profile:
+                    # estimated once per engine, volume and K (asi and asi+adapt share the engine and ask the same
+                    # question of the same weights), then told as a thickness, as upsample_image would tell it
+                    key = (id(engines[method]), name, factor)
+                    if key not in estimates:
+                        estimates[key] = engines[method].estimate_slice_profile(
+                            sitk.GetArrayViewFromImage(simulated.low), factor, axis_np)
+                    estimate = estimates[key]
+                    thickness = None
+                    if estimate is not None and estimate.ratio is not None:
+                        thickness = estimate.ratio * float(simulated.low.GetSpacing()[index_axis])
                 # adaptation goes through upsample_image, as for a user: the profile is estimated (or told) first,
                 # the adaptation is told it, and the engine is back to its own weights afterwards
                 adapt = float(settings.adapt_seconds) if method == ADAPTED_METHOD else None
@@ -339,11 +352,8 @@ def run_evaluation(
                                            slice_thickness=thickness, adapt=adapt,
                                            adapt_steps=settings.adapt_steps if adapt is not None else None,
                                            progress=sub_progress, should_cancel=should_cancel)
-                estimate = getattr(engines.get(method), "profile_estimate", None)
                 if estimate is not None and (id(engines[method]), name, factor) not in profile_noted:
-                    # what the network was told, once per engine (asi and asi+adapt share one: the estimate is
-                    # made with its own weights before adaptation, so it is the same)
-                    profile_noted.add((id(engines[method]), name, factor))
+                    profile_noted.add((id(engines[method]), name, factor))  # what the network was told, once
                     result.notes.append(f"{name} K={factor} {method}: {estimate.summary()}")
                 if method == ADAPTED_METHOD and engine.adaptation is not None:
                     result.notes.append(f"{name} K={factor}: " + engine.adaptation.summary().replace("\n", ";"))
