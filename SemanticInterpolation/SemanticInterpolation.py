@@ -327,12 +327,14 @@ class AugmentationMode(enum.Enum):
     NONE = "none"
     PAIR = "pair"
     PAIR_FLIP = "pair-flip"
+    DIHEDRAL = "dihedral"
 
     def label(self) -> str:
         return {AugmentationMode.AUTO: _("The model's recommendation"),
                 AugmentationMode.NONE: _("None (fastest)"),
                 AugmentationMode.PAIR: _("Both slice orders (2x the time)"),
-                AugmentationMode.PAIR_FLIP: _("Both orders, mirrored too (4x the time)")}[self]
+                AugmentationMode.PAIR_FLIP: _("Both orders, mirrored too (4x the time)"),
+                AugmentationMode.DIHEDRAL: _("Both orders, all in-plane turns and mirrors (16x the time)")}[self]
 
 
 class TrainingModelType(enum.Enum):

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", type=Path)
     parser.add_argument("checkpoints", type=Path, nargs="+")
     parser.add_argument("--synthesis", choices=("plain", "residual", "residual-bspline"), default="plain")
-    parser.add_argument("--tta", choices=("none", "pair", "pair-flip"), default="none")
+    parser.add_argument("--tta", choices=("none", "pair", "pair-flip", "dihedral"), default="none")
     args = parser.parse_args(argv)
     try:
         path = average_checkpoints(args.output, args.checkpoints, args.synthesis, args.tta)

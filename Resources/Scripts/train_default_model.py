@@ -220,7 +220,7 @@ def main() -> int:
     parser.add_argument("--export", type=Path, help="only export the best epoch of --run to this file")
     parser.add_argument("--synthesis", choices=("plain", "residual", "residual-bspline"), default="residual",
                         help="inference mode recorded in the exported checkpoint")
-    parser.add_argument("--tta", choices=("none", "pair", "pair-flip"), default="none",
+    parser.add_argument("--tta", choices=("none", "pair", "pair-flip", "dihedral"), default="none",
                         help="test-time augmentation recommended in the exported checkpoint (pair-unet)")
     args = parser.parse_args()
     if args.export:

@@ -38,11 +38,30 @@ def test_the_views_are_the_swapped_and_mirrored_pairs_and_their_mean_is_returned
         torch.testing.assert_close(augmented_synthesis(net.synthesize, "pair-flip", a, b, alpha, anchor),
                                    (plain + swapped + mirrored + mirrored_swapped) / 4)
         assert (plain - swapped).abs().max() > 1e-3  # a random network is not symmetric: the views differ
+        # dihedral: both orders on the eight turns and mirrors of the square, each answer turned back
+        views = []
+        for turn in range(4):
+            for mirror in (False, True):
+                def see(t, turn=turn, mirror=mirror):
+                    t = torch.rot90(t, turn, (-2, -1))
+                    return torch.flip(t, (-1,)) if mirror else t
+
+                def back(t, turn=turn, mirror=mirror):
+                    t = torch.flip(t, (-1,)) if mirror else t
+                    return torch.rot90(t, -turn, (-2, -1))
+
+                views.append(back(net.synthesize(see(a), see(b), alpha, see(anchor))))
+                views.append(back(net.synthesize(see(b), see(a), 1 - alpha, see(anchor))))
+        dihedral = augmented_synthesis(net.synthesize, "dihedral", a, b, alpha, anchor)
+        assert dihedral.shape == plain.shape  # 8 x 12: the quarter turns see 12 x 8 and are turned back
+        torch.testing.assert_close(dihedral, torch.stack(views).mean(0))
+        assert (dihedral - (plain + swapped + mirrored + mirrored_swapped) / 4).abs().max() > 1e-4
     # an untrained pair U-Net is exactly the linear mix, which every view gives: the mean changes nothing
     linear = PairUNet(PairUNetConfig(widths=(4, 8))).eval()
     with torch.no_grad():
-        torch.testing.assert_close(augmented_synthesis(linear.synthesize, "pair-flip", a, b, alpha),
-                                   a + alpha.reshape(-1, 1, 1, 1) * (b - a))
+        for mode in ("pair-flip", "dihedral"):
+            torch.testing.assert_close(augmented_synthesis(linear.synthesize, mode, a, b, alpha),
+                                       a + alpha.reshape(-1, 1, 1, 1) * (b - a))
 
 
 def test_the_engine_takes_the_checkpoints_recommendation_and_an_explicit_choice(tmp_path):

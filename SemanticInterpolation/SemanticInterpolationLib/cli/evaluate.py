@@ -66,8 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="ASI synthesis mode (see 'upsample --help'); default: the checkpoint's recommendation")
     parser.add_argument("--tta", choices=("auto", *TTA_MODES), default="auto",
                         help="test-time augmentation of pair-unet models: each new slice is the mean over the pair in "
-                             "both orders (pair, 2x the time) and also mirrored in-plane (pair-flip, 4x); auto: the "
-                             "checkpoint's recommendation (the bundled default: pair-flip), else none")
+                             "both orders (pair, 2x the time), also mirrored in-plane (pair-flip, 4x) or on all eight "
+                             "in-plane turns and mirrors (dihedral, 16x); auto: the checkpoint's recommendation (the "
+                             "bundled default: pair-flip), else none")
     parser.add_argument("--compare", nargs="+", default=[], metavar="CKPT",
                         help="more model checkpoints (any model type) scored side by side as methods "
                              "model:<file name>, e.g. the bundled ASI default beside a new model")

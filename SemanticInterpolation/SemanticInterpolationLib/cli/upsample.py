@@ -70,8 +70,9 @@ def add_upsample_options(parser: argparse.ArgumentParser, single_file: bool = Tr
                              "Default: the checkpoint's recommendation, else plain")
     parser.add_argument("--tta", choices=("auto", *TTA_MODES), default="auto",
                         help="test-time augmentation of pair-unet models: each new slice is the mean over the pair in "
-                             "both orders (pair, 2x the time) and also mirrored in-plane (pair-flip, 4x); auto: the "
-                             "checkpoint's recommendation (the bundled default: pair-flip), else none")
+                             "both orders (pair, 2x the time), also mirrored in-plane (pair-flip, 4x) or on all eight "
+                             "in-plane turns and mirrors (dihedral, 16x); auto: the checkpoint's recommendation (the "
+                             "bundled default: pair-flip), else none")
     acquired = parser.add_mutually_exclusive_group()
     acquired.add_argument("--keep-acquired", dest="keep_acquired", action="store_true", default=True,
                           help="copy the acquired slices unchanged into the output (default)")

@@ -207,7 +207,7 @@ class ASIEngine:
     ``memory_format``: ``"auto"``, ``"contiguous"`` or ``"channels_last"`` for the network tensors.
     ``synthesis``: ``"plain"`` or ``"residual"`` (see the module docstring); None = the mode the
     checkpoint recommends in its metadata (``metadata["inference"]["synthesis"]``), else plain.
-    ``test_time_augmentation``: ``"none"``, ``"pair"`` or ``"pair-flip"`` (:mod:`.test_time_augmentation`; pair-unet
+    ``test_time_augmentation``: ``"none"``, ``"pair"``, ``"pair-flip"`` or ``"dihedral"`` (:mod:`.test_time_augmentation`; pair-unet
     networks); None or ``"auto"`` = the checkpoint's recommendation (``metadata["inference"]
     ["test_time_augmentation"]``), else none.
     """

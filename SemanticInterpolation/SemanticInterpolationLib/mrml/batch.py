@@ -84,7 +84,7 @@ def buildArgumentParser() -> argparse.ArgumentParser:
                         help="how new slices are made: auto (default) = the mode the checkpoint recommends; plain = "
                              "the paper's decoded latent mix; residual / residual-bspline = a learned correction "
                              "added to linear / cubic B-spline interpolation")
-    parser.add_argument("--tta", default="auto", choices=("auto", "none", "pair", "pair-flip"),
+    parser.add_argument("--tta", default="auto", choices=("auto", "none", "pair", "pair-flip", "dihedral"),
                         help="test-time augmentation of pair-unet models: auto (default) = the checkpoint's "
                              "recommendation (the bundled model: pair-flip, 4x the time); none = one network call")
     parser.add_argument("--slice-thickness", default="auto", metavar="MM|auto|unknown",

@@ -508,8 +508,8 @@ class SemanticInterpolationLogic:
             slice thickness in mm (e.g. DICOM Slice Thickness, 0018,0050), ``"auto"`` (default: estimated from
             each frame, since volume nodes do not carry it) or None (the model is not told).
         :param testTimeAugmentation: pair-unet models: "none", "pair" (the pair in both orders, 2x the time),
-            "pair-flip" (also mirrored in-plane, 4x) or "auto" (the checkpoint's recommendation; the bundled
-            default: pair-flip).
+            "pair-flip" (also mirrored in-plane, 4x), "dihedral" (all eight in-plane turns and mirrors, 16x)
+            or "auto" (the checkpoint's recommendation; the bundled default: pair-flip).
         :returns: the output vtkMRMLScalarVolumeNode, in the input's scene, with the input's
             parent transform and display settings.
         :raises InputError, CheckpointError, DeviceError: bad input, before any node is created (also an
