@@ -178,11 +178,65 @@ def test_a_slice_profile_network_is_told_half_the_scans_ratio_on_its_two_spacing
     assert seen == [pytest.approx(0.5)]
 
 
-def test_a_factor_where_adaptation_was_measured_to_hurt_gets_a_warning(pair_checkpoint, caplog):
+def test_above_the_largest_adapted_factor_nothing_is_trained_and_the_report_says_why(pair_checkpoint, caplog):
+    """The scan's triplets are 2 K new-slice gaps wide: above K = 3 (gaps beyond the training's 2-6) the model
+    is used as it is, with a warning and a report that holds its held-out scores."""
     engine = ASIEngine(load_checkpoint(pair_checkpoint), "cpu")
+    before = _weights(engine)
     with caplog.at_level("WARNING", logger="SemanticInterpolation"):
-        adapt_engine(engine, _volume(), seconds=600, max_steps=1, factor=2)
-        assert not [r for r in caplog.records if "experimental" in r.getMessage()]
-        report = adapt_engine(engine, _volume(), seconds=600, max_steps=1, factor=4)
-    assert any("experimental" in r.getMessage() and "K >= 3" in r.getMessage() for r in caplog.records)
-    assert report.settings["factor"] == 4
+        ran = adapt_engine(engine, _volume(), seconds=600, max_steps=1, factor=3, min_gain_db=-100.0, check_every=1)
+        assert ran.steps == 1 and not [r for r in caplog.records if "not run" in r.getMessage()]
+        engine.restore()
+        skipped = adapt_engine(engine, _volume(), seconds=600, max_steps=1, factor=4, min_gain_db=-100.0)
+    assert skipped.steps == 0 and not skipped.accepted and skipped.settings["factor"] == 4
+    assert "not run for K = 4" in skipped.reason and "8 new-slice gaps" in skipped.reason
+    assert skipped.after_psnr == skipped.before_psnr == ran.before_psnr
+    assert any("not run for K = 4" in r.getMessage() for r in caplog.records)
+    assert all(torch.equal(a, b) for a, b in zip(before, _weights(engine)))
+    wider = adapt_engine(engine, _volume(), seconds=600, max_steps=1, factor=4, largest_factor=4)
+    assert wider.steps == 1
+    engine.restore()
+
+
+def test_thick_slices_are_predicted_as_the_profile_mean_of_the_sharp_slices_around_them(pair_checkpoint):
+    """Told thick slices (thickness / spacing >= 0.75), the adaptation's target is the acquired slice as the
+    slice profile's weighted mean of new slices at nine positions between its neighbours (told half the ratio
+    against the pair's two spacings), for training and for the held-out check; thinner slices keep the middle."""
+    from SemanticInterpolationLib.engine.profile_estimate import (THICK_POSITIONS, lattice_anchor, lattice_bsplines,
+                                                                 profile_weights)
+    from SemanticInterpolationLib.training.data import pad_to_multiple
+    from SemanticInterpolationLib.training.losses import psnr
+
+    torch.manual_seed(2)
+    net = load_checkpoint(pair_checkpoint).model.with_anchor_input().with_thickness_input()
+    with torch.no_grad():
+        net.down[0][0].weight.normal_(0.0, 0.3)  # an answer that depends on alpha, the anchor and the profile
+    engine = ASIEngine(net, "cpu", normalization=IntensityNormalization(clip=False))
+    volume = _volume()
+    report = adapt_engine(engine, volume, seconds=600, max_steps=1, check_every=1, thickness_ratio=1.0)
+    assert report.settings["target"] == "slice-profile mean of 9 new slices"
+    engine.restore()
+    unit = engine.normalization.to_unit_range(volume, engine.normalization.fit(volume)).astype(np.float32)
+    held = report.held_out_slices
+    lattices = lattice_bsplines(unit)
+    h, w = unit.shape[1:]
+
+    def predicted(alphas, weights) -> torch.Tensor:
+        stack = lambda rows: torch.from_numpy(pad_to_multiple(np.stack(rows), engine.size_multiple)).unsqueeze(1)  # noqa: E731
+        total = 0
+        with torch.no_grad():
+            for alpha, weight in zip(alphas, weights):
+                out = engine.model.synthesize(stack([unit[m - 1] for m in held]), stack([unit[m + 1] for m in held]),
+                                              float(alpha), stack([lattice_anchor(lattices, m - 1, alpha) for m in held]),
+                                              0.5)
+                total = total + weight * out.float()[..., :h, :w]
+        return total
+
+    truth = torch.from_numpy(unit[held]).unsqueeze(1)
+    profile = predicted(0.5 + THICK_POSITIONS / 2, profile_weights(1.0))
+    assert report.before_psnr == pytest.approx(float(psnr(profile, truth, reduction="none").mean()), abs=1e-4)
+    middle_only = float(psnr(predicted([0.5], [1.0]), truth, reduction="none").mean())
+    assert abs(report.before_psnr - middle_only) > 1e-3  # the nine positions were used, not the middle
+    thin = adapt_engine(engine, volume, seconds=600, max_steps=1, check_every=1, thickness_ratio=0.5)
+    assert thin.settings["target"] == "middle slice"
+    engine.restore()

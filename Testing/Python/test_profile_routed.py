@@ -149,7 +149,7 @@ def test_adaptation_fine_tunes_the_network_that_will_upsample_the_scan(members):
     volume = sitk.GetArrayFromImage(sitk.ReadImage(str(T1_2MM))).astype(np.float32)
     for ratio, adapted, kept in ((1.0, "thick", "main"), (None, "main", "thick")):
         before = {k: v.clone() for k, v in engine.model.state_dict().items()}
-        report = adapt_engine(engine, volume, seconds=600, max_steps=4, learning_rate=1e-2, check_every=1,
+        report = adapt_engine(engine, volume, seconds=600, max_steps=4, learning_rate=1e-3, check_every=1,
                               min_gain_db=-100.0, thickness_ratio=ratio)  # keep whatever it learned
         state = engine.model.state_dict()
         assert report.accepted and report.settings["network"] == getattr(routed, adapted).config.name

@@ -81,10 +81,11 @@ def add_upsample_options(parser: argparse.ArgumentParser, single_file: bool = Tr
     parser.add_argument("--output-type", choices=OUTPUT_TYPES, default="input",
                         help="pixel type of the output: the input's (rounded and clipped; default) or float32")
     parser.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
-                        help="experimental: first fine-tune a copy of the model on this scan's own acquired slices for at most "
-                             "SECONDS (pair-unet models); the adapted model is used only if it predicts held-out "
-                             "acquired slices better than before (the report says so). The checkpoint file is "
-                             "never changed")
+                        help="first fine-tune a copy of the model on this scan's own acquired slices for at most "
+                             "SECONDS (pair-unet and profile-routed models; K <= 3: above, the scan's own triplets "
+                             "are wider than the gaps the model was trained on and the model is used as it is); the "
+                             "adapted model is used only if it predicts held-out acquired slices better than before "
+                             "(the report says so). The checkpoint file is never changed")
     parser.add_argument("--adapt-steps", type=int, default=None, metavar="N",
                         help="with --adapt: also stop after N steps (a run that ends here is deterministic)")
     if single_file:

@@ -48,6 +48,32 @@ THICK_POSITIONS = np.linspace(-1.0, 1.0, 9)
 #: the thick-slice profile: a Gaussian of FWHM one spacing, sampled at :data:`THICK_POSITIONS`
 THICK_WEIGHTS = np.exp(-0.5 * (THICK_POSITIONS / (1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0))))) ** 2)
 THICK_WEIGHTS = THICK_WEIGHTS / THICK_WEIGHTS.sum()
+#: steps per spacing of the B-spline lattices the thick hypothesis reads its anchors from (THICK_POSITIONS' grid)
+LATTICE_STEPS = 8
+
+
+def profile_weights(ratio: float) -> np.ndarray:
+    """Weights of :data:`THICK_POSITIONS` for a Gaussian slice profile of FWHM ``ratio`` spacings (thickness /
+    spacing; 1 gives :data:`THICK_WEIGHTS`), summing to 1."""
+    sigma = float(ratio) / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    weights = np.exp(-0.5 * (THICK_POSITIONS / sigma) ** 2)
+    return weights / weights.sum()
+
+
+def lattice_bsplines(slices: np.ndarray) -> dict[int, np.ndarray]:
+    """Cubic B-spline of each parity's lattice (every second slice of ``slices`` ``[n, H, W]``, float32), in steps
+    of 1 / :data:`LATTICE_STEPS` of the lattice's spacing: the anchor of a new slice between slices ``i - 1`` and
+    ``i + 1`` without slice ``i`` (:func:`lattice_anchor`)."""
+    return {parity: interpolate_slices(slices[parity::2], LATTICE_STEPS, "bspline", dtype=np.float32)
+            for parity in (0, 1) if slices[parity::2].shape[0] >= 2}
+
+
+def lattice_anchor(lattices: dict[int, np.ndarray], first: int, alpha: float) -> np.ndarray:
+    """The B-spline anchor ``[H, W]`` at ``alpha`` (a multiple of 1 / :data:`LATTICE_STEPS`) between slices
+    ``first`` and ``first + 2``, from :func:`lattice_bsplines`."""
+    return lattices[first % 2][LATTICE_STEPS * (first // 2) + int(round(LATTICE_STEPS * alpha))]
+
+
 #: fewest acquired slices for an estimate (a tested slice needs two on each side)
 MIN_SLICES = 5
 #: thick only when its prediction error is this much (relative) below thin's
@@ -117,13 +143,8 @@ def estimate_slice_profile(model: torch.nn.Module, unit_slices: np.ndarray, fact
         region = np.pad(region, ((0, 0), (0, ch - region.shape[1]), (0, cw - region.shape[2])), mode="edge")
     candidates = list(range(2, n - 2)) or [n // 2]
     tested = candidates[:: max(1, math.ceil(len(candidates) / max_slices))][:max_slices]
-    anchors = {}
     needs_anchor = bool(getattr(model, "needs_anchor", False))
-    if needs_anchor:  # the B-spline on each parity's lattice (the slices kept at gap two), in steps of 1/8
-        for parity in (0, 1):
-            lattice = region[parity::2]
-            if lattice.shape[0] >= 2:
-                anchors[parity] = interpolate_slices(lattice, 8, "bspline", dtype=np.float32)
+    anchors = lattice_bsplines(region) if needs_anchor else {}  # each parity's lattice (the slices kept at gap two)
     thin_alphas, thin_weights = [0.5], [1.0]
     thick_alphas, thick_weights = list(0.5 + THICK_POSITIONS / 2.0), list(THICK_WEIGHTS)
     plain = model.synthesize
@@ -139,10 +160,8 @@ def estimate_slice_profile(model: torch.nn.Module, unit_slices: np.ndarray, fact
                                                  ("thick", thick_alphas, thick_weights, 0.5)):
                 extras = [()] * len(alphas)
                 if needs_anchor:  # the B-spline at each alpha, shared by the plain answers and the views
-                    lattice_index = (i - 1) // 2  # slice i - 1 in its parity's lattice
                     extras = [(torch.from_numpy(np.ascontiguousarray(
-                        anchors[(i - 1) % 2][8 * lattice_index + int(round(8 * alpha))]))[None, None].to(device),)
-                        for alpha in alphas]
+                        lattice_anchor(anchors, i - 1, alpha)))[None, None].to(device),) for alpha in alphas]
                 for way, synthesize in answers.items():
                     prediction = np.zeros((ch, cw), dtype=np.float64)
                     for alpha, weight, extra in zip(alphas, weights, extras):

@@ -13,7 +13,12 @@ What is trained: the pair U-Net (model type ``pair-unet``) predicting acquired s
 neighbours ``m - 1`` and ``m + 1`` (alpha 0.5), on random in-plane patches with rotations and flips,
 MSE, Adam at a small learning rate; by default only the decoder half of the U-Net (``layers="decoder"``:
 the up-sampling blocks and the head, so the encoder's features stay those learned on many volumes;
-``"all"`` trains every weight). These triplets span twice the gap the upsampling fills (a model
+``"all"`` trains every weight). Told thick slices (thickness / spacing at least :data:`PROFILE_TARGET_FROM`),
+an acquired slice is not a sharp slice but the through-plane mean of the anatomy over its thickness, so
+it is predicted as the network would make it from sharp slices: the slice profile's weighted mean (a
+Gaussian of FWHM the told thickness) of the new slices at nine positions between its neighbours, as the
+thick hypothesis of :mod:`..engine.profile_estimate` does; training the middle new slice on a thick
+target would teach the network to make thick slices. These triplets span twice the gap the upsampling fills (a model
 that learns to blur across them scores better on them and worse on the real task), and a scan has
 few of them, so the result is checked: every ``holdout_every``-th middle slice (at least one) is
 never a training target; the model before and after, linear and B-spline interpolation predict it
@@ -43,6 +48,7 @@ import torch
 
 from ..engine.synthesis import ASIEngine, validate_volume
 from ..errors import InputError, OperationCancelled
+from ..engine.profile_estimate import THICK_POSITIONS, lattice_anchor, lattice_bsplines, profile_weights
 from .data import bspline_anchor, pad_to_multiple
 from .losses import psnr, ssim
 
@@ -51,8 +57,14 @@ logger = logging.getLogger("SemanticInterpolation")
 #: model types that can be adapted to a scan
 ADAPTABLE_TYPES = ("pair-unet", "profile-routed")
 MIN_SLICE_SIZE = 16
-#: upsampling factors from which adaptation was measured to lower the held-out scores (model card)
-MEASURED_HARMFUL_FROM = 3
+#: the largest upsampling factor adapted to: the scan's own triplets are 2 K new-slice gaps wide, and the default's
+#: networks were trained on gaps 2-6 (``max_gap``). Beyond, the check on the scan's own slices rose while the
+#: upsampling got worse (ROBEX, validation, thick K = 5, 6: -0.26 / -0.30 dB; Docs/Experiments.md, session 8), so
+#: a larger K is upsampled without adaptation, with a warning
+LARGEST_ADAPTED_FACTOR = 3
+#: from this told thickness / spacing on (thick slices, as the profile-routed default routes them), the acquired
+#: middle slice is predicted as the slice profile's weighted mean of the sharp slices synthesised around it
+PROFILE_TARGET_FROM = 0.75
 
 
 @dataclass
@@ -113,20 +125,40 @@ def _held_out_middles(n: int, every: int) -> list[int]:
     return held
 
 
+@dataclass(frozen=True)
+class _TripletTask:
+    """How an acquired middle slice is predicted from its two neighbours: at ``alphas`` (the new slices'
+    positions, 0 and 1 the neighbours), summed with ``weights``; ``thickness`` told (thickness / the pair's gap);
+    ``anchors`` the B-spline anchors, None for networks without them: with one position, the anchor of each
+    middle slice (``bspline_anchor``, as in training), else the scan's ``lattice_bsplines``."""
+
+    alphas: tuple[float, ...]
+    weights: tuple[float, ...]
+    thickness: float | None
+    anchors: dict[int, np.ndarray] | None
+
+    def anchor(self, middle: int, position: int) -> np.ndarray:
+        if len(self.alphas) == 1:
+            return self.anchors[middle]
+        return lattice_anchor(self.anchors, middle - 1, self.alphas[position])
+
+
 @torch.no_grad()
 def _score(model: torch.nn.Module, unit: np.ndarray, middles: list[int], device: torch.device,
-           multiple: int, anchors: dict[int, np.ndarray] | None = None,
-           thickness: float | None = None) -> tuple[float, float]:
+           multiple: int, task: _TripletTask) -> tuple[float, float]:
     h, w = unit.shape[1:]
     firsts = pad_to_multiple(unit[[m - 1 for m in middles]], multiple)
     seconds = pad_to_multiple(unit[[m + 1 for m in middles]], multiple)
     a = torch.from_numpy(firsts).unsqueeze(1).to(device)
     b = torch.from_numpy(seconds).unsqueeze(1).to(device)
-    anchor = None
-    if anchors is not None:
-        anchor = torch.from_numpy(pad_to_multiple(np.stack([anchors[m] for m in middles]), multiple)).unsqueeze(1)
-        anchor = anchor.to(device)
-    predicted = model.synthesize(a, b, 0.5, anchor, thickness).float()[..., :h, :w].cpu()
+    predicted = None
+    for position, (alpha, weight) in enumerate(zip(task.alphas, task.weights)):
+        anchor = None
+        if task.anchors is not None:
+            anchor = torch.from_numpy(pad_to_multiple(np.stack([task.anchor(m, position) for m in middles]),
+                                                      multiple)).unsqueeze(1).to(device)
+        out = weight * model.synthesize(a, b, alpha, anchor, task.thickness).float()[..., :h, :w].cpu()
+        predicted = out if predicted is None else predicted + out
     truth = torch.from_numpy(unit[middles]).unsqueeze(1)
     return float(psnr(predicted, truth, reduction="none").mean()), float(ssim(predicted, truth))
 
@@ -148,6 +180,7 @@ def adapt_engine(
     check_every: int = 20,
     thickness_ratio: float | None = None,
     factor: int | None = None,
+    largest_factor: int = LARGEST_ADAPTED_FACTOR,
     progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> AdaptationReport:
@@ -160,18 +193,16 @@ def adapt_engine(
     ``thickness_ratio``: the slice profile the upsampling will tell the network (slice thickness / slice
     spacing of the scan, None = not known), for networks with a slice-profile input. The scan's own triplets
     are two spacings wide, so they are told half of it, as :mod:`..engine.profile_estimate` does.
-    ``factor``: the upsampling factor the adapted model will be used for (recorded in the report; from
-    :data:`MEASURED_HARMFUL_FROM` on a warning says what was measured).
+    ``factor``: the upsampling factor the adapted model will be used for (recorded in the report); above
+    ``largest_factor`` nothing is trained: the report (held-out scores of the model as it is) says why.
     """
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (0 < float(seconds) <= 24 * 3600):
         raise InputError(f"the adaptation time must be a number of seconds above 0 (at most a day), got {seconds!r}")
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
         raise InputError(f"max adaptation steps must be a whole number >= 1, got {max_steps!r}")
+    if layers not in ("decoder", "all"):
+        raise InputError(f"layers must be 'decoder' or 'all', got {layers!r}")
     patch = check_adaptable(engine, volume, axis, patch_size)
-    if factor is not None and int(factor) >= MEASURED_HARMFUL_FROM:
-        logger.warning("adaptation to the scan is experimental: on the two held-out brains its check kept the adapted "
-                       "weights in 19 of 20 runs, but at K >= %d they lowered PSNR in most cases, by up to 0.6 dB "
-                       "(Resources/Models/MODEL_CARD.md); compare with a run without --adapt", MEASURED_HARMFUL_FROM)
     axis = validate_volume(volume, axis)
     slices = np.moveaxis(volume, axis, 0)
     n = slices.shape[0]
@@ -191,24 +222,50 @@ def adapt_engine(
     triplet_thickness = None
     if thickness_ratio is not None and getattr(model, "takes_thickness", False):
         triplet_thickness = 0.5 * float(thickness_ratio)
-    #: B-spline anchors of every middle slice (from the lattice of every second slice), for networks that take them
-    anchors = ({m: bspline_anchor(unit, m, 1) for m in range(1, n - 1)}
-               if getattr(model, "needs_anchor", False) else None)
+    #: thick slices: the acquired middle slice is the profile's mean of the sharp slices around it
+    profile_target = triplet_thickness is not None and float(thickness_ratio) >= PROFILE_TARGET_FROM
+    alphas, weights = (0.5,), (1.0,)
+    if profile_target:
+        alphas = tuple(float(a) for a in 0.5 + THICK_POSITIONS / 2.0)
+        weights = tuple(float(v) for v in profile_weights(float(thickness_ratio)))
+    #: B-spline anchors at every position (from the lattice of every second slice), for networks that take them
+    anchors = None
+    if getattr(model, "needs_anchor", False):
+        anchors = lattice_bsplines(unit) if profile_target else {m: bspline_anchor(unit, m, 1) for m in range(1, n - 1)}
+    task = _TripletTask(alphas, weights, triplet_thickness, anchors)
     engine.remember_weights()
     original = copy.deepcopy(model.state_dict())
 
-    before_psnr, before_ssim = _score(model, unit, held, device, multiple, anchors, triplet_thickness)
+    before_psnr, before_ssim = _score(model, unit, held, device, multiple, task)
     truth = torch.from_numpy(unit[held]).unsqueeze(1)
     linear = torch.from_numpy(0.5 * (unit[[m - 1 for m in held]] + unit[[m + 1 for m in held]])).unsqueeze(1)
     spline = torch.from_numpy(np.stack([bspline_anchor(unit, m, 1) for m in held])).unsqueeze(1)
     linear_psnr, linear_ssim = float(psnr(linear, truth, reduction="none").mean()), float(ssim(linear, truth))
     bspline_psnr, bspline_ssim = float(psnr(spline, truth, reduction="none").mean()), float(ssim(spline, truth))
 
+    settings = {"seconds": float(seconds), "max_steps": max_steps, "seed": seed, "learning_rate": learning_rate,
+                "batch_size": batch_size, "patch_size": patch, "holdout_every": holdout_every,
+                "min_gain_db": min_gain_db, "layers": layers, "check_every": check_every, "device": str(device),
+                "thickness_ratio": thickness_ratio, "factor": factor, "largest_factor": largest_factor,
+                "target": "slice-profile mean of 9 new slices" if profile_target else "middle slice",
+                "network": getattr(getattr(model, "config", None), "name", None)}
+    if factor is not None and int(factor) > int(largest_factor):
+        reason = (f"not run for K = {int(factor)}: the scan's own triplets are {2 * int(factor)} new-slice gaps wide, "
+                  f"beyond the 2-{2 * int(largest_factor)} the networks were trained on; there the adapted weights "
+                  "scored better on the scan's own slices and worse on the upsampling (validation volume)")
+        logger.warning("adaptation %s; upsampling with the model as it is", reason)
+        report = AdaptationReport(
+            seconds=0.0, steps=0, held_out_slices=held, before_psnr=before_psnr, after_psnr=before_psnr,
+            linear_psnr=linear_psnr, bspline_psnr=bspline_psnr, before_ssim=before_ssim, after_ssim=before_ssim,
+            linear_ssim=linear_ssim, bspline_ssim=bspline_ssim, accepted=False, reason=reason,
+            settings={**settings, "kept_step": None})
+        if progress is not None:
+            progress(1000, 1000)
+        return report
+
     rng = np.random.default_rng(seed)
     generator_state = torch.get_rng_state()
     torch.manual_seed(seed)
-    if layers not in ("decoder", "all"):
-        raise InputError(f"layers must be 'decoder' or 'all', got {layers!r}")
     trained = [p for name, p in model.named_parameters()
                if layers == "all" or name.startswith(("up.", "head."))] or list(model.parameters())
     optimizer = torch.optim.Adam(trained, lr=float(learning_rate))
@@ -225,7 +282,7 @@ def adapt_engine(
     def check() -> None:
         nonlocal best_state, best_psnr, best_ssim, best_step
         model.eval()
-        value, structure = _score(model, unit, held, device, multiple, anchors, triplet_thickness)
+        value, structure = _score(model, unit, held, device, multiple, task)
         model.train()
         if value >= best_psnr + (float(min_gain_db) if best_state is None else 0.0) and structure >= before_ssim:
             best_state, best_psnr, best_ssim, best_step = copy.deepcopy(model.state_dict()), value, structure, steps
@@ -236,21 +293,30 @@ def adapt_engine(
             if should_cancel is not None and should_cancel():
                 raise OperationCancelled("adaptation was cancelled")
             middles = rng.choice(targets, size=batch_size)
-            batch = np.empty((batch_size, 3 if anchors is None else 4, patch, patch), dtype=np.float32)
+            positions = len(task.alphas)
+            batch = np.empty((batch_size, 3 + (positions if task.anchors is not None else 0), patch, patch),
+                             dtype=np.float32)
             for i, m in enumerate(middles):
                 top, left = int(rng.integers(0, h - patch + 1)), int(rng.integers(0, w - patch + 1))
                 item = unit[[m - 1, m, m + 1], top:top + patch, left:left + patch]
-                if anchors is not None:
-                    item = np.concatenate([item, anchors[m][None, top:top + patch, left:left + patch]])
+                if task.anchors is not None:
+                    item = np.concatenate([item, np.stack([task.anchor(m, j)[top:top + patch, left:left + patch]
+                                                           for j in range(positions)])])
                 item = np.rot90(item, int(rng.integers(0, 4)), axes=(1, 2))
                 if rng.integers(0, 2):
                     item = item[:, :, ::-1]
-                if rng.integers(0, 2):
-                    item = np.concatenate([item[2::-1], item[3:]])
+                if rng.integers(0, 2):  # the pair in the other order: the positions (symmetric) run backwards
+                    item = np.concatenate([item[2::-1], item[:2:-1]]) if task.anchors is not None else item[::-1]
                 batch[i] = item
             x = torch.from_numpy(batch).to(device)
-            predicted = model(x[:, 0:1], x[:, 2:3], torch.full((batch_size,), 0.5, device=device),
-                              x[:, 3:4] if anchors is not None else None, triplet_thickness)
+            # every position of every sample in one call: [positions * batch] new slices, then the profile's sum
+            first = x[:, 0:1].repeat(positions, 1, 1, 1)
+            second = x[:, 2:3].repeat(positions, 1, 1, 1)
+            alpha = torch.tensor(task.alphas, device=device).repeat_interleave(batch_size)
+            anchor = (x[:, 3:].transpose(0, 1).reshape(positions * batch_size, 1, patch, patch)
+                      if task.anchors is not None else None)
+            new = model(first, second, alpha, anchor, task.thickness).reshape(positions, batch_size, 1, patch, patch)
+            predicted = (torch.tensor(task.weights, device=device).reshape(positions, 1, 1, 1, 1) * new).sum(0)
             loss = torch.nn.functional.mse_loss(predicted, x[:, 1:2])
             if not bool(torch.isfinite(loss)):
                 raise InputError("adaptation diverged (the loss is not finite); upsample without --adapt")
@@ -274,7 +340,7 @@ def adapt_engine(
     if steps % max(1, int(check_every)):
         check()
     model.eval()
-    last_psnr, last_ssim = _score(model, unit, held, device, multiple, anchors, triplet_thickness)
+    last_psnr, last_ssim = _score(model, unit, held, device, multiple, task)
     accepted = best_state is not None
     if accepted:
         model.load_state_dict(best_state)
@@ -293,11 +359,6 @@ def adapt_engine(
         seconds=time.perf_counter() - started, steps=steps, held_out_slices=held, before_psnr=before_psnr,
         after_psnr=after_psnr, linear_psnr=linear_psnr, bspline_psnr=bspline_psnr, before_ssim=before_ssim,
         after_ssim=after_ssim, linear_ssim=linear_ssim, bspline_ssim=bspline_ssim, accepted=accepted, reason=reason,
-        settings={"seconds": float(seconds), "max_steps": max_steps, "seed": seed, "learning_rate": learning_rate,
-                  "batch_size": batch_size, "patch_size": patch, "holdout_every": holdout_every,
-                  "min_gain_db": min_gain_db, "layers": layers, "check_every": check_every,
-                  "kept_step": best_step if accepted else None, "device": str(device),
-                  "thickness_ratio": thickness_ratio, "factor": factor,
-                  "network": getattr(getattr(model, "config", None), "name", None)})
+        settings={**settings, "kept_step": best_step if accepted else None})
     logger.info("%s", report.summary())
     return report
