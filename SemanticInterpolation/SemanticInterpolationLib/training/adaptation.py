@@ -236,7 +236,10 @@ def adapt_engine(
     engine.remember_weights()
     original = copy.deepcopy(model.state_dict())
 
+    timer = time.perf_counter()
     before_psnr, before_ssim = _score(model, unit, held, device, multiple, task)
+    #: one check of the held-out slices takes about this long: the last one must fit in the budget
+    check_seconds = time.perf_counter() - timer
     truth = torch.from_numpy(unit[held]).unsqueeze(1)
     linear = torch.from_numpy(0.5 * (unit[[m - 1 for m in held]] + unit[[m + 1 for m in held]])).unsqueeze(1)
     spline = torch.from_numpy(np.stack([bspline_anchor(unit, m, 1) for m in held])).unsqueeze(1)
@@ -278,18 +281,20 @@ def adapt_engine(
                 getattr(getattr(model, "config", None), "name", "?"), len(targets), held, patch, batch_size,
                 learning_rate, seconds, f" / {max_steps} steps" if max_steps else "", seed, engine.describe())
     best_state, best_psnr, best_ssim, best_step = None, before_psnr, before_ssim, 0
+    last_checked = (before_psnr, before_ssim)  # the scores of the weights as they are after the last check
 
     def check() -> None:
-        nonlocal best_state, best_psnr, best_ssim, best_step
+        nonlocal best_state, best_psnr, best_ssim, best_step, last_checked
         model.eval()
         value, structure = _score(model, unit, held, device, multiple, task)
         model.train()
+        last_checked = (value, structure)
         if value >= best_psnr + (float(min_gain_db) if best_state is None else 0.0) and structure >= before_ssim:
             best_state, best_psnr, best_ssim, best_step = copy.deepcopy(model.state_dict()), value, structure, steps
 
     model.train()
     try:
-        while time.perf_counter() < deadline and (max_steps is None or steps < max_steps):
+        while time.perf_counter() + check_seconds < deadline and (max_steps is None or steps < max_steps):
             if should_cancel is not None and should_cancel():
                 raise OperationCancelled("adaptation was cancelled")
             middles = rng.choice(targets, size=batch_size)
@@ -340,7 +345,7 @@ def adapt_engine(
     if steps % max(1, int(check_every)):
         check()
     model.eval()
-    last_psnr, last_ssim = _score(model, unit, held, device, multiple, task)
+    last_psnr, last_ssim = last_checked
     accepted = best_state is not None
     if accepted:
         model.load_state_dict(best_state)
