@@ -35,9 +35,9 @@ def validate_tta(mode: str, model: torch.nn.Module | type | str | None, *, allow
                  subject: str | None = None, fix: str = "use --tta none (or auto)") -> str:
     """``mode`` checked against :data:`TTA_MODES` (and ``"auto"`` when ``allow_auto``) and against the network:
     only networks whose state is the slice can be flipped and swapped (class attribute
-    ``supports_test_time_augmentation``). ``model``: a network, its class or a registered model-type name (None: only ``"auto"``
-    and ``"none"`` pass).
-    ``subject`` and ``fix`` word the refusal for the caller (default: the command line's)."""
+    ``supports_test_time_augmentation``). ``model``: a network, its class or a registered model-type name
+    (None: only ``"auto"`` and ``"none"`` pass). ``subject`` and ``fix`` word the refusal for the caller
+    (default: the command line's)."""
     allowed = ("auto", *TTA_MODES) if allow_auto else TTA_MODES
     if not isinstance(mode, str) or mode not in allowed:
         raise InputError(f"test-time augmentation must be one of {', '.join(allowed)}"

@@ -18,8 +18,9 @@ an acquired slice is not a sharp slice but the through-plane mean of the anatomy
 it is predicted as the network would make it from sharp slices: the slice profile's weighted mean (a
 Gaussian of FWHM the told thickness) of the new slices at nine positions between its neighbours, as the
 thick hypothesis of :mod:`..engine.profile_estimate` does; training the middle new slice on a thick
-target would teach the network to make thick slices. These triplets span twice the gap the upsampling fills (a model
-that learns to blur across them scores better on them and worse on the real task), and a scan has
+target would teach the network to make thick slices. These triplets span twice the gap the upsampling
+fills (a model that learns to blur across them scores better on them and worse on the real task), so
+above K = :data:`LARGEST_ADAPTED_FACTOR` nothing is trained, and a scan has
 few of them, so the result is checked: every ``holdout_every``-th middle slice (at least one) is
 never a training target; the model before and after, linear and B-spline interpolation predict it
 from its neighbours, and the adapted weights are kept only when their PSNR on those slices beats
@@ -46,9 +47,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..engine.profile_estimate import THICK_POSITIONS, lattice_anchor, lattice_bsplines, profile_weights
 from ..engine.synthesis import ASIEngine, validate_volume
 from ..errors import InputError, OperationCancelled
-from ..engine.profile_estimate import THICK_POSITIONS, lattice_anchor, lattice_bsplines, profile_weights
 from .data import bspline_anchor, pad_to_multiple
 from .losses import psnr, ssim
 
