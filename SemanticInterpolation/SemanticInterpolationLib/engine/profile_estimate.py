@@ -45,9 +45,6 @@ logger = logging.getLogger("SemanticInterpolation")
 
 #: positions (in spacings from the tested slice) at which the thick hypothesis synthesises slices
 THICK_POSITIONS = np.linspace(-1.0, 1.0, 9)
-#: the thick-slice profile: a Gaussian of FWHM one spacing, sampled at :data:`THICK_POSITIONS`
-THICK_WEIGHTS = np.exp(-0.5 * (THICK_POSITIONS / (1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0))))) ** 2)
-THICK_WEIGHTS = THICK_WEIGHTS / THICK_WEIGHTS.sum()
 #: steps per spacing of the B-spline lattices the thick hypothesis reads its anchors from (THICK_POSITIONS' grid)
 LATTICE_STEPS = 8
 
@@ -58,6 +55,10 @@ def profile_weights(ratio: float) -> np.ndarray:
     sigma = float(ratio) / (2.0 * math.sqrt(2.0 * math.log(2.0)))
     weights = np.exp(-0.5 * (THICK_POSITIONS / sigma) ** 2)
     return weights / weights.sum()
+
+
+#: the thick-slice profile: a Gaussian of FWHM one spacing, sampled at :data:`THICK_POSITIONS`
+THICK_WEIGHTS = profile_weights(1.0)
 
 
 def lattice_bsplines(slices: np.ndarray) -> dict[int, np.ndarray]:

@@ -234,8 +234,6 @@ def adapt_engine(
     if getattr(model, "needs_anchor", False):
         anchors = lattice_bsplines(unit) if profile_target else {m: bspline_anchor(unit, m, 1) for m in range(1, n - 1)}
     task = _TripletTask(alphas, weights, triplet_thickness, anchors)
-    engine.remember_weights()
-    original = copy.deepcopy(model.state_dict())
 
     timer = time.perf_counter()
     before_psnr, before_ssim = _score(model, unit, held, device, multiple, task)
@@ -253,20 +251,26 @@ def adapt_engine(
                 "thickness_ratio": thickness_ratio, "factor": factor, "largest_factor": largest_factor,
                 "target": "slice-profile mean of 9 new slices" if profile_target else "middle slice",
                 "network": getattr(getattr(model, "config", None), "name", None)}
+
+    def finished(seconds_used: float, steps_done: int, after: tuple[float, float], accepted: bool, reason: str,
+                 kept_step: int | None) -> AdaptationReport:
+        return AdaptationReport(
+            seconds=seconds_used, steps=steps_done, held_out_slices=held, before_psnr=before_psnr,
+            after_psnr=after[0], linear_psnr=linear_psnr, bspline_psnr=bspline_psnr, before_ssim=before_ssim,
+            after_ssim=after[1], linear_ssim=linear_ssim, bspline_ssim=bspline_ssim, accepted=accepted,
+            reason=reason, settings={**settings, "kept_step": kept_step})
+
     if factor is not None and int(factor) > int(largest_factor):
         reason = (f"not run for K = {int(factor)}: the scan's own triplets are {2 * int(factor)} new-slice gaps wide, "
                   f"beyond the 2-{2 * int(largest_factor)} the networks were trained on; there the adapted weights "
                   "scored better on the scan's own slices and worse on the upsampling (validation volume)")
         logger.warning("adaptation %s; upsampling with the model as it is", reason)
-        report = AdaptationReport(
-            seconds=0.0, steps=0, held_out_slices=held, before_psnr=before_psnr, after_psnr=before_psnr,
-            linear_psnr=linear_psnr, bspline_psnr=bspline_psnr, before_ssim=before_ssim, after_ssim=before_ssim,
-            linear_ssim=linear_ssim, bspline_ssim=bspline_ssim, accepted=False, reason=reason,
-            settings={**settings, "kept_step": None})
         if progress is not None:
             progress(1000, 1000)
-        return report
+        return finished(0.0, 0, (before_psnr, before_ssim), False, reason, None)
 
+    engine.remember_weights()
+    original = copy.deepcopy(model.state_dict())
     rng = np.random.default_rng(seed)
     generator_state = torch.get_rng_state()
     torch.manual_seed(seed)
@@ -361,10 +365,7 @@ def adapt_engine(
                   "adapted weights were discarded")
     if progress is not None:
         progress(1000, 1000)
-    report = AdaptationReport(
-        seconds=time.perf_counter() - started, steps=steps, held_out_slices=held, before_psnr=before_psnr,
-        after_psnr=after_psnr, linear_psnr=linear_psnr, bspline_psnr=bspline_psnr, before_ssim=before_ssim,
-        after_ssim=after_ssim, linear_ssim=linear_ssim, bspline_ssim=bspline_ssim, accepted=accepted, reason=reason,
-        settings={**settings, "kept_step": best_step if accepted else None})
+    report = finished(time.perf_counter() - started, steps, (after_psnr, after_ssim), accepted, reason,
+                      best_step if accepted else None)
     logger.info("%s", report.summary())
     return report
