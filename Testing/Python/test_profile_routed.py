@@ -194,3 +194,52 @@ def test_the_thick_selection_metric_needs_a_slice_profile_network(tmp_path):
     result = Trainer(config).run()
     best = max(result.history, key=lambda r: r["val_thick_syn_psnr"])
     assert result.history[-1]["best_epoch"] == best["epoch"]  # chosen on the thick score
+
+
+def test_an_estimator_network_makes_the_estimate_and_answers_no_slice(members, tmp_path):
+    main, thick = members
+    estimator = _profile_net((4, 8, 16), 7)
+    routed = ProfileRoutedPairUNet.from_networks(main, thick, estimator=estimator)
+    assert routed.profile_estimator is routed.estimator and "estimate by" in routed.describe_architecture()
+    volume = sitk.GetArrayFromImage(sitk.ReadImage(str(T1_2MM))).astype(np.float32)
+    engines = {name: ASIEngine(net, "cpu", normalization=NORM, test_time_augmentation="pair-flip")
+               for name, net in (("routed", routed), ("main", main), ("estimator", estimator))}
+    estimate = engines["routed"].estimate_slice_profile(volume, 2)
+    assert estimate == engines["estimator"].estimate_slice_profile(volume, 2)
+    assert estimate != engines["main"].estimate_slice_profile(volume, 2)
+    for ratio in (0.5, None):  # the main network still answers thin slices and an unknown profile
+        np.testing.assert_array_equal(engines["routed"].upsample(volume, 2, slice_thickness_ratio=ratio),
+                                      engines["main"].upsample(volume, 2, slice_thickness_ratio=ratio))
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "three.pt", routed, normalization=NORM))
+    assert loaded.config == routed.config and loaded.config.estimator.name == "net7"
+    assert torch.equal(loaded.model.estimator.head.weight, estimator.head.weight)
+    # a two-network model keeps its configuration's form (checkpoints written before the estimator load alike)
+    assert "estimator" not in ProfileRoutedPairUNet.from_networks(main, thick).config.to_dict()
+    bad = dict(routed.config.to_dict(), estimator=dict(routed.config.estimator.to_dict(), thickness_input=False))
+    with pytest.raises(CheckpointError, match="estimator network must take the slice profile"):
+        ProfileRoutedConfig.from_dict(bad)
+
+
+def test_training_a_routed_model_never_moves_its_estimator(members, tmp_path):
+    routed = ProfileRoutedPairUNet.from_networks(*members, estimator=_profile_net((4, 8, 16), 7))
+    init = save_checkpoint(tmp_path / "init.pt", routed, normalization=NORM)
+    config = TrainingConfig([str(T1_2MM)], output=tmp_path / "run.pt", init=str(init), epochs=1, steps_per_epoch=2,
+                            batch_size=8, patch_size=24, device="cpu", seed=0, validation_volumes=[str(T1_2MM)],
+                            validation_triplets=3, thick_slice_probability=0.5)
+    trained = load_checkpoint(Trainer(config).run().output).model.state_dict()
+    before = routed.state_dict()
+    assert all(torch.equal(trained[k], v) for k, v in before.items() if k.startswith("estimator."))
+    assert any(not torch.equal(trained[k], v) for k, v in before.items() if k.startswith("main."))
+
+
+def test_the_join_script_takes_an_estimator(members, tmp_path, capsys):
+    paths = [save_checkpoint(tmp_path / f"{role}.pt", net, normalization=NORM)
+             for role, net in (("main", members[0]), ("thick", members[1]), ("estimator", _profile_net((4, 8, 16), 7)))]
+    out = tmp_path / "routed.pt"
+    assert _run_script(str(out), str(paths[0]), str(paths[1]), "--estimator", str(paths[2])) == 0
+    routed = load_checkpoint(out)
+    assert routed.config.estimator.name == "net7" and set(routed.training["routed_from"]) == {"main", "thick",
+                                                                                             "estimator"}
+    other_norm = save_checkpoint(tmp_path / "norm.pt", members[0], normalization=IntensityNormalization())
+    assert _run_script(str(tmp_path / "bad.pt"), str(paths[0]), str(paths[1]), "--estimator", str(other_norm)) == 2
+    assert "normalise intensities differently" in capsys.readouterr().err and not (tmp_path / "bad.pt").exists()

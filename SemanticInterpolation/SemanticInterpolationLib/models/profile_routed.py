@@ -13,7 +13,10 @@ property of a pair U-Net: the engine interface (the state of a slice is the slic
 augmentation, the B-spline anchor input, adaptation (of the network that will upsample the scan:
 :meth:`ProfileRoutedPairUNet.member_for`). The slice-profile estimate (:mod:`..engine.profile_estimate`)
 is made by the ``main`` network alone (:attr:`ProfileRoutedPairUNet.profile_estimator`), so the thick
-network's own sensitivity to the told profile does not enter it.
+network's own sensitivity to the told profile does not enter it, or by an optional third network, the
+``estimator``, which answers no slice: its only job is the estimate. A main network trained on after the
+estimate was tuned loses the estimate's thin/thick margins (``Docs/Experiments.md``, session 6); keeping the
+network that made them as the estimator lets the main network change without moving the estimate.
 
 Training goes through the pair U-Net's path (``train --model-type profile-routed`` or ``--init`` a routed
 checkpoint): each sample is answered, and its loss back-propagated, by the network its told profile routes
@@ -50,16 +53,25 @@ class ProfileRoutedConfig:
                                                                          name="pair-unet-32-64-128-anchor-profile"))
     thick_from_ratio: float = DEFAULT_THICK_FROM_RATIO
     name: str = "profile-routed"
+    #: the network that makes the slice-profile estimate, when it is not the main one (None: the main one)
+    estimator: PairUNetConfig | None = None
+
+    def members(self) -> dict[str, PairUNetConfig]:
+        """The networks' configurations by role (``main``, ``thick`` and, when set, ``estimator``)."""
+        roles = {"main": self.main, "thick": self.thick}
+        if self.estimator is not None:
+            roles["estimator"] = self.estimator
+        return roles
 
     @property
     def size_multiple(self) -> int:
-        """Slice height and width must be multiples of this (both networks' sizes divide it)."""
-        return math.lcm(self.main.size_multiple, self.thick.size_multiple)
+        """Slice height and width must be multiples of this (every network's size divides it)."""
+        return math.lcm(*(member.size_multiple for member in self.members().values()))
 
     @property
     def anchor_input(self) -> bool:
-        """True when a network takes the B-spline anchor (both are then given it; one without ignores it)."""
-        return bool(self.main.anchor_input or self.thick.anchor_input)
+        """True when a network takes the B-spline anchor (all are then given it; one without ignores it)."""
+        return any(member.anchor_input for member in self.members().values())
 
     @property
     def thickness_input(self) -> bool:
@@ -68,8 +80,10 @@ class ProfileRoutedConfig:
 
     def validate(self) -> None:
         """Raise :class:`ValueError` when the two networks cannot be routed by the slice profile."""
-        for role in ("main", "thick"):
+        for role in ("main", "thick", "estimator"):
             member = getattr(self, role)
+            if role == "estimator" and member is None:
+                continue
             if not isinstance(member, PairUNetConfig):
                 raise ValueError(f"{role} must be a pair U-Net configuration, got {type(member).__name__}")
             member.validate()
@@ -82,8 +96,11 @@ class ProfileRoutedConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form for checkpoints."""
-        return {"main": self.main.to_dict(), "thick": self.thick.to_dict(),
+        data = {"main": self.main.to_dict(), "thick": self.thick.to_dict(),
                 "thick_from_ratio": float(self.thick_from_ratio), "name": self.name}
+        if self.estimator is not None:  # absent otherwise, so two-network checkpoints keep their form
+            data["estimator"] = self.estimator.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> "ProfileRoutedConfig":
@@ -95,6 +112,8 @@ class ProfileRoutedConfig:
             if role not in values:
                 raise CheckpointError(f"profile-routed configuration lacks its {role} network")
             values[role] = PairUNetConfig.from_dict(values[role])
+        if values.get("estimator") is not None:
+            values["estimator"] = PairUNetConfig.from_dict(values["estimator"])
         return config_from_dict(cls, values, "profile-routed")
 
 
@@ -112,25 +131,34 @@ class ProfileRoutedPairUNet(SliceStateNetwork):
         self.config.validate()
         self.main = PairUNet(self.config.main)
         self.thick = PairUNet(self.config.thick)
+        # answers no slice, so training never updates it (no gradient reaches it) and adaptation leaves it alone
+        self.estimator = PairUNet(self.config.estimator) if self.config.estimator is not None else None
 
     @classmethod
-    def from_networks(cls, main: PairUNet, thick: PairUNet,
-                      thick_from_ratio: float = DEFAULT_THICK_FROM_RATIO) -> "ProfileRoutedPairUNet":
-        """A routed model holding copies of two trained pair U-Nets (both with the slice-profile input)."""
-        for role, network in (("main", main), ("thick", thick)):
+    def from_networks(cls, main: PairUNet, thick: PairUNet, thick_from_ratio: float = DEFAULT_THICK_FROM_RATIO,
+                      estimator: PairUNet | None = None) -> "ProfileRoutedPairUNet":
+        """A routed model holding copies of two trained pair U-Nets (both with the slice-profile input) and,
+        optionally, of a third that makes the slice-profile estimate instead of ``main``."""
+        networks = {"main": main, "thick": thick}
+        if estimator is not None:
+            networks["estimator"] = estimator
+        for role, network in networks.items():
             if not isinstance(network, PairUNet):
                 raise ValueError(f"the {role} network must be a pair-unet model, got {type(network).__name__}")
-        config = ProfileRoutedConfig(main=main.config, thick=thick.config, thick_from_ratio=float(thick_from_ratio))
+        config = ProfileRoutedConfig(main=main.config, thick=thick.config, thick_from_ratio=float(thick_from_ratio),
+                                     estimator=None if estimator is None else estimator.config)
         routed = cls(config)
-        routed.main.load_state_dict(main.state_dict())
-        routed.thick.load_state_dict(thick.state_dict())
+        for role, network in networks.items():
+            getattr(routed, role).load_state_dict(network.state_dict())
         return routed
 
     def describe_architecture(self) -> str:
         """One line for logs."""
+        estimate = "" if self.estimator is None else \
+            f"; the slice-profile estimate by {self.estimator.describe_architecture()}"
         return (f"{self.config.name}: {self.main.describe_architecture()} for thin slices and when the profile is "
                 f"not known, {self.thick.describe_architecture()} from thickness/gap "
-                f"{self.config.thick_from_ratio:g}")
+                f"{self.config.thick_from_ratio:g}{estimate}")
 
     def routes_to_thick(self, thickness: float | None) -> bool:
         """True when a slice told ``thickness`` (thickness / gap; None or NaN = not known) goes to the thick network."""
@@ -143,8 +171,9 @@ class ProfileRoutedPairUNet(SliceStateNetwork):
 
     @property
     def profile_estimator(self) -> PairUNet:
-        """The network the slice-profile estimate asks (:mod:`..engine.profile_estimate`): the main one."""
-        return self.main
+        """The network the slice-profile estimate asks (:mod:`..engine.profile_estimate`): the ``estimator``
+        when the model has one, else the main one."""
+        return self.estimator if self.estimator is not None else self.main
 
     def forward(self, first: torch.Tensor, second: torch.Tensor, alpha: torch.Tensor | float,
                 anchor: torch.Tensor | None = None, thickness: torch.Tensor | float | None = None) -> torch.Tensor:
