@@ -408,6 +408,7 @@ class SemanticInterpolationParameterNode:
     evaluationFactors - Factors K, e.g. "2,3,4,5,6" or "2-6".
     evaluateASI, evaluateLinear, evaluateBSpline, evaluateLanczos - Methods to compare.
     evaluationThickSlices - Simulate thick slices (through-plane blur) before removing slices.
+    evaluationAcquisitionNoisePercent - Rician noise added to the kept slices (percent of the 99th percentile).
     evaluationOutputFolder - Report folder; empty = a new temporary folder.
     """
 
@@ -443,6 +444,7 @@ class SemanticInterpolationParameterNode:
     evaluateBSpline: bool = True
     evaluateLanczos: bool = True
     evaluationThickSlices: bool = False
+    evaluationAcquisitionNoisePercent: Annotated[float, WithinRange(0.0, 50.0)] = 0.0
     evaluationOutputFolder: str = ""
 
 

@@ -7,6 +7,9 @@
 Noise: the magnitude of (x + n1, n2) with n1, n2 ~ N(0, s) independent per voxel and
 s = FRACTION x the volume's 99th percentile (the noise of a magnitude MR image); float32 output with
 the input's geometry. The model card's "Colin27 + Rician 3 %" held-out volume is this command.
+Blurring such a volume into thick slices (``evaluate --thick-slices``) leaks the scored slices' noise into
+the simulated inputs; ``evaluate --acquisition-noise`` on the clean volume simulates noisy thick slices
+without that leak.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import argparse
 
 import numpy as np
 import SimpleITK as sitk
+
+from SemanticInterpolationLib.evaluation.simulate import add_rician_noise, noise_sigma
 
 
 def main() -> None:
@@ -27,9 +32,9 @@ def main() -> None:
     image = sitk.ReadImage(args.input)
     values = sitk.GetArrayFromImage(image).astype(np.float32)  # [k, j, i]
     rng = np.random.default_rng(args.seed)
-    sigma = args.fraction * float(np.percentile(values, 99))
-    noisy = np.sqrt((values + rng.normal(0, sigma, values.shape)) ** 2 + rng.normal(0, sigma, values.shape) ** 2)
-    result = sitk.GetImageFromArray(noisy.astype(np.float32))
+    sigma = noise_sigma(values, args.fraction)
+    noisy = add_rician_noise(values, sigma, rng)  # the same draws, in the same order, as before this was shared
+    result = sitk.GetImageFromArray(noisy)
     result.CopyInformation(image)
     sitk.WriteImage(result, args.output)
     print(f"{args.output}: Rician noise, sigma {sigma:g} ({args.fraction:g} of the 99th percentile)")

@@ -106,6 +106,7 @@ class EvaluateTab(TabHelper):
             job = prepareEvaluation(EvaluationTabSettings(
                 volume=parameters.evaluationVolume, factors=parameters.evaluationFactors,
                 methods=self.methods(), thickSlices=parameters.evaluationThickSlices,
+                acquisitionNoise=parameters.evaluationAcquisitionNoisePercent / 100.0,
                 checkpoint=checkpointArgument(parameters.checkpointPath), device=parameters.computeDevice.value,
                 outputFolder=folder, synthesis=parameters.synthesisMode.value,
                 testTimeAugmentation=parameters.testTimeAugmentation.value))

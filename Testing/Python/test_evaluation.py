@@ -104,6 +104,66 @@ def test_thick_slice_blur_has_fwhm_of_slice_thickness():
     np.testing.assert_array_equal(sim.reference[:, 0, 0], profile[:usable_slice_count(61, factor), 0, 0])
 
 
+def test_acquisition_noise_goes_on_the_kept_slices_only_and_is_reproducible():
+    from SemanticInterpolationLib.evaluation.simulate import add_rician_noise, noise_sigma
+
+    rng = np.random.default_rng(1)
+    fine = (rng.random((25, 40, 36)) * 200 + 400).astype(np.float32)  # bright: Rician noise is near Gaussian
+    image = sitk.GetImageFromArray(fine)
+    clean = simulate_thick_slices(image, 3, 2, thick_slices=True)
+    noisy = simulate_thick_slices(image, 3, 2, thick_slices=True, acquisition_noise=0.05, seed=7)
+    sigma = 0.05 * float(np.percentile(fine, 99))
+    assert noisy.noise_sigma == pytest.approx(sigma) and noise_sigma(fine, 0.05) == pytest.approx(sigma)
+    difference = sitk.GetArrayFromImage(noisy.low) - sitk.GetArrayFromImage(clean.low)
+    assert abs(difference.std() / sigma - 1.0) < 0.05 and abs(difference.mean()) < 0.1 * sigma
+    np.testing.assert_array_equal(noisy.reference, clean.reference)  # the scored slices stay the volume's own
+    again = simulate_thick_slices(image, 3, 2, thick_slices=True, acquisition_noise=0.05, seed=7)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(again.low), sitk.GetArrayFromImage(noisy.low))
+    other_seed = simulate_thick_slices(image, 3, 2, thick_slices=True, acquisition_noise=0.05, seed=8)
+    assert not np.array_equal(sitk.GetArrayFromImage(other_seed.low), sitk.GetArrayFromImage(noisy.low))
+    assert clean.noise_sigma == 0.0
+    # Rician magnitude: zero signal gives the Rayleigh mean sigma sqrt(pi / 2), not zero
+    zeros = add_rician_noise(np.zeros(200_000), 2.0, np.random.default_rng(0))
+    assert zeros.dtype == np.float32 and zeros.mean() == pytest.approx(2.0 * np.sqrt(np.pi / 2), rel=0.01)
+    for bad in (-0.1, 1.0, float("nan"), "x", True):
+        with pytest.raises(InputError, match="acquisition noise must be a fraction"):
+            simulate_thick_slices(image, 3, 2, acquisition_noise=bad)
+
+
+def test_a_noisy_volume_blurred_into_thick_slices_leaks_the_scored_slices_noise_into_the_inputs():
+    # why --acquisition-noise exists: with pure noise as the fine volume, B-spline of the simulated thick slices
+    # predicts part of the removed slices' own noise; noise added after the blur shares nothing with them
+    from SemanticInterpolationLib.engine.baselines import interpolate_slices
+
+    noise = np.random.default_rng(3).normal(0.0, 1.0, (61, 32, 32)).astype(np.float32)
+
+    def correlation(sim, truth):
+        predicted = interpolate_slices(sitk.GetArrayFromImage(sim.low).astype(np.float32), 2, "bspline",
+                                       dtype=np.float32)
+        removed = sim.synthesized_indices
+        return float(np.corrcoef(predicted[removed].ravel(), truth[removed].ravel())[0, 1])
+
+    leaked = simulate_thick_slices(sitk.GetImageFromArray(noise + 100.0), 2, 2, thick_slices=True)
+    assert correlation(leaked, noise) > 0.2
+    flat = simulate_thick_slices(sitk.GetImageFromArray(np.full_like(noise, 100.0)), 2, 2, thick_slices=True,
+                                 acquisition_noise=0.01, seed=1)
+    assert abs(correlation(flat, noise)) < 0.05
+
+
+def test_evaluate_acquisition_noise_reaches_the_report_and_bad_values_fail_before_work(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["evaluate", str(T1), "-o", str(out), "--factors", "2", "--methods", "linear",
+                 "--acquisition-noise", "1.5"]) == 1
+    assert "--acquisition noise must be a fraction" in capsys.readouterr().err and not out.exists()
+    assert main(["evaluate", str(T1), "-o", str(out), "--factors", "2", "--methods", "linear,bspline",
+                 "--acquisition-noise", "0.03", "--noise-seed", "4", "-q"]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "Rician noise of sigma 0.03" in summary and "seed 4" in summary
+    plain = tmp_path / "plain"
+    assert main(["evaluate", str(T1), "-o", str(plain), "--factors", "2", "--methods", "linear", "-q"]) == 0
+    assert (plain / "summary.csv").read_text() != (out / "summary.csv").read_text()  # the noise was added
+
+
 # ------------------------------------------------------------------------------------------ metrics
 def test_perfect_method_scores_infinite_psnr_ssim_one_vif_one():
     rng = np.random.default_rng(1)

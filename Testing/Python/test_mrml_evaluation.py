@@ -106,6 +106,20 @@ def test_the_synthesis_choice_reaches_the_evaluation(scene, random_checkpoint):
         me.prepareEvaluation(settings("cubic"))
 
 
+def test_acquisition_noise_reaches_the_evaluation(scene):
+    """The Evaluate tab's acquisition noise (a fraction) reaches the simulation and the report; a bad value is a
+    clear error before any work."""
+    node, _ = fineVolume(scene, shapeKJI=(9, 24, 20))
+    job = me.prepareEvaluation(me.EvaluationTabSettings(node, factors="2", methods=("linear",), acquisitionNoise=0.03))
+    assert job.settings.acquisition_noise == 0.03
+    me.runEvaluationJob(job)
+    clean = me.prepareEvaluation(me.EvaluationTabSettings(node, factors="2", methods=("linear",)))
+    me.runEvaluationJob(clean)
+    assert not np.array_equal(job.result.scores("linear", 2, "psnr"), clean.result.scores("linear", 2, "psnr"))
+    with pytest.raises(InputError, match="acquisition noise must be a fraction"):
+        me.prepareEvaluation(me.EvaluationTabSettings(node, factors="2", methods=("linear",), acquisitionNoise=2.0))
+
+
 def test_bad_inputs_are_clear_errors_before_any_work(scene, tmp_path):
     node, _ = fineVolume(scene)
     short, _ = fineVolume(scene, shapeKJI=(5, 24, 20), name="short")

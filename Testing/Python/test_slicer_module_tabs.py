@@ -475,6 +475,7 @@ def test_evaluate_tab_runs_in_the_background_and_shows_table_and_plots(tmp_path)
         parameters.evaluationFactors = "2,3"
         parameters.evaluateASI = parameters.evaluateLanczos = False
         parameters.evaluationOutputFolder = os.path.join(TMP, "report")
+        parameters.evaluationAcquisitionNoisePercent = 3.0
         print("folder to gui:", ui.evaluationOutputFolderLineEdit.currentPath == parameters.evaluationOutputFolder)
         print("evaluate enabled:", ui.evaluateButton.enabled, "model label:", repr(ui.evaluationModelLabel.text))
         evaluate.onEvaluateButton()
@@ -488,6 +489,7 @@ def test_evaluate_tab_runs_in_the_background_and_shows_table_and_plots(tmp_path)
         print("table:", table.GetName(), table.GetNumberOfRows(), tableNodeColumns(table)["Method"],
               table is evaluate.table)
         print("plot:", ui.evaluationPlotLabel.pixmap[1].endswith("boxplots.png"), ui.evaluationPlotLabel.visible)
+        print("noise:", "Rician noise of sigma 0.03" in open(os.path.join(str(evaluate.folder), "summary.md")).read())
         print("status:", ui.evaluationStatusLabel.text)
         print("result buttons:", ui.evaluationOpenFolderButton.enabled, ui.evaluationShowTableButton.enabled,
               "progress:", ui.evaluationProgressBar.visible, "timer:", evaluate._timer.active)
@@ -515,6 +517,7 @@ def test_evaluate_tab_runs_in_the_background_and_shows_table_and_plots(tmp_path)
     assert "errors: []" in out
     assert "table: fine evaluation 4 ['Linear', 'B-spline', 'Linear', 'B-spline'] True" in out
     assert "plot: True True" in out
+    assert "noise: True" in out
     assert "status: Done in" in out and "report in" in out
     assert "result buttons: True True progress: False timer: False" in out
     assert "table shown: True folder opened: True" in out

@@ -58,6 +58,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--thick-slices", action="store_true",
                         help="simulate thick slices: Gaussian through-plane blur (FWHM = K x spacing) before removing "
                              "slices, as in the paper's brain experiments")
+    parser.add_argument("--acquisition-noise", type=float, default=0.0, metavar="FRACTION",
+                        help="add Rician noise of sigma FRACTION x the volume's 99th percentile (e.g. 0.03) to the kept "
+                             "slices only, after the blur, and score against the volume's own removed slices: a "
+                             "noisy acquisition simulated from a clean volume without the leak of a noisy volume "
+                             "blurred into thick slices (whose thick slices carry the scored slices' noise); "
+                             "default 0 (none)")
+    parser.add_argument("--noise-seed", type=int, default=2026, metavar="N",
+                        help="seed of --acquisition-noise (each K draws its own noise from it; default 2026)")
     parser.add_argument("--output", "-o", default=DEFAULT_OUTPUT, metavar="DIR",
                         help=f"folder for the report (default: ./{DEFAULT_OUTPUT}; created when missing)")
     parser.add_argument("--device", default="auto", metavar="DEVICE",
@@ -129,6 +137,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         logger.warning("--checkpoint is ignored: asi is not among the methods (%s)", ",".join(methods))
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    from ..evaluation.simulate import check_noise_fraction
+
+    try:
+        check_noise_fraction(args.acquisition_noise)
+    except InputError as error:
+        raise InputError(f"--{error}") from None
     output = check_output_folder(args.output)
     if args.compare:
         from ..models.checkpoint import resolve_checkpoint
@@ -151,7 +165,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                   args.batch_size, args.synthesis, adapt_seconds=args.adapt,
                                   adapt_steps=args.adapt_steps, compare=tuple(args.compare),
                                   slice_profile=args.slice_profile,
-                                  test_time_augmentation=None if args.tta == "auto" else args.tta)
+                                  test_time_augmentation=None if args.tta == "auto" else args.tta,
+                                  acquisition_noise=args.acquisition_noise, noise_seed=args.noise_seed)
     bar = TerminalProgress("evaluate")
     level = logger.level
     if not args.verbose:

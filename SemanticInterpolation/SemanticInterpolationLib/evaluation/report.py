@@ -177,8 +177,11 @@ def summary_markdown(result: EvaluationResult) -> str:
     lines.append(f"- Volumes: {', '.join(f'{v} (slice axis {result.slice_axes[v]})' for v in result.volumes)}")
     lines.append(f"- Factors K: {', '.join(map(str, result.factors))}; methods: "
                  f"{', '.join(method_label(m, result.model_type) for m in result.methods)}")
-    lines.append(f"- Simulation: every K-th slice kept{' after a Gaussian through-plane blur with FWHM = K x spacing' if settings.thick_slices else ' (no blur)'}; "
-                 "only the removed slices are scored, against the real ones")
+    noise = getattr(settings, "acquisition_noise", 0.0)
+    noise_text = (f"; then Rician noise of sigma {noise:g} x the volume's 99th percentile added to the kept slices only "
+                  f"(seed {settings.noise_seed}), so the scored slices share no noise with the inputs" if noise else "")
+    lines.append(f"- Simulation: every K-th slice kept{' after a Gaussian through-plane blur with FWHM = K x spacing' if settings.thick_slices else ' (no blur)'}"
+                 f"{noise_text}; only the removed slices are scored, against the real ones")
     lines.append(f"- Model ({model_label(result.model_type)}, method asi): "
                  f"{result.model if result.model else 'not evaluated (no checkpoint given)'}")
     lines.append("- Scores on the reference's 1st-99th percentile range scaled to [0, 1] (clamped). SSIM: Wang et al. "

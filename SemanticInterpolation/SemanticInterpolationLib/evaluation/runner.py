@@ -31,7 +31,7 @@ from ..volumes.geometry import numpy_axis, parse_axis
 from ..volumes.imageio import validate_scalar_volume
 from ..upsampling import METHODS, upsample_image, validate_method
 from .metrics import METRICS, SSIM_WINDOW, VIF_MIN_SIZE, percentile_range, scale_to_unit_range, score_slices
-from .simulate import check_length, simulate_thick_slices
+from .simulate import check_length, check_noise_fraction, simulate_thick_slices
 
 logger = logging.getLogger("SemanticInterpolation")
 
@@ -125,6 +125,10 @@ class EvaluationSettings:
     slice_profile: str = "auto"
     #: test-time augmentation of the ASI model (:mod:`..engine.test_time_augmentation`); None = the checkpoint's
     test_time_augmentation: "str | None" = None
+    #: Rician noise added to the kept slices after the optional blur, as a fraction of the volume's 99th
+    #: percentile (0 = none); the removed slices are scored as they are in the volume (see :mod:`.simulate`)
+    acquisition_noise: float = 0.0
+    noise_seed: int = 2026  #: seed of that noise (with K: each factor its own reproducible draw)
 
     def validated(self) -> "EvaluationSettings":
         """A copy with factors and methods parsed and checked (fields not named here are kept as they are)."""
@@ -132,6 +136,7 @@ class EvaluationSettings:
             raise InputError(f"slice profile must be one of {', '.join(SLICE_PROFILE_CHOICES)}, got {self.slice_profile!r}")
         return replace(self, factors=parse_factors(self.factors), methods=parse_methods(self.methods),
                        thick_slices=bool(self.thick_slices),
+                       acquisition_noise=check_noise_fraction(self.acquisition_noise), noise_seed=int(self.noise_seed),
                        batch_size=None if self.batch_size is None else int(self.batch_size))
 
 
@@ -307,7 +312,8 @@ def run_evaluation(
         low_value, high_value = percentile_range(sitk.GetArrayViewFromImage(image))
         for factor in settings.factors:
             check_cancel()
-            simulated = simulate_thick_slices(image, factor, index_axis, settings.thick_slices)
+            simulated = simulate_thick_slices(image, factor, index_axis, settings.thick_slices,
+                                              settings.acquisition_noise, settings.noise_seed)
             indices = simulated.synthesized_indices
             reference = scale_to_unit_range(np.moveaxis(np.take(simulated.reference, indices, axis=axis_np), axis_np, 0),
                                             low_value, high_value)

@@ -49,6 +49,9 @@ class EvaluationTabSettings:
     synthesis: str | None = None  #: ASI synthesis mode; None or "auto" = the checkpoint's recommendation
     #: test-time augmentation of pair-unet models; None or "auto" = the checkpoint's recommendation
     testTimeAugmentation: str | None = None
+    #: Rician noise added to the kept slices, a fraction of the volume's 99th percentile (0 = none; see
+    #: :mod:`..evaluation.simulate`)
+    acquisitionNoise: float = 0.0
 
 
 @dataclass
@@ -114,7 +117,8 @@ def prepareEvaluation(settings: EvaluationTabSettings) -> EvaluationJob:
                                             checkpoint=checkpoint, device=str(settings.device),
                                             synthesis=synthesis_choice(settings.synthesis),
                                             test_time_augmentation=None if settings.testTimeAugmentation in (None, "auto")
-                                            else str(settings.testTimeAugmentation)).validated()
+                                            else str(settings.testTimeAugmentation),
+                                            acquisition_noise=settings.acquisitionNoise).validated()
     name = settings.volume.GetName() or "volume"
     image = sitkImageFromVolumeNode(settings.volume)
     check_volumes({name: image}, evaluationSettings)
