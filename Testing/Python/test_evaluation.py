@@ -154,7 +154,7 @@ def test_evaluate_acquisition_noise_reaches_the_report_and_bad_values_fail_befor
     out = tmp_path / "report"
     assert main(["evaluate", str(T1), "-o", str(out), "--factors", "2", "--methods", "linear",
                  "--acquisition-noise", "1.5"]) == 1
-    assert "--acquisition noise must be a fraction" in capsys.readouterr().err and not out.exists()
+    assert "--acquisition-noise must be a fraction" in capsys.readouterr().err and not out.exists()
     assert main(["evaluate", str(T1), "-o", str(out), "--factors", "2", "--methods", "linear,bspline",
                  "--acquisition-noise", "0.03", "--noise-seed", "4", "-q"]) == 0
     summary = (out / "summary.md").read_text()

@@ -142,7 +142,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     try:
         check_noise_fraction(args.acquisition_noise)
     except InputError as error:
-        raise InputError(f"--{error}") from None
+        raise InputError(str(error).replace("acquisition noise", "--acquisition-noise", 1)) from None
     output = check_output_folder(args.output)
     if args.compare:
         from ..models.checkpoint import resolve_checkpoint
