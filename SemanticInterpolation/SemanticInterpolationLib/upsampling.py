@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -26,6 +26,9 @@ from .errors import InputError, OperationCancelled
 from .volumes.geometry import numpy_axis, parse_axis
 from .volumes.imageio import validate_scalar_volume
 from .volumes.slice_profile import slice_thickness_ratio
+
+if TYPE_CHECKING:
+    from .engine.profile_estimate import ProfileEstimate
 
 logger = logging.getLogger("SemanticInterpolation")
 
@@ -65,6 +68,7 @@ def upsample_image(
     adapt_seed: int = 0,
     save_adapted: "str | os.PathLike | None" = None,
     slice_thickness: "float | str | None" = "auto",
+    profile_estimate: "ProfileEstimate | None" = None,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCallback | None = None,
 ) -> sitk.Image:
@@ -85,6 +89,8 @@ def upsample_image(
     slice-profile input (see :mod:`.volumes.slice_profile`); ``"auto"`` = the DICOM Slice Thickness when the
     image carries it, else thin or thick slices estimated from the scan (:mod:`.engine.profile_estimate`;
     the estimate is ``engine.profile_estimate``); None = not known (the network works without it).
+    ``profile_estimate``: an estimate this engine already made for this image and factor
+    (:meth:`ASIEngine.estimate_slice_profile`), used instead of estimating again where ``"auto"`` would.
     Header fields other than the geometry (e.g. DICOM tags) are not copied: the output is a new image.
     """
     method = validate_method(method)
@@ -112,8 +118,9 @@ def upsample_image(
         engine.adaptation = None
         ratio = validate_thickness_ratio(slice_thickness_ratio(image, index_axis, slice_thickness))
         engine.profile_estimate = None
-        if ratio is None and isinstance(slice_thickness, str) and engine.takes_slice_profile:
-            engine.profile_estimate = engine.estimate_slice_profile(array, factor, axis_np)  # "auto", no header
+        if ratio is None and isinstance(slice_thickness, str) and engine.takes_slice_profile:  # "auto", no header
+            engine.profile_estimate = profile_estimate if profile_estimate is not None else \
+                engine.estimate_slice_profile(array, factor, axis_np)
             if engine.profile_estimate is not None:
                 ratio = engine.profile_estimate.ratio
                 logger.info("%s", engine.profile_estimate.summary())

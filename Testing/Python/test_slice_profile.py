@@ -274,6 +274,25 @@ def test_the_estimate_declines_when_the_plain_and_the_view_comparisons_disagree(
     assert model.calls == estimate.slices_tested * (1 + 9) * (1 + 4)  # each hypothesis plain and in 4 views
 
 
+def test_upsample_image_uses_an_estimate_it_is_given_instead_of_estimating_again(monkeypatch):
+    from SemanticInterpolationLib.engine.profile_estimate import ProfileEstimate
+
+    image = sitk.Cast(sitk.ReadImage(str(T1)), sitk.sitkFloat32)
+    engine = ASIEngine(_profile_network(), "cpu")
+    array = sitk.GetArrayViewFromImage(image)
+    given = ProfileEstimate("thick", 1.0, 0.2, 0.1, 5)
+
+    def no_estimate(*args, **kwargs):
+        raise AssertionError("estimated again")
+
+    monkeypatch.setattr(ASIEngine, "estimate_slice_profile", no_estimate)
+    out = upsample_image(image, 2, engine=engine, axis=2, profile_estimate=given)
+    assert engine.profile_estimate is given
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(out), engine.upsample(array, 2, slice_thickness_ratio=1.0))
+    upsample_image(image, 2, engine=engine, axis=2, slice_thickness=2.0, profile_estimate=given)  # a thickness wins
+    assert engine.profile_estimate is None
+
+
 def test_upsample_image_estimates_the_profile_only_when_nothing_says_it():
     image = sitk.Cast(sitk.ReadImage(str(T1)), sitk.sitkFloat32)
     engine = ASIEngine(_profile_network(), "cpu")

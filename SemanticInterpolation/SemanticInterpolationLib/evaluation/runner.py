@@ -341,21 +341,18 @@ def run_evaluation(
                 estimate = None
                 if thickness == "auto" and method in engines and engines[method].takes_slice_profile:
                     # estimated once per engine, volume and K (asi and asi+adapt share the engine and ask the same
-                    # question of the same weights), then told as a thickness, as upsample_image would tell it
+                    # question of the same weights); upsample_image uses it where it would estimate
                     key = (id(engines[method]), name, factor)
                     if key not in estimates:
                         estimates[key] = engines[method].estimate_slice_profile(
                             sitk.GetArrayViewFromImage(simulated.low), factor, axis_np)
                     estimate = estimates[key]
-                    thickness = None
-                    if estimate is not None and estimate.ratio is not None:
-                        thickness = estimate.ratio * float(simulated.low.GetSpacing()[index_axis])
                 # adaptation goes through upsample_image, as for a user: the profile is estimated (or told) first,
                 # the adaptation is told it, and the engine is back to its own weights afterwards
                 adapt = float(settings.adapt_seconds) if method == ADAPTED_METHOD else None
                 upsampled = upsample_image(simulated.low, factor, "asi" if method in engines else method,
                                            axis=index_axis, output_type="float32", engine=engines.get(method),
-                                           slice_thickness=thickness, adapt=adapt,
+                                           slice_thickness=thickness, profile_estimate=estimate, adapt=adapt,
                                            adapt_steps=settings.adapt_steps if adapt is not None else None,
                                            progress=sub_progress, should_cancel=should_cancel)
                 if estimate is not None and (id(engines[method]), name, factor) not in profile_noted:
