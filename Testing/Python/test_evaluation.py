@@ -157,11 +157,11 @@ def test_evaluate_acquisition_noise_reaches_the_report_and_bad_values_fail_befor
     assert "--acquisition-noise must be a fraction" in capsys.readouterr().err and not out.exists()
     assert main(["evaluate", str(T1), "-o", str(out), "--factors", "2", "--methods", "linear,bspline",
                  "--acquisition-noise", "0.03", "--noise-seed", "4", "-q"]) == 0
-    summary = (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text(encoding="utf-8")
     assert "Rician noise of sigma 0.03" in summary and "seed 4" in summary
     plain = tmp_path / "plain"
     assert main(["evaluate", str(T1), "-o", str(plain), "--factors", "2", "--methods", "linear", "-q"]) == 0
-    assert (plain / "summary.csv").read_text() != (out / "summary.csv").read_text()  # the noise was added
+    assert (plain / "summary.csv").read_text(encoding="utf-8") != (out / "summary.csv").read_text(encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------------ metrics

@@ -489,7 +489,7 @@ def test_evaluate_tab_runs_in_the_background_and_shows_table_and_plots(tmp_path)
         print("table:", table.GetName(), table.GetNumberOfRows(), tableNodeColumns(table)["Method"],
               table is evaluate.table)
         print("plot:", ui.evaluationPlotLabel.pixmap[1].endswith("boxplots.png"), ui.evaluationPlotLabel.visible)
-        print("noise:", "Rician noise of sigma 0.03" in open(os.path.join(str(evaluate.folder), "summary.md")).read())
+        print("noise:", "Rician noise of sigma 0.03" in open(os.path.join(str(evaluate.folder), "summary.md"), encoding="utf-8").read())
         print("status:", ui.evaluationStatusLabel.text)
         print("result buttons:", ui.evaluationOpenFolderButton.enabled, ui.evaluationShowTableButton.enabled,
               "progress:", ui.evaluationProgressBar.visible, "timer:", evaluate._timer.active)
