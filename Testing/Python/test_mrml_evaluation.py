@@ -113,6 +113,8 @@ def test_acquisition_noise_reaches_the_evaluation(scene):
     job = me.prepareEvaluation(me.EvaluationTabSettings(node, factors="2", methods=("linear",), acquisitionNoise=0.03))
     assert job.settings.acquisition_noise == 0.03
     me.runEvaluationJob(job)
+    table = me.summaryTableNode(scene, job.result)  # its description says what was simulated
+    assert "thin slices, Rician noise 3 % on the kept slices" in table.GetDescription()
     clean = me.prepareEvaluation(me.EvaluationTabSettings(node, factors="2", methods=("linear",)))
     me.runEvaluationJob(clean)
     assert not np.array_equal(job.result.scores("linear", 2, "psnr"), clean.result.scores("linear", 2, "psnr"))
