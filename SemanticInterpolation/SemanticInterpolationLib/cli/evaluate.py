@@ -139,10 +139,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     from ..evaluation.simulate import check_noise_fraction
 
-    try:
-        check_noise_fraction(args.acquisition_noise)
-    except InputError as error:
-        raise InputError(str(error).replace("acquisition noise", "--acquisition-noise", 1)) from None
+    check_noise_fraction(args.acquisition_noise, "--acquisition-noise")
     output = check_output_folder(args.output)
     if args.compare:
         from ..models.checkpoint import resolve_checkpoint

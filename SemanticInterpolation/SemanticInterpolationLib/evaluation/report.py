@@ -177,7 +177,7 @@ def summary_markdown(result: EvaluationResult) -> str:
     lines.append(f"- Volumes: {', '.join(f'{v} (slice axis {result.slice_axes[v]})' for v in result.volumes)}")
     lines.append(f"- Factors K: {', '.join(map(str, result.factors))}; methods: "
                  f"{', '.join(method_label(m, result.model_type) for m in result.methods)}")
-    noise = getattr(settings, "acquisition_noise", 0.0)
+    noise = settings.acquisition_noise
     noise_text = (f"; then Rician noise of sigma {noise:g} x the volume's 99th percentile added to the kept slices only "
                   f"(seed {settings.noise_seed}), so the scored slices share no noise with the inputs" if noise else "")
     lines.append(f"- Simulation: every K-th slice kept{' after a Gaussian through-plane blur with FWHM = K x spacing' if settings.thick_slices else ' (no blur)'}"

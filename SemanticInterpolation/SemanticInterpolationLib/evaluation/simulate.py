@@ -82,14 +82,14 @@ def noise_sigma(fine: np.ndarray, fraction: float) -> float:
     return float(fraction) * float(np.percentile(np.asarray(fine, dtype=np.float32), 99))
 
 
-def check_noise_fraction(fraction: float) -> float:
-    """``fraction`` as a float, or :class:`InputError` unless it is a number in [0, 1)."""
+def check_noise_fraction(fraction: float, what: str = "acquisition noise") -> float:
+    """``fraction`` as a float, or :class:`InputError` (naming it ``what``) unless it is a number in [0, 1)."""
     try:
         value = float(fraction)
     except (TypeError, ValueError):
         value = float("nan")
     if isinstance(fraction, bool) or not 0.0 <= value < 1.0:
-        raise InputError(f"acquisition noise must be a fraction of the 99th percentile in [0, 1) (e.g. 0.03), got "
+        raise InputError(f"{what} must be a fraction of the 99th percentile in [0, 1) (e.g. 0.03), got "
                          f"{fraction!r}")
     return value
 

@@ -80,10 +80,7 @@ class ProfileRoutedConfig:
 
     def validate(self) -> None:
         """Raise :class:`ValueError` when the two networks cannot be routed by the slice profile."""
-        for role in ("main", "thick", "estimator"):
-            member = getattr(self, role)
-            if role == "estimator" and member is None:
-                continue
+        for role, member in self.members().items():
             if not isinstance(member, PairUNetConfig):
                 raise ValueError(f"{role} must be a pair U-Net configuration, got {type(member).__name__}")
             member.validate()
@@ -96,11 +93,9 @@ class ProfileRoutedConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form for checkpoints."""
-        data = {"main": self.main.to_dict(), "thick": self.thick.to_dict(),
+        # the estimator only when set, so two-network checkpoints keep their form
+        return {**{role: member.to_dict() for role, member in self.members().items()},
                 "thick_from_ratio": float(self.thick_from_ratio), "name": self.name}
-        if self.estimator is not None:  # absent otherwise, so two-network checkpoints keep their form
-            data["estimator"] = self.estimator.to_dict()
-        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> "ProfileRoutedConfig":

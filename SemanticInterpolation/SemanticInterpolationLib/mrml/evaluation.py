@@ -184,7 +184,7 @@ def summaryTableNode(scene: Any, result: Any, name: str | None = None, tableNode
         volumes = ", ".join(result.volumes)
         tableNode = scene.AddNewNodeByClass("vtkMRMLTableNode", name or f"{volumes} evaluation")
     fillSummaryTableNode(tableNode, header, rows)
-    noise = getattr(result.settings, "acquisition_noise", 0.0)
+    noise = result.settings.acquisition_noise
     noiseText = f", Rician noise {100 * noise:g} % on the kept slices" if noise else ""
     description = [f"Evaluation of {', '.join(result.volumes)}: factors {', '.join(map(str, result.factors))}, "
                    f"{'thick' if result.settings.thick_slices else 'thin'} slices{noiseText}, {result.seconds:.1f} s."]
